@@ -1,0 +1,232 @@
+"""The model interface: one method, provider-neutral messages, a small Reply back.
+
+Adapters live in their own modules (`anthropic_model`, `openai_model`, `scripted`) and are
+imported lazily, so a user of one provider never needs the other's SDK.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError, MissingDependency
+
+Role = Literal["user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts exactly as the provider reported them for one or more calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        """All tokens billed in some way: fresh input, cached input (read and write), output."""
+        return (
+            self.input_tokens + self.output_tokens + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
+        data = data or {}
+        return cls(
+            int(data.get("input_tokens", 0)),
+            int(data.get("output_tokens", 0)),
+            int(data.get("cache_read_tokens", 0)),
+            int(data.get("cache_write_tokens", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool the model asked to run.
+
+    `arguments_error` is set when the provider sent arguments that are not a JSON object; the
+    agent loop returns that error to the model instead of running the tool.
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    arguments_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: name, description and a JSON Schema for its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One conversation entry in a provider-neutral shape.
+
+    user: `content`. assistant: `content` and optional `tool_calls`. tool: the result of one
+    tool call, `tool_call_id`, `name`, `content` and `is_error`.
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    is_error: bool = False
+
+    @classmethod
+    def user(cls, text: str) -> Message:
+        return cls("user", text)
+
+    @classmethod
+    def assistant(cls, text: str, tool_calls: Sequence[ToolCall] = ()) -> Message:
+        return cls("assistant", text, tuple(tool_calls))
+
+    @classmethod
+    def tool(cls, call: ToolCall, content: str, *, is_error: bool = False) -> Message:
+        return cls("tool", content, tool_call_id=call.id, name=call.name, is_error=is_error)
+
+
+# Normalised stop reasons; adapters map provider values onto these and pass others through.
+END_TURN = "end_turn"
+TOOL_USE = "tool_use"
+MAX_TOKENS = "max_tokens"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a model returned for one request."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    stop_reason: str = END_TURN
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+
+
+class ChatModel(ABC):
+    """A chat model with tool use. Implementations must be safe to call from several threads."""
+
+    #: Provider name used in reports and price look-ups ("anthropic", "openai", "scripted").
+    provider: str = "unknown"
+    #: The model identifier sent to the provider.
+    model: str = ""
+
+    @abstractmethod
+    def complete(
+        self,
+        system: str,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        output_schema: Mapping[str, Any] | None = None,
+    ) -> Reply:
+        """Send one request and return the reply.
+
+        Args:
+            system: The system prompt.
+            messages: The conversation so far, oldest first.
+            tools: Tools the model may call.
+            output_schema: When given, the reply text must be JSON matching this schema.
+        """
+
+    def for_agent(self, role: str, task_id: str | None = None) -> ChatModel:
+        """Return the model to use for one agent on one task.
+
+        Real providers return themselves; the scripted model returns a view bound to the
+        role and task so parallel agents replay their own turns deterministically.
+        """
+        return self
+
+
+PROVIDERS = ("anthropic", "openai", "scripted")
+KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4.1", "scripted": "scripted"}
+
+
+def detect_provider(environ: Mapping[str, str] | None = None) -> str | None:
+    """Choose a provider from which API key is set (Anthropic first), or None."""
+    environ = os.environ if environ is None else environ
+    for provider, variable in KEY_VARIABLES.items():
+        if environ.get(variable):
+            return provider
+    if environ.get("OPENAI_BASE_URL"):
+        return "openai"
+    return None
+
+
+def create_model(
+    provider: str,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    session: str | os.PathLike[str] | None = None,
+    max_tokens: int = 8000,
+    temperature: float | None = None,
+) -> ChatModel:
+    """Build a model adapter by provider name, importing its SDK only now."""
+    if provider == "scripted":
+        if session is None:
+            raise ConfigError(
+                "The scripted provider replays a session file, but none was given. "
+                "Pass --session FILE (see examples/sessions/) or use --demo."
+            )
+        from .scripted import ScriptedModel
+
+        return ScriptedModel.from_file(session)
+    if provider == "anthropic":
+        try:
+            from .anthropic_model import AnthropicModel
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise MissingDependency(
+                f"The anthropic provider needs the anthropic SDK ({exc}). "
+                "Run: pip install -r requirements.txt"
+            ) from exc
+        return AnthropicModel(
+            model=model or DEFAULT_MODELS["anthropic"],
+            base_url=base_url,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+    if provider == "openai":
+        try:
+            from .openai_model import OpenAIModel
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise MissingDependency(
+                f"The openai provider needs the openai SDK ({exc}). "
+                "Run: pip install -r requirements.txt"
+            ) from exc
+        return OpenAIModel(
+            model=model or DEFAULT_MODELS["openai"],
+            base_url=base_url,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+    raise ConfigError(
+        f"Unknown API provider {provider!r}. Choose one of: {', '.join(PROVIDERS)}."
+    )

@@ -1,0 +1,73 @@
+"""Shared fixtures: a network kill switch and real git repositories in tmp_path."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import git
+import pytest
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_loopback(address: object) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = address[0] if isinstance(address, tuple) else address
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded(real):
+    def connect(self: socket.socket, address: object):  # type: ignore[no-untyped-def]
+        if not _is_loopback(address):
+            pytest.fail(f"test tried to reach the network: {address!r}", pytrace=True)
+        return real(self, address)
+
+    return connect
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that opens a connection to a non-loopback address."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded(_real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded(_real_connect_ex))
+
+
+@pytest.fixture(autouse=True)
+def no_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's real keys; tests that need a key set a fake one."""
+    for name in list(os.environ):
+        if name.endswith("_API_KEY") or name in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+            monkeypatch.delenv(name, raising=False)
+
+
+def make_repo(path: Path, files: dict[str, str] | None = None, *, branch: str = "main") -> git.Repo:
+    """Create a real repository with a configured user and one commit holding `files`."""
+    path.mkdir(parents=True, exist_ok=True)
+    repo = git.Repo.init(path, initial_branch=branch)
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "Test User")
+        cw.set_value("user", "email", "test@example.com")
+        cw.set_value("commit", "gpgsign", "false")
+    for name, content in (files or {"README.md": "# test project\n"}).items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+    repo.git.add("--all")
+    repo.git.commit("-m", "initial commit")
+    return repo
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> git.Repo:
+    """A real repository with one commit on `main`."""
+    return make_repo(tmp_path / "project")
