@@ -1,0 +1,1 @@
+"""A small to-do list: a store and a command-line interface."""

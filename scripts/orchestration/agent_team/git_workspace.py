@@ -1,0 +1,645 @@
+"""A thin GitPython wrapper: branches, worktrees, commits and merges for the agent team.
+
+Every task works in its own linked worktree, so the user's checked-out branch, index and
+uncommitted changes are never touched: nothing here checks out, resets or stages anything in the
+main working tree. All git calls go through `repo.git.<cmd>` (or a `git.Git` bound to one
+worktree) and failures become `GitError` carrying git's own stderr.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import git
+from git.exc import GitCommandError, GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
+
+from .errors import GitError, NotAGitRepository
+
+_GIT_ERRORS = (GitCommandError, GitCommandNotFound)
+_OPEN_ERRORS = (InvalidGitRepositoryError, NoSuchPathError)
+_CONFLICT_MARKERS = (b"<<<<<<<", b">>>>>>>")
+_BINARY_SNIFF = 8000
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _repo_lock(common_dir: Path) -> threading.RLock:
+    """One lock per repository, shared by every GitWorkspace opened on it in this process."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(common_dir), threading.RLock())
+
+
+def slugify(text: str, max_len: int = 40) -> str:
+    """Turn free text (a feature title, a task id) into a safe branch-name component.
+
+    Only lowercase ascii letters, digits and single dashes survive, which `git check-ref-format`
+    always accepts; an empty result becomes "untitled" so callers never build `feature/`.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    slug = slug[: max(1, max_len)].rstrip("-")
+    return slug or "untitled"
+
+
+@dataclass(frozen=True)
+class WorktreeInfo:
+    """One entry of `git worktree list --porcelain`.
+
+    `dirty` and `unmerged` are only filled in by `GitWorkspace.stale_worktrees`; None elsewhere
+    and whenever they cannot be known (the directory is gone).
+    """
+
+    path: Path
+    branch: str | None
+    head: str | None
+    detached: bool = False
+    locked: bool = False
+    prunable: bool = False
+    dirty: bool | None = None
+    unmerged: int | None = None
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """Outcome of `GitWorkspace.merge`; on "conflict" the merge is left in progress."""
+
+    status: Literal["merged", "conflict", "up_to_date"]
+    commit: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """A one-line commit summary for reports and prompts."""
+
+    sha: str
+    author_name: str
+    author_email: str
+    date: str
+    subject: str
+
+
+def _unformat(stream: str, label: str) -> str:
+    """GitPython pre-formats stderr/stdout in its exception; recover git's own text."""
+    prefix = f"\n  {label}: '"
+    if stream.startswith(prefix) and stream.endswith("'"):
+        return stream[len(prefix) : -1]
+    return stream
+
+
+def _error(exc: GitCommandError | GitCommandNotFound, where: Path) -> GitError:
+    command = " ".join(str(part) for part in exc.command)
+    if len(command) > 200:
+        command = command[:197] + "..."
+    output = "\n".join(
+        text.strip()
+        for text in (_unformat(exc.stderr, "stderr"), _unformat(exc.stdout, "stdout"))
+        if text.strip()
+    )
+    return GitError(f"`{command}` failed in {where} (exit {exc.status}): {output or 'no output'}")
+
+
+def _identity(name: str, email: str) -> dict[str, str]:
+    """Author and committer for one call, so commits work without user.name configured."""
+    if not name.strip() or not email.strip():
+        raise GitError("a commit needs a non-empty author name and email")
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+def _is_binary(data: bytes) -> bool:
+    if b"\0" in data[:_BINARY_SNIFF]:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _split_z(output: str) -> list[str]:
+    return [item for item in output.split("\0") if item]
+
+
+def _check_rev(ref: str) -> str:
+    """Refuse revisions git would parse as options."""
+    if not ref or ref.startswith("-"):
+        raise GitError(f"invalid revision {ref!r}")
+    return ref
+
+
+class GitWorkspace:
+    """The orchestrator's only door to git for one repository."""
+
+    def __init__(self, project_dir: str | Path) -> None:
+        path = Path(project_dir).expanduser()
+        if not path.is_dir():
+            raise NotAGitRepository(
+                f"{path} does not exist or is not a directory; pass --project-dir pointing to "
+                "your git repository"
+            )
+        try:
+            self._repo = git.Repo(path, search_parent_directories=True)
+        except _OPEN_ERRORS as exc:
+            raise NotAGitRepository(
+                f"{path} is not inside a git repository; run `git init` there and make an "
+                "initial commit first"
+            ) from exc
+        if self._repo.bare or self._repo.working_tree_dir is None:
+            raise NotAGitRepository(
+                f"{path} is a bare repository; clone it and point --project-dir at the clone"
+            )
+        if self._status("rev-parse", "-q", "--verify", "HEAD^{commit}") != 0:
+            raise NotAGitRepository(
+                f"the repository at {path} has no commits yet; make an initial commit first "
+                "(for example `git commit --allow-empty -m 'initial commit'`)"
+            )
+        self.root = Path(self._run("rev-parse", "--show-toplevel")).resolve()
+        self.common_dir = Path(
+            self._run("rev-parse", "--path-format=absolute", "--git-common-dir")
+        ).resolve()
+        self._lock = _repo_lock(self.common_dir)
+
+    @property
+    def repo(self) -> git.Repo:
+        """The underlying GitPython repository, for callers that need more than this class."""
+        return self._repo
+
+    @staticmethod
+    def is_inside_work_tree(path: str | Path) -> bool:
+        """Whether `path` lies in some git working tree; never raises, for up-front checks."""
+        directory = Path(path).expanduser()
+        if not directory.is_dir():
+            return False
+        try:
+            status, out, _ = git.Git(str(directory)).rev_parse(
+                "--is-inside-work-tree", with_extended_output=True, with_exceptions=False
+            )
+        except GitCommandNotFound:
+            return False
+        return status == 0 and out.strip() == "true"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _runner(self, cwd: str | Path | None) -> tuple[git.Git, Path]:
+        if cwd is None:
+            return self._repo.git, Path(str(self._repo.working_tree_dir))
+        directory = Path(cwd).expanduser().resolve()
+        if not directory.is_dir():
+            raise GitError(f"worktree {directory} does not exist")
+        return git.Git(str(directory)), directory
+
+    def _git(
+        self,
+        cmd: str,
+        *args: str,
+        cwd: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        **options: bool,
+    ) -> tuple[int, Any, str]:
+        """Run `git <cmd>` through GitPython; (status, stdout, stderr), GitError when checked."""
+        runner, where = self._runner(cwd)
+        try:
+            status, out, err = getattr(runner, cmd)(
+                *args,
+                env=dict(env) if env else None,
+                with_extended_output=True,
+                with_exceptions=check,
+                **options,
+            )
+        except _GIT_ERRORS as exc:
+            raise _error(exc, where) from exc
+        return int(status), out, err
+
+    def _run(
+        self,
+        cmd: str,
+        *args: str,
+        cwd: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        return self._git(cmd, *args, cwd=cwd, env=env)[1]
+
+    def _status(self, cmd: str, *args: str, cwd: str | Path | None = None) -> int:
+        """Exit status of a command whose answer *is* its status (show-ref, is-ancestor)."""
+        return self._git(cmd, *args, cwd=cwd, check=False)[0]
+
+    # -- refs -------------------------------------------------------------------------------
+
+    def current_branch(self) -> str | None:
+        """The branch checked out in this workspace's directory, None on a detached HEAD."""
+        status, out, _ = self._git("symbolic-ref", "-q", "--short", "HEAD", check=False)
+        return (out.strip() or None) if status == 0 else None
+
+    def resolve(self, ref: str) -> str | None:
+        """The commit sha `ref` names, or None when it names nothing (a probe, not an error)."""
+        rev = f"{_check_rev(ref)}^{{commit}}"
+        status, out, _ = self._git("rev-parse", "-q", "--verify", rev, check=False)
+        return out.strip() if status == 0 and out.strip() else None
+
+    def head_commit(self, ref: str = "HEAD") -> str:
+        """The commit sha of `ref`; GitError when it does not exist."""
+        sha = self.resolve(ref)
+        if sha is None:
+            raise GitError(f"{ref!r} does not name a commit in {self.root}")
+        return sha
+
+    def branch_exists(self, name: str) -> bool:
+        """Whether a local branch `name` exists."""
+        return self._status("show-ref", "--verify", "--quiet", f"refs/heads/{name}") == 0
+
+    def _check_branch_name(self, name: str) -> None:
+        # `--branch` would expand `@{-1}`; checking the full ref name does not.
+        if name.startswith("-") or self._status("check-ref-format", f"refs/heads/{name}") != 0:
+            raise GitError(f"{name!r} is not a valid branch name; build names with slugify()")
+        refs = self._run("for-each-ref", "--format=%(refname)", "refs/heads/").splitlines()
+        for ref in refs:
+            other = ref.removeprefix("refs/heads/")
+            if name.startswith(f"{other}/") or other.startswith(f"{name}/"):
+                raise GitError(
+                    f"branch {name!r} cannot coexist with existing branch {other!r}: git cannot "
+                    "have a branch that is also a folder of branches; use sibling names such as "
+                    "'feature/<slug>' and 'agent/<slug>/<role>/<task>'"
+                )
+
+    def create_branch(self, name: str, start_point: str = "HEAD") -> str:
+        """Create `name` at `start_point` without checking anything out; returns its sha."""
+        self._check_branch_name(name)
+        with self._lock:
+            if self.branch_exists(name):
+                raise GitError(f"branch {name!r} already exists in {self.root}")
+            self._run("branch", "--no-track", name, _check_rev(start_point))
+        return self.head_commit(f"refs/heads/{name}")
+
+    def update_branch_ref(self, branch: str, new_commit: str, *, expected_old: str) -> None:
+        """Fast-forward `branch` to `new_commit` only if it still points at `expected_old`.
+
+        Refuses when the branch is checked out in any worktree, since moving it would change
+        what that working tree (possibly the user's) thinks HEAD is.
+        """
+        ref = f"refs/heads/{branch}"
+        with self._lock:
+            where = self.branch_checked_out_in(branch)
+            if where is not None:
+                raise GitError(
+                    f"branch {branch!r} is checked out in {where}; refusing to move it under "
+                    "that working tree (merge there instead)"
+                )
+            new_sha = self.head_commit(new_commit)
+            old_sha = self.head_commit(expected_old)
+            if not self.is_merged(old_sha, new_sha):
+                raise GitError(f"{new_sha} is not a fast-forward of {branch!r} at {old_sha}")
+            self._run("update-ref", "-m", "agent-team: fast-forward", ref, new_sha, old_sha)
+
+    def branch_checked_out_in(self, branch: str) -> Path | None:
+        """The worktree that has `branch` checked out, or None."""
+        for worktree in self.list_worktrees():
+            if worktree.branch == branch:
+                return worktree.path
+        return None
+
+    # -- worktrees --------------------------------------------------------------------------
+
+    def add_worktree(
+        self, path: str | Path, branch: str, *, start_point: str | None = None
+    ) -> Path:
+        """Check `branch` out in a new worktree at `path`, creating the branch when missing.
+
+        An existing branch is checked out as it is and `start_point` is ignored; git refuses
+        when that branch is already checked out in another worktree.
+        """
+        target = Path(path).expanduser().resolve()
+        self._check_branch_name(branch)
+        with self._lock:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if self.branch_exists(branch):
+                self._run("worktree", "add", str(target), branch)
+            else:
+                start = _check_rev(start_point or "HEAD")
+                self._run("worktree", "add", "--no-track", "-b", branch, str(target), start)
+        return target
+
+    def remove_worktree(self, path: str | Path, *, force: bool = False) -> None:
+        """Remove a worktree, keeping its branch; uncommitted work is kept unless `force`."""
+        target = Path(path).expanduser().resolve()
+        with self._lock:
+            if not target.exists():
+                self.prune_worktrees()
+                return
+            if not force:
+                changes = self._dirty_paths(target)
+                if changes:
+                    raise GitError(
+                        f"worktree {target} has uncommitted changes ({', '.join(changes[:10])}); "
+                        "commit them or pass force=True to discard them"
+                    )
+            args = ["remove", "--force"] if force else ["remove"]
+            self._run("worktree", *args, str(target))
+
+    def list_worktrees(self) -> list[WorktreeInfo]:
+        """All worktrees of the repository, the main one first."""
+        output = self._run("worktree", "list", "--porcelain")
+        result: list[WorktreeInfo] = []
+        for block in output.strip().split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in block.splitlines():
+                key, _, value = line.partition(" ")
+                fields[key] = value
+            if "worktree" not in fields or "bare" in fields:
+                continue
+            branch = fields.get("branch")
+            result.append(
+                WorktreeInfo(
+                    path=Path(fields["worktree"]),
+                    branch=branch.removeprefix("refs/heads/") if branch else None,
+                    head=fields.get("HEAD") or None,
+                    detached="detached" in fields,
+                    locked="locked" in fields,
+                    prunable="prunable" in fields,
+                )
+            )
+        return result
+
+    def prune_worktrees(self) -> list[str]:
+        """Drop administrative entries of worktrees whose directories are gone.
+
+        Returns git's own lines, e.g. "Removing worktrees/x: gitdir file points to non-existent
+        location". Locked worktrees are never pruned (git's rule).
+        """
+        with self._lock:
+            _, _, err = self._git("worktree", "prune", "--verbose")
+        return [line.strip() for line in err.splitlines() if line.startswith("Removing ")]
+
+    def stale_worktrees(self, root: str | Path, *, into: str = "HEAD") -> list[WorktreeInfo]:
+        """Worktrees left under `root` by an earlier run, with what removing them would lose.
+
+        `dirty` says whether the directory holds uncommitted changes (None when it is gone);
+        `unmerged` counts commits of its HEAD not reachable from `into`.
+        """
+        base = Path(root).expanduser().resolve()
+        into_sha = self.head_commit(into)
+        found: list[WorktreeInfo] = []
+        for worktree in self.list_worktrees()[1:]:
+            resolved = worktree.path.resolve()
+            if resolved != base and base not in resolved.parents:
+                continue
+            dirty = None
+            if resolved.is_dir() and not worktree.prunable:
+                dirty = bool(self._dirty_paths(resolved))
+            unmerged = None
+            if worktree.head:
+                unmerged = int(self._run("rev-list", "--count", f"{into_sha}..{worktree.head}"))
+            found.append(replace(worktree, dirty=dirty, unmerged=unmerged))
+        return found
+
+    def _dirty_paths(self, worktree: Path) -> list[str]:
+        output = self._run(
+            "status",
+            "--porcelain",
+            "--untracked-files=normal",
+            "--ignore-submodules=none",
+            cwd=worktree,
+        )
+        return [line[3:] for line in output.splitlines() if line.strip()]
+
+    def exclude(self, pattern: str) -> bool:
+        """Hide `pattern` from `git status` via the shared `info/exclude`, never .gitignore.
+
+        Returns True when the line was added, False when it was already there.
+        """
+        line = pattern.strip()
+        if not line or "\n" in line:
+            raise GitError(f"invalid exclude pattern {pattern!r}")
+        exclude_file = self.common_dir / "info" / "exclude"
+        with self._lock:
+            exclude_file.parent.mkdir(parents=True, exist_ok=True)
+            text = exclude_file.read_text(encoding="utf-8") if exclude_file.exists() else ""
+            if line in (existing.strip() for existing in text.splitlines()):
+                return False
+            prefix = "" if not text or text.endswith("\n") else "\n"
+            with exclude_file.open("a", encoding="utf-8") as handle:
+                handle.write(f"{prefix}{line}\n")
+        return True
+
+    # -- commits and history ----------------------------------------------------------------
+
+    def commit_all(
+        self,
+        worktree: str | Path,
+        message: str,
+        *,
+        author_name: str,
+        author_email: str,
+        verify: bool = True,
+    ) -> str | None:
+        """Stage everything in `worktree` and commit it as the given agent.
+
+        Returns the new sha, or None when there was nothing to commit. A failing hook raises
+        GitError with the hook's output.
+        """
+        env = _identity(author_name, author_email)
+        self._run("add", "--all", cwd=worktree)
+        if self._status("diff", "--cached", "--quiet", cwd=worktree) == 0:
+            return None
+        args = ["--no-verify"] if not verify else []
+        self._run("commit", "-q", *args, "-m", message, cwd=worktree, env=env)
+        return self._run("rev-parse", "HEAD", cwd=worktree).strip()
+
+    def changed_files(self, base: str, head: str) -> list[str]:
+        """Paths that differ between two commits; a rename is listed once, by its new path."""
+        rng = f"{_check_rev(base)}..{_check_rev(head)}"
+        return _split_z(self._run("diff", "--name-only", "-M", "-z", "--no-ext-diff", rng))
+
+    def diff_stat(self, base: str, head: str) -> str:
+        """`git diff --stat` between two commits, for reports."""
+        rng = f"{_check_rev(base)}..{_check_rev(head)}"
+        return self._run("diff", "--stat", "-M", "--no-color", "--no-ext-diff", rng)
+
+    def log(self, ref: str = "HEAD", n: int = 10) -> list[LogEntry]:
+        """The newest `n` commits reachable from `ref` (a range like `a..b` works too)."""
+        fmt = "%H%x1f%an%x1f%ae%x1f%aI%x1f%s%x1e"
+        output = self._run("log", f"-n{int(n)}", f"--format={fmt}", _check_rev(ref), "--")
+        entries = []
+        for record in output.split("\x1e"):
+            parts = record.strip("\n").split("\x1f")
+            if len(parts) == 5:
+                entries.append(LogEntry(*parts))
+        return entries
+
+    def is_merged(self, branch: str, into: str) -> bool:
+        """Whether every commit of `branch` is already reachable from `into`."""
+        status = self._status("merge-base", "--is-ancestor", _check_rev(branch), _check_rev(into))
+        if status not in (0, 1):
+            raise GitError(f"cannot compare {branch!r} with {into!r}: is either missing?")
+        return status == 0
+
+    def unmerged_commits(self, branch: str, into: str) -> int:
+        """How many commits of `branch` are not yet in `into`."""
+        rng = f"{_check_rev(into)}..{_check_rev(branch)}"
+        return int(self._run("rev-list", "--count", rng).strip())
+
+    # -- merging ----------------------------------------------------------------------------
+
+    def merge(
+        self,
+        worktree: str | Path,
+        branch: str,
+        message: str,
+        *,
+        author_name: str,
+        author_email: str,
+    ) -> MergeResult:
+        """Merge `branch` into whatever `worktree` has checked out, always with a merge commit.
+
+        On conflict the merge stays in progress for a resolver; finish it with
+        `conclude_merge` or undo it with `abort_merge`.
+        """
+        env = _identity(author_name, author_email)
+        with self._lock:
+            merged = self._status(
+                "merge-base", "--is-ancestor", _check_rev(branch), "HEAD", cwd=worktree
+            )
+            if merged == 0:
+                return MergeResult("up_to_date")
+            try:
+                self._run(
+                    "merge", "--no-ff", "--no-edit", "-m", message, branch, cwd=worktree, env=env
+                )
+            except GitError:
+                if not self.merge_in_progress(worktree):
+                    raise
+                return MergeResult("conflict", None, self.unmerged_paths(worktree))
+            return MergeResult("merged", self._run("rev-parse", "HEAD", cwd=worktree).strip())
+
+    def merge_in_progress(self, worktree: str | Path) -> bool:
+        """Whether `worktree` is in the middle of a merge (MERGE_HEAD exists)."""
+        return self._status("rev-parse", "-q", "--verify", "MERGE_HEAD", cwd=worktree) == 0
+
+    def unmerged_paths(self, worktree: str | Path) -> list[str]:
+        """Paths the index still holds as conflicted."""
+        output = self._run("diff", "--name-only", "--diff-filter=U", "-z", cwd=worktree)
+        return sorted(set(_split_z(output)))
+
+    def _stages(self, worktree: str | Path, path: str) -> dict[int, str]:
+        output = self._run("ls-files", "-u", "-z", cwd=worktree)
+        stages: dict[int, str] = {}
+        for entry in _split_z(output):
+            info, _, name = entry.partition("\t")
+            if name == path:
+                _, sha, stage = info.split()
+                stages[int(stage)] = sha
+        return stages
+
+    def conflict_sides(self, worktree: str | Path, path: str) -> dict[str, object]:
+        """The three versions of a conflicted file, for a resolver to read.
+
+        Keys: "path", "binary", "base" (stage 1), "ours" (stage 2, the checked-out branch) and
+        "theirs" (stage 3, the branch being merged). A side is None when absent (added or
+        deleted on that side); for binary files the sides are raw bytes, never decoded.
+        """
+        stages = self._stages(worktree, path)
+        if not stages:
+            raise GitError(f"{path} is not in conflict in {worktree}")
+        directory = Path(worktree).expanduser().resolve()
+        blobs: dict[int, bytes] = {
+            number: self._git(
+                "cat-file",
+                "blob",
+                sha,
+                cwd=directory,
+                stdout_as_string=False,
+                strip_newline_in_stdout=False,
+            )[1]
+            for number, sha in stages.items()
+        }
+        binary = any(_is_binary(data) for data in blobs.values())
+        sides: dict[str, object] = {"path": path, "binary": binary}
+        for number, name in ((1, "base"), (2, "ours"), (3, "theirs")):
+            data = blobs.get(number)
+            sides[name] = data if data is None or binary else data.decode("utf-8")
+        return sides
+
+    def resolve_conflict(
+        self, worktree: str | Path, path: str, side: Literal["ours", "theirs"]
+    ) -> None:
+        """Settle one conflicted path by taking one side whole; the way to settle binaries."""
+        stage = {"ours": 2, "theirs": 3}[side]
+        stages = self._stages(worktree, path)
+        if not stages:
+            raise GitError(f"{path} is not in conflict in {worktree}")
+        env = {"GIT_LITERAL_PATHSPECS": "1"}
+        if stage in stages:
+            self._run("checkout", f"--{side}", "--", path, cwd=worktree, env=env)
+            self._run("add", "--", path, cwd=worktree, env=env)
+        else:
+            self._run("rm", "-q", "-f", "--", path, cwd=worktree, env=env)
+
+    def abort_merge(self, worktree: str | Path) -> bool:
+        """Undo a merge in progress; returns False when there was none."""
+        with self._lock:
+            if not self.merge_in_progress(worktree):
+                return False
+            self._run("merge", "--abort", cwd=worktree)
+        return True
+
+    def conclude_merge(
+        self,
+        worktree: str | Path,
+        message: str,
+        *,
+        author_name: str,
+        author_email: str,
+    ) -> str:
+        """Commit a resolved merge; refuses while any file still looks conflicted.
+
+        A conflicted text file counts as resolved once its conflict markers are gone; binary,
+        deleted or symlinked conflicted paths must be staged explicitly (resolve_conflict).
+        """
+        env = _identity(author_name, author_email)
+        directory = Path(worktree).expanduser().resolve()
+        with self._lock:
+            if not self.merge_in_progress(directory):
+                raise GitError(f"no merge in progress in {directory}")
+            problems = self._unresolved(directory)
+            if problems:
+                raise GitError(
+                    f"cannot conclude the merge in {directory}; still conflicted: "
+                    + ", ".join(problems)
+                )
+            self._run("add", "--all", cwd=directory)
+            self._run("commit", "-q", "--no-edit", "-m", message, cwd=directory, env=env)
+            return self._run("rev-parse", "HEAD", cwd=directory).strip()
+
+    def _unresolved(self, directory: Path) -> list[str]:
+        unmerged = set(self.unmerged_paths(directory))
+        touched = set(_split_z(self._run("diff", "--name-only", "-z", "HEAD", cwd=directory)))
+        touched |= set(
+            _split_z(self._run("ls-files", "--others", "--exclude-standard", "-z", cwd=directory))
+        )
+        problems: list[str] = []
+        for name in sorted(touched | unmerged):
+            file = directory / name
+            if file.is_symlink() or not file.is_file():
+                if name in unmerged:
+                    problems.append(f"{name} (unmerged)")
+                continue
+            data = file.read_bytes()
+            if _is_binary(data):
+                if name in unmerged:
+                    problems.append(f"{name} (unmerged binary)")
+                continue
+            if any(line.startswith(_CONFLICT_MARKERS) for line in data.splitlines()):
+                problems.append(f"{name} (conflict markers)")
+        return problems

@@ -1,0 +1,264 @@
+"""The manager's plan: parsing, validation by schema and by meaning, and dependency order.
+
+A plan that fails here goes back to the manager with the exact error list, so every message
+must name the task and the problem in words a model (and a person) can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .errors import PlanError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "plan.schema.json"
+PRIORITY_RANK = {"high": 2, "medium": 1, "low": 0}
+DEFAULT_MAX_TASKS = 100
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work for one role."""
+
+    task_id: str
+    description: str
+    assigned_to: str
+    dependencies: tuple[str, ...] = ()
+    deliverables: tuple[str, ...] = ()
+    priority: str = "medium"
+
+    def to_state(self) -> dict[str, Any]:
+        """The task as a fresh entry of the state file's `tasks` list."""
+        return {
+            "task_id": self.task_id,
+            "description": self.description,
+            "assigned_to": self.assigned_to,
+            "dependencies": list(self.dependencies),
+            "deliverables": list(self.deliverables),
+            "priority": self.priority,
+            "status": "pending",
+            "progress": 0,
+            "attempts": 0,
+            "result": None,
+        }
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> Task:
+        return cls(
+            task_id=data["task_id"],
+            description=data["description"],
+            assigned_to=data["assigned_to"],
+            dependencies=tuple(data.get("dependencies") or ()),
+            deliverables=tuple(data.get("deliverables") or ()),
+            priority=data.get("priority") or "medium",
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: str
+    rationale: str = ""
+    affected_agents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    tasks: tuple[Task, ...]
+    decisions: tuple[Decision, ...] = field(default_factory=tuple)
+
+    def by_id(self) -> dict[str, Task]:
+        return {task.task_id: task for task in self.tasks}
+
+    def order(self) -> list[Task]:
+        """Tasks in dependency order; among ready tasks, higher priority then plan order."""
+        tasks = self.by_id()
+        return [tasks[task_id] for task_id in topological_order(self.tasks)]
+
+
+@lru_cache(maxsize=1)
+def plan_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def plan_output_schema(roles: Sequence[str]) -> dict[str, Any]:
+    """The schema sent to the model: every field required, `assigned_to` limited to the team.
+
+    Validation of what comes back uses the lenient file schema, so a plan that omits empty
+    lists (as people write them) is still accepted.
+    """
+    schema = json.loads(json.dumps(plan_schema()))
+    schema.pop("$id", None)
+    schema["required"] = ["tasks", "decisions"]
+    for key in ("tasks", "decisions"):
+        item = schema["properties"][key]["items"]
+        item["required"] = list(item["properties"])
+    schema["properties"]["tasks"]["items"]["properties"]["assigned_to"] = {
+        "type": "string",
+        "enum": list(roles),
+    }
+    return schema
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)\n?```", re.DOTALL)
+
+
+def extract_json(text: str) -> Any:
+    """Parse a JSON object from a model reply: bare, inside a code fence, or amid prose."""
+    stripped = text.strip()
+    candidates = [stripped]
+    candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if 0 <= start < end:
+        candidates.append(stripped[start : end + 1])
+    last_error: json.JSONDecodeError | None = None
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError as exc:
+            last_error = exc
+    where = f" (line {last_error.lineno}, column {last_error.colno}: {last_error.msg})" if (
+        last_error
+    ) else ""
+    raise PlanError(
+        "The plan is not valid JSON" + where + ".",
+        ["The reply must be one JSON object with \"tasks\" and \"decisions\"" + where + "."],
+    )
+
+
+def _json_path(path: Iterable[Any]) -> str:
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def find_cycle(dependencies: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """Return one dependency cycle as a closed path (a -> b -> a), or None."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(dependencies, white)
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = grey
+        stack.append(node)
+        for dep in dependencies.get(node, ()):
+            if dep not in colour:
+                continue
+            if colour[dep] == grey:
+                return stack[stack.index(dep) :] + [dep]
+            if colour[dep] == white and (cycle := visit(dep)):
+                return cycle
+        stack.pop()
+        colour[node] = black
+        return None
+
+    for node in dependencies:
+        if colour[node] == white and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def topological_order(tasks: Sequence[Task]) -> list[str]:
+    """Kahn's algorithm; ready tasks are taken by priority, then by their order in the plan."""
+    position = {task.task_id: i for i, task in enumerate(tasks)}
+    remaining = {task.task_id: set(task.dependencies) for task in tasks}
+    by_id = {task.task_id: task for task in tasks}
+    order: list[str] = []
+    while remaining:
+        ready = [tid for tid, deps in remaining.items() if not deps]
+        if not ready:
+            raise PlanError("The plan has a dependency cycle.", ["dependency cycle"])
+        ready.sort(key=lambda tid: (-PRIORITY_RANK.get(by_id[tid].priority, 1), position[tid]))
+        chosen = ready[0]
+        order.append(chosen)
+        del remaining[chosen]
+        for deps in remaining.values():
+            deps.discard(chosen)
+    return order
+
+
+def validate_plan_data(
+    data: Any, roles: Collection[str], *, max_tasks: int = DEFAULT_MAX_TASKS
+) -> list[str]:
+    """Every problem with a parsed plan, as messages; an empty list means valid."""
+    validator = jsonschema.Draft202012Validator(plan_schema())
+    errors = [
+        f"{_json_path(error.absolute_path)}: {error.message}"
+        for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    ]
+    if errors or not isinstance(data, dict):
+        return errors
+    tasks = data["tasks"]
+    if not tasks:
+        return ["The plan has no tasks: plan at least one task for the feature."]
+    if len(tasks) > max_tasks:
+        errors.append(
+            f"The plan has {len(tasks)} tasks; at most {max_tasks} are allowed. "
+            "Merge small steps into larger tasks."
+        )
+    seen: set[str] = set()
+    for task in tasks:
+        task_id = task["task_id"]
+        if task_id in seen:
+            errors.append(f"Task id {task_id} is used more than once; task ids must be unique.")
+        seen.add(task_id)
+        if task["assigned_to"] not in roles:
+            errors.append(
+                f"Task {task_id} is assigned to unknown role {task['assigned_to']!r}; "
+                f"available roles: {', '.join(sorted(roles))}."
+            )
+        if not task["description"].strip():
+            errors.append(f"Task {task_id} has an empty description.")
+    for task in tasks:
+        for dep in task.get("dependencies", []):
+            if dep == task["task_id"]:
+                errors.append(f"Task {dep} depends on itself.")
+            elif dep not in seen:
+                errors.append(f"Task {task['task_id']} depends on {dep}, which is not in the plan.")
+    graph = {
+        t["task_id"]: [d for d in t.get("dependencies", []) if d != t["task_id"]] for t in tasks
+    }
+    cycle = find_cycle(graph)
+    if cycle:
+        errors.append("Dependency cycle: " + " -> ".join(cycle) + ". Remove one dependency.")
+    return errors
+
+
+def parse_plan(
+    text_or_data: str | Mapping[str, Any],
+    roles: Collection[str],
+    *,
+    max_tasks: int = DEFAULT_MAX_TASKS,
+) -> Plan:
+    """Parse and validate a plan; raise PlanError with every problem found."""
+    data = extract_json(text_or_data) if isinstance(text_or_data, str) else text_or_data
+    errors = validate_plan_data(data, roles, max_tasks=max_tasks)
+    if errors:
+        raise PlanError(f"The plan is invalid ({len(errors)} problem(s)).", errors)
+    tasks = tuple(
+        Task(
+            task_id=t["task_id"],
+            description=t["description"].strip(),
+            assigned_to=t["assigned_to"],
+            dependencies=tuple(t.get("dependencies", [])),
+            deliverables=tuple(t.get("deliverables", [])),
+            priority=t.get("priority", "medium"),
+        )
+        for t in data["tasks"]
+    )
+    decisions = tuple(
+        Decision(
+            decision=d["decision"],
+            rationale=d.get("rationale", ""),
+            affected_agents=tuple(d.get("affected_agents", [])),
+        )
+        for d in data.get("decisions", [])
+    )
+    return Plan(tasks=tasks, decisions=decisions)

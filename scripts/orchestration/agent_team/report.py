@@ -1,0 +1,205 @@
+"""The run summary: built from the state file (never from what agents claimed), printed, and
+written as Markdown and JSON under `.ai-agents/reports/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+RULE = "=" * 80
+STATUS_MARK = {
+    "completed": "[done]", "failed": "[FAIL]", "blocked": "[blocked]", "skipped": "[skipped]",
+    "pending": "[pending]", "in_progress": "[running]",
+}
+
+
+def build_summary(
+    state: Mapping[str, Any],
+    *,
+    run_id: str,
+    duration_seconds: float,
+    status: str,
+    exit_code: int,
+) -> dict[str, Any]:
+    """A JSON-ready summary of the current feature's run."""
+    feature = state.get("current_feature") or {}
+    usage = state.get("usage") or {}
+    integration = state.get("integration") or {}
+    tasks = [
+        {
+            "task_id": t["task_id"],
+            "assigned_to": t["assigned_to"],
+            "description": t["description"],
+            "status": t["status"],
+            "commit": t.get("commit"),
+            "files_modified": (t.get("result") or {}).get("files_modified", []),
+            "error": t.get("error"),
+            "api_calls": (t.get("usage") or {}).get("api_calls", 0),
+        }
+        for t in state.get("tasks", [])
+    ]
+    files = sorted({f for t in tasks for f in t["files_modified"]})
+    calls_by_role = {
+        role: counts.get("api_calls", 0) for role, counts in (usage.get("by_agent") or {}).items()
+    }
+    return {
+        "run_id": run_id,
+        "feature": feature.get("title", ""),
+        "feature_branch": feature.get("branch"),
+        "base_branch": feature.get("base_branch"),
+        "status": status,
+        "exit_code": exit_code,
+        "stop_reason": feature.get("stop_reason"),
+        "duration_seconds": round(duration_seconds, 2),
+        "api_calls": usage.get("api_calls", 0),
+        "api_calls_by_role": calls_by_role,
+        "tokens": {
+            "input": usage.get("input_tokens", 0),
+            "output": usage.get("output_tokens", 0),
+            "cache_read": usage.get("cache_read_tokens", 0),
+            "cache_write": usage.get("cache_write_tokens", 0),
+        },
+        "cost_usd": usage.get("cost_usd"),
+        "cost_known": usage.get("cost_known", usage.get("cost_usd") is not None),
+        "tasks": tasks,
+        "files_changed": files,
+        "merges": integration.get("merges", []),
+        "test_results": integration.get("test_results"),
+        "integration_summary": integration.get("summary", ""),
+        "merged_into_base": integration.get("merged_into_base", False),
+    }
+
+
+def compact(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the summary kept in the state file's run history."""
+    keys = ("status", "exit_code", "duration_seconds", "api_calls", "tokens", "cost_usd")
+    out = {key: summary[key] for key in keys}
+    out["tasks"] = {t["task_id"]: t["status"] for t in summary["tasks"]}
+    return out
+
+
+def _tokens_line(summary: Mapping[str, Any]) -> str:
+    tokens = summary["tokens"]
+    total = sum(tokens.values())
+    return (
+        f"{total:,} (input {tokens['input']:,}, output {tokens['output']:,}, "
+        f"cache read {tokens['cache_read']:,}, cache write {tokens['cache_write']:,})"
+    )
+
+
+def _cost_line(summary: Mapping[str, Any]) -> str:
+    if summary["cost_usd"] is None or not summary["cost_known"]:
+        return "unknown (a model without a price in the table was used)"
+    return f"~${summary['cost_usd']:.4f} (estimate from list prices)"
+
+
+def _tests_line(results: Mapping[str, Any] | None) -> str:
+    if not results:
+        return "not run"
+    counts = ", ".join(
+        f"{results[k]} {k}" for k in ("passed", "failed", "skipped", "errors")
+        if results.get(k) is not None and (results.get(k) or k == "passed")
+    )
+    verdict = "PASS" if results.get("success") else "FAIL"
+    return f"{verdict}: {counts or 'no counts parsed'} (exit code {results.get('exit_code')}, " \
+        f"`{results.get('command')}`)"
+
+
+def render_console(summary: Mapping[str, Any]) -> str:
+    """The printed summary, in the layout people know from the usage guide."""
+    calls = ", ".join(f"{role} x{n}" for role, n in summary["api_calls_by_role"].items())
+    lines = [
+        RULE,
+        "ORCHESTRATION SUMMARY",
+        RULE,
+        f"Feature: {summary['feature']}",
+        f"Branch: {summary['feature_branch']} (from {summary['base_branch']})",
+        f"Duration: {summary['duration_seconds']:.1f} s",
+        f"API Calls: {summary['api_calls']}" + (f" ({calls})" if calls else ""),
+        f"Tokens Used: {_tokens_line(summary)}",
+        f"Estimated Cost: {_cost_line(summary)}",
+        "",
+        "Tasks:",
+    ]
+    for task in summary["tasks"]:
+        mark = STATUS_MARK.get(task["status"], task["status"])
+        line = f"  {mark} {task['task_id']} ({task['assigned_to']}): {task['description'][:60]}"
+        if task.get("error"):
+            line += f" - {task['error'][:120]}"
+        lines.append(line)
+    lines += [
+        "",
+        "Results:",
+        f"  Files changed: {len(summary['files_changed'])}",
+        f"  Merges: {len(summary['merges'])}"
+        + (f" ({sum(1 for m in summary['merges'] if m['status'] != 'merged')} with conflicts)"
+           if summary["merges"] else ""),
+        f"  Tests: {_tests_line(summary['test_results'])}",
+    ]
+    if summary.get("stop_reason"):
+        lines.append(f"  Stopped: {summary['stop_reason']}")
+    verdict = "SUCCESS - ready to review" if summary["exit_code"] == 0 else "FAILED"
+    if summary["exit_code"] == 3:
+        verdict = "STOPPED - budget reached; resume with --resume"
+    lines += ["", f"Status: {verdict}", RULE]
+    return "\n".join(lines)
+
+
+def render_markdown(summary: Mapping[str, Any]) -> str:
+    lines = [
+        f"# Run {summary['run_id']}: {summary['feature']}",
+        "",
+        f"- Status: **{summary['status']}** (exit code {summary['exit_code']})",
+        f"- Branch: `{summary['feature_branch']}` from `{summary['base_branch']}`",
+        f"- Duration: {summary['duration_seconds']:.1f} s",
+        f"- API calls: {summary['api_calls']}",
+        f"- Tokens: {_tokens_line(summary)}",
+        f"- Estimated cost: {_cost_line(summary)}",
+        f"- Tests: {_tests_line(summary['test_results'])}",
+        "",
+        "## Tasks",
+        "",
+        "| Task | Role | Status | Commit | Files | Calls |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in summary["tasks"]:
+        commit = (t["commit"] or "")[:10]
+        files = "<br>".join(f"`{f}`" for f in t["files_modified"]) or "-"
+        lines.append(
+            f"| {t['task_id']} | {t['assigned_to']} | {t['status']} | {commit} | {files} | "
+            f"{t['api_calls']} |"
+        )
+    if summary["merges"]:
+        lines += ["", "## Merges", ""]
+        for m in summary["merges"]:
+            conflicts = f" (conflicts: {', '.join(m['conflicts'])})" if m.get("conflicts") else ""
+            lines.append(f"- {m['task_id']}: {m['status']}{conflicts}")
+    if summary["integration_summary"]:
+        lines += ["", "## Integration summary", "", summary["integration_summary"]]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_reports(project_dir: Path, run_id: str, summary: Mapping[str, Any]) -> dict[str, Path]:
+    """Write `<run>.md` and `<run>.json` under .ai-agents/reports/ and return their paths."""
+    directory = project_dir / ".ai-agents" / "reports"
+    paths = {"markdown": directory / f"{run_id}.md", "json": directory / f"{run_id}.json"}
+    _atomic_write(paths["json"], json.dumps(summary, indent=2) + "\n")
+    _atomic_write(paths["markdown"], render_markdown(summary))
+    return paths

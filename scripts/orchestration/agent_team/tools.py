@@ -1,0 +1,753 @@
+"""Workspace tools for role agents: files confined to one directory, commands, team updates.
+
+Every tool returns a `ToolResult`; nothing a model sends can raise out of `Toolbox.call`,
+because a bad call is the model's mistake to fix on its next turn, not a crash of the run.
+The file tools are confined to the workspace; `run_command` is not a sandbox (it runs what
+the agent asks in the workspace, with secrets removed from its environment).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import os
+import re
+import selectors
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from .errors import AgentTeamError, ConfigError, ToolError, UserError
+from .models import ToolCall, ToolSpec
+
+DEFAULT_MAX_OUTPUT_CHARS = 12_000
+DEFAULT_COMMAND_TIMEOUT = 120.0
+DEFAULT_MAX_COMMAND_TIMEOUT = 600.0
+MAX_LIST_ENTRIES = 400
+MAX_SEARCH_MATCHES = 200
+MAX_SEARCH_FILE_BYTES = 2_000_000
+MAX_LINE_CHARS = 2_000
+MAX_MATCH_LINE_CHARS = 240
+KILL_GRACE_SECONDS = 2.0
+DRAIN_SECONDS = 1.0
+READ_CHUNK = 65_536
+REPORT_SCHEMA_PATH = Path(__file__).parent / "schemas" / "agent-report.schema.json"
+
+#: Directories list_files and search_files do not descend into (a named path still works).
+SKIPPED_DIRS = frozenset(
+    {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache",
+     ".ruff_cache", ".tox"}
+)
+
+#: Environment variables run_command never passes on (fnmatch patterns, upper-case names).
+SECRET_ENV_PATTERNS: tuple[str, ...] = (
+    "*_API_KEY", "*_APIKEY", "*_TOKEN", "*_SECRET", "*_SECRET_*", "*SECRET*", "*PASSWORD*",
+    "*PASSWD*", "*_PRIVATE_KEY", "*_ACCESS_KEY", "*_ACCESS_KEY_ID", "*_CREDENTIALS",
+    "ANTHROPIC_*", "OPENAI_*", "GITHUB_TOKEN", "GH_TOKEN", "AWS_*", "AZURE_*",
+    "GOOGLE_APPLICATION_CREDENTIALS", "NPM_TOKEN", "PYPI_*", "TWINE_*",
+)
+
+UpdateCallback = Callable[[str, str, "dict[str, Any] | None"], None]
+Handler = Callable[..., "str | ToolResult"]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What one tool call produced; `finished` and `report` are set only by finish_task."""
+
+    content: str
+    is_error: bool
+    finished: bool = False
+    report: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A spec and the function that runs it.
+
+    `validate=False` skips argument validation against the spec, for tools that validate
+    (and normalise) their own arguments.
+    """
+
+    spec: ToolSpec
+    handler: Handler
+    validate: bool = True
+
+
+def define_tool(
+    name: str,
+    description: str,
+    properties: Mapping[str, Any],
+    handler: Handler,
+    *,
+    required: Sequence[str] = (),
+) -> Tool:
+    """Build a Tool whose parameters are an object refusing unknown arguments."""
+    parameters = {
+        "type": "object",
+        "properties": dict(properties),
+        "required": list(required),
+        "additionalProperties": False,
+    }
+    return Tool(ToolSpec(name, description, parameters), handler)
+
+
+def cap_text(text: str, limit: int) -> str:
+    """Keep the head and tail of a long text: every turn re-sends all earlier tool output."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 80, 2)
+    head, tail = keep // 2, keep - keep // 2
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n[... {cut:,} characters cut from the middle ...]\n{text[-tail:]}"
+
+
+# -- Workspace -------------------------------------------------------------------------------
+
+
+def _parts_fold(path: PurePosixPath | Path) -> tuple[str, ...]:
+    return tuple(part.casefold() for part in path.parts)
+
+
+class Workspace:
+    """One directory an agent may work in; every file path goes through `resolve`."""
+
+    def __init__(self, root: Path, *, protected: Sequence[str] = (".git", ".ai-agents")) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise UserError(f"Workspace root {root} is not a directory.")
+        self.root = Path(os.path.realpath(root))
+        self.protected = tuple(_parts_fold(PurePosixPath(p)) for p in protected)
+
+    def resolve(self, path: str, *, write: bool = False) -> Path:
+        """Return the real path inside the workspace for `path`, or raise ToolError.
+
+        Symlinks are resolved before the confinement check, so a link planted in the
+        workspace (or a linked parent directory) cannot lead outside it.
+        """
+        if not isinstance(path, str) or not path.strip():
+            raise ToolError("The path is empty. Use a path relative to the workspace root.")
+        if "\0" in path:
+            raise ToolError(f"The path {path!r} contains a NUL byte.")
+        if os.path.isabs(path) or PureWindowsPath(path).is_absolute() or path.startswith("~"):
+            raise ToolError(
+                f"The path {path!r} is absolute. Use a path relative to the workspace root, "
+                "e.g. 'src/app.py'."
+            )
+        lexical = PurePosixPath(os.path.normpath(path))
+        if lexical.parts and lexical.parts[0] == "..":
+            raise ToolError(
+                f"The path {path!r} leads outside the workspace. Every path must stay inside "
+                "the workspace root."
+            )
+        real = Path(os.path.realpath(self.root / path))
+        if real != self.root and self.root not in real.parents:
+            raise ToolError(
+                f"The path {path!r} resolves outside the workspace (through a symbolic link). "
+                "Only files inside the workspace can be used."
+            )
+        for parts in (_parts_fold(PurePosixPath(path)), _parts_fold(real.relative_to(self.root))):
+            if ".git" in parts:
+                raise ToolError(
+                    f"The path {path!r} is inside git internals (.git), which agents may not "
+                    "use. The orchestrator handles git."
+                )
+            if write and any(parts[: len(p)] == p for p in self.protected):
+                raise ToolError(
+                    f"The path {path!r} is under a protected directory "
+                    f"({', '.join('/'.join(p) for p in self.protected)}) that only the "
+                    "orchestrator writes. Write somewhere else."
+                )
+        return real
+
+    def relative(self, path: Path) -> str:
+        """The workspace-relative POSIX form of a path under the root, as tools print it."""
+        rel = path.relative_to(self.root).as_posix()
+        return rel if rel != "." else "."
+
+
+# -- Toolbox ---------------------------------------------------------------------------------
+
+
+def _schema_errors(validator: Draft202012Validator, instance: Any) -> list[str]:
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path)))
+    return [
+        f"{'/'.join(map(str, error.absolute_path)) or '(arguments)'}: {error.message}"
+        for error in errors[:10]
+    ]
+
+
+def _describe_parameters(spec: ToolSpec) -> str:
+    required = set(spec.parameters.get("required", ()))
+    fields = [
+        f"{name} ({schema.get('type', 'any')}{', required' if name in required else ''})"
+        for name, schema in spec.parameters.get("properties", {}).items()
+    ]
+    return f"Parameters of {spec.name}: {', '.join(fields) or 'none'}."
+
+
+class Toolbox:
+    """The tools one agent may call; turns every failure into an error result."""
+
+    def __init__(
+        self, tools: Iterable[Tool] = (), *, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    ) -> None:
+        self.max_output_chars = max_output_chars
+        self._tools: dict[str, Tool] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
+        for tool in tools:
+            self.add(tool)
+
+    def add(self, tool: Tool) -> None:
+        """Register a tool; a duplicate name or a broken schema is a programming error."""
+        name = tool.spec.name
+        if name in self._tools:
+            raise ValueError(f"A tool named {name!r} is already registered.")
+        Draft202012Validator.check_schema(tool.spec.parameters)
+        self._tools[name] = tool
+        self._validators[name] = Draft202012Validator(tool.spec.parameters)
+
+    @property
+    def specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(tool.spec for tool in self._tools.values())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def select(self, names: Iterable[str]) -> Toolbox:
+        """A toolbox with only the named tools, for roles that get a subset."""
+        names = list(names)
+        unknown = [name for name in names if name not in self._tools]
+        if unknown:
+            raise ConfigError(
+                f"Unknown tool name(s): {', '.join(unknown)}. "
+                f"Available: {', '.join(self._tools)}."
+            )
+        return Toolbox((self._tools[n] for n in names), max_output_chars=self.max_output_chars)
+
+    def call(self, call: ToolCall) -> ToolResult:
+        """Run one call; errors in the call or the tool come back as is_error results.
+
+        Engine errors other than ToolError (a budget or state failure raised by an injected
+        callback) propagate: they stop the run rather than the tool.
+        """
+        result = self._dispatch(call)
+        return replace(result, content=cap_text(result.content, self.max_output_chars))
+
+    def _dispatch(self, call: ToolCall) -> ToolResult:
+        tool = self._tools.get(call.name)
+        if tool is None:
+            return ToolResult(
+                f"There is no tool named {call.name!r}. Available tools: "
+                f"{', '.join(self._tools)}.",
+                is_error=True,
+            )
+        if call.arguments_error is not None or not isinstance(call.arguments, dict):
+            return ToolResult(
+                f"The arguments for {call.name} were not a JSON object "
+                f"({call.arguments_error or type(call.arguments).__name__}). Call it again "
+                f"with a JSON object. {_describe_parameters(tool.spec)}",
+                is_error=True,
+            )
+        if tool.validate:
+            problems = _schema_errors(self._validators[call.name], call.arguments)
+            if problems:
+                return ToolResult(
+                    f"Invalid arguments for {call.name}:\n- " + "\n- ".join(problems)
+                    + f"\n{_describe_parameters(tool.spec)}",
+                    is_error=True,
+                )
+        try:
+            outcome = tool.handler(**call.arguments)
+        except ToolError as exc:
+            return ToolResult(str(exc), is_error=True)
+        except AgentTeamError:
+            raise
+        except Exception as exc:
+            return ToolResult(
+                f"{call.name} failed unexpectedly: {type(exc).__name__}: {exc}", is_error=True
+            )
+        return outcome if isinstance(outcome, ToolResult) else ToolResult(str(outcome), False)
+
+
+# -- File tools ------------------------------------------------------------------------------
+
+
+def _is_binary(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return b"\0" in handle.read(8192)
+
+
+def _regular_file(workspace: Workspace, path: str) -> Path:
+    real = workspace.resolve(path)
+    if real.is_dir():
+        raise ToolError(f"{path} is a directory. Use list_files to see what it holds.")
+    if not real.exists():
+        raise ToolError(f"{path} does not exist. Use list_files to find the right path.")
+    if not real.is_file():
+        raise ToolError(f"{path} is not a regular file.")
+    return real
+
+
+def read_file(
+    workspace: Workspace, max_chars: int, path: str, offset: int = 1, limit: int = 2000
+) -> str:
+    """Return lines from `offset`, stopping early to fit the output budget and saying so."""
+    real = _regular_file(workspace, path)
+    if _is_binary(real):
+        raise ToolError(f"{path} is a binary file ({real.stat().st_size:,} bytes); not shown.")
+    budget = max(max_chars - 200, 1000)
+    lines: list[str] = []
+    used = 0
+    more = False
+    try:
+        with real.open(encoding="utf-8", errors="replace", newline="") as handle:
+            for number, line in enumerate(handle, start=1):
+                if number < offset:
+                    continue
+                if len(lines) >= limit or (lines and used + len(line) > budget):
+                    more = True
+                    break
+                if len(line) > MAX_LINE_CHARS:
+                    line = f"{line[:MAX_LINE_CHARS]} [... line cut at {MAX_LINE_CHARS} chars]\n"
+                lines.append(line)
+                used += len(line)
+    except OSError as exc:
+        raise ToolError(f"Could not read {path}: {exc.strerror or exc}.") from None
+    if not lines:
+        return f"[{path} is empty]" if offset <= 1 else f"[{path} has fewer than {offset} lines]"
+    text = "".join(lines)
+    if more or offset > 1:
+        last = offset + len(lines) - 1
+        text += f"\n[showing lines {offset}-{last} of {path}"
+        text += f"; call read_file with offset={last + 1} to continue]" if more else "; end]"
+    return text
+
+
+def write_file(workspace: Workspace, path: str, content: str) -> str:
+    """Create or replace a whole file, creating parent directories."""
+    real = workspace.resolve(path, write=True)
+    if real.is_dir():
+        raise ToolError(f"{path} is a directory; give a file path.")
+    existed = real.exists()
+    try:
+        real.parent.mkdir(parents=True, exist_ok=True)
+        real.write_bytes(content.encode("utf-8"))
+    except OSError as exc:
+        raise ToolError(f"Could not write {path}: {exc.strerror or exc}.") from None
+    lines = len(content.splitlines())
+    return f"{'Replaced' if existed else 'Created'} {path} ({lines} lines, {len(content)} chars)."
+
+
+def edit_file(workspace: Workspace, path: str, old: str, new: str) -> str:
+    """Replace one exact, unique occurrence, so an edit never lands in the wrong place."""
+    real = _regular_file(workspace, path)
+    workspace.resolve(path, write=True)
+    if not old:
+        raise ToolError("old is empty. Give the exact text to replace, or use write_file.")
+    try:
+        text = real.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ToolError(f"{path} is not UTF-8 text; edit_file cannot change it.") from None
+    count = text.count(old)
+    if count == 0:
+        raise ToolError(
+            f"old was not found in {path}. Read the file and copy the exact text, including "
+            "whitespace and indentation."
+        )
+    if count > 1:
+        raise ToolError(
+            f"old occurs {count} times in {path}; it must be unique. Include more surrounding "
+            "lines in old (and new) so it matches exactly once."
+        )
+    real.write_bytes(text.replace(old, new, 1).encode("utf-8"))
+    return f"Edited {path}: replaced 1 occurrence ({len(old)} chars -> {len(new)} chars)."
+
+
+def _walk_files(start: Path) -> Iterator[Path]:
+    """Files under `start`, not descending into SKIPPED_DIRS or linked directories."""
+    if start.is_file():
+        yield start
+        return
+    for directory, dirnames, filenames in os.walk(start):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
+        for name in sorted(filenames):
+            if name != ".git":
+                yield Path(directory) / name
+
+
+def list_files(workspace: Workspace, path: str = ".", pattern: str | None = None) -> str:
+    """List files recursively; `pattern` is a glob on the name or the relative path."""
+    start = workspace.resolve(path)
+    if not start.exists():
+        raise ToolError(f"{path} does not exist. Try list_files with path '.'.")
+    found = sorted(
+        rel
+        for rel in map(workspace.relative, _walk_files(start))
+        if not pattern
+        or fnmatch.fnmatch(PurePosixPath(rel).name, pattern)
+        or fnmatch.fnmatch(rel, pattern)
+    )
+    if not found:
+        return f"No files under {path}" + (f" match {pattern!r}." if pattern else ".")
+    shown = found[:MAX_LIST_ENTRIES]
+    if len(found) > len(shown):
+        shown.append(f"[... {len(found) - len(shown)} more files not shown; narrow path or pattern]")
+    return "\n".join(shown)
+
+
+def search_files(workspace: Workspace, pattern: str, path: str = ".") -> str:
+    """Find a regular expression in text files, as `file:line: text`."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ToolError(f"pattern is not a valid Python regular expression: {exc}.") from None
+    start = workspace.resolve(path)
+    if not start.exists():
+        raise ToolError(f"{path} does not exist. Try search_files with path '.'.")
+    matches: list[str] = []
+    for file in _walk_files(start):
+        rel = workspace.relative(file)
+        try:
+            real = workspace.resolve(rel)
+            if not real.is_file() or real.stat().st_size > MAX_SEARCH_FILE_BYTES:
+                continue
+            if _is_binary(real):
+                continue
+            with real.open(encoding="utf-8", errors="replace") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if regex.search(line):
+                        matches.append(f"{rel}:{number}: {line.rstrip()[:MAX_MATCH_LINE_CHARS]}")
+                        if len(matches) >= MAX_SEARCH_MATCHES:
+                            matches.append(
+                                f"[stopped after {MAX_SEARCH_MATCHES} matches; narrow the "
+                                "pattern or path]"
+                            )
+                            return "\n".join(matches)
+        except (ToolError, OSError):
+            continue
+    return "\n".join(matches) if matches else f"No matches for {pattern!r} under {path}."
+
+
+# -- Commands --------------------------------------------------------------------------------
+
+
+def is_secret_env_name(name: str) -> bool:
+    """True when an environment variable name looks like a credential."""
+    upper = name.upper()
+    return any(fnmatch.fnmatchcase(upper, pattern) for pattern in SECRET_ENV_PATTERNS)
+
+
+def scrubbed_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment minus credentials, so a command an agent runs cannot leak them."""
+    environ = os.environ if environ is None else environ
+    return {name: value for name, value in environ.items() if not is_secret_env_name(name)}
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """A finished (or killed) process: real exit code and bounded output."""
+
+    argv: tuple[str, ...]
+    exit_code: int
+    output: str
+    dropped_bytes: int
+    timed_out: bool
+    duration: float
+
+
+class _OutputBuffer:
+    """Keeps the first and last `keep` bytes of a stream, counting what falls between."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            excess = len(self.tail) - self.keep
+            if excess > 0:
+                del self.tail[:excess]
+                self.dropped += excess
+
+    def text(self) -> str:
+        if not self.dropped:
+            return bytes(self.head + self.tail).decode("utf-8", "replace")
+        return (
+            self.head.decode("utf-8", "replace")
+            + f"\n[... {self.dropped:,} bytes of output cut ...]\n"
+            + self.tail.decode("utf-8", "replace")
+        )
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _pump(proc: subprocess.Popen[bytes], buffer: _OutputBuffer, deadline: float) -> bool:
+    """Read output until the process ends; False when the deadline came first."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if selector.select(min(remaining, 0.25)):
+                chunk = os.read(fd, READ_CHUNK)
+                if chunk:
+                    buffer.add(chunk)
+                    continue
+                try:
+                    proc.wait(timeout=max(deadline - time.monotonic(), 0))
+                    return True
+                except subprocess.TimeoutExpired:
+                    return False
+            elif proc.poll() is not None:
+                return True  # exited; a background child still holds the pipe open
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    keep_bytes: int = 16_384,
+) -> CommandOutcome:
+    """Run an argument list in its own process group with bounded memory and a hard timeout.
+
+    Output (stdout and stderr interleaved) is read incrementally and only its first and last
+    `keep_bytes` are kept. On timeout the whole group gets SIGTERM, then SIGKILL; background
+    processes the command left behind are ended with it either way.
+    """
+    argv = tuple(argv)
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise ToolError(
+            f"Command not found: {argv[0]!r}. Check the name, or run it through an installed "
+            "interpreter, e.g. [\"python\", \"-m\", \"pytest\"]."
+        ) from None
+    except OSError as exc:
+        raise ToolError(f"Could not start {argv[0]!r}: {exc.strerror or exc}.") from None
+    buffer = _OutputBuffer(keep_bytes)
+    try:
+        timed_out = not _pump(proc, buffer, started + timeout)
+        if timed_out:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=KILL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(proc.pid, signal.SIGKILL)
+            _pump(proc, buffer, time.monotonic() + DRAIN_SECONDS)
+    finally:
+        _signal_group(proc.pid, signal.SIGKILL)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        proc.wait()
+    return CommandOutcome(
+        argv, proc.returncode, buffer.text(), buffer.dropped, timed_out,
+        time.monotonic() - started,
+    )
+
+
+def run_command(
+    workspace: Workspace,
+    default_timeout: float,
+    keep_bytes: int,
+    argv: list[str],
+    timeout_seconds: float | None = None,
+) -> ToolResult:
+    """The run_command tool: a non-zero exit is a normal result, a timeout is an error."""
+    timeout = default_timeout if timeout_seconds is None else float(timeout_seconds)
+    outcome = run_process(
+        argv, cwd=workspace.root, timeout=timeout, env=scrubbed_environment(),
+        keep_bytes=keep_bytes,
+    )
+    if outcome.timed_out:
+        status = (
+            f"[timed out after {timeout:g} s; the command and its child processes were killed. "
+            "Pass a larger timeout_seconds or run something smaller.]"
+        )
+    else:
+        status = f"[exit code {outcome.exit_code}, {outcome.duration:.1f} s]"
+    body = outcome.output if outcome.output else "(no output)"
+    return ToolResult(f"$ {shlex.join(argv)}\n{status}\n{body}", is_error=outcome.timed_out)
+
+
+# -- Team tools ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def load_report_schema() -> dict[str, Any]:
+    """The agent report schema, from schemas/agent-report.schema.json."""
+    return json.loads(REPORT_SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def report_errors(report: Any) -> list[str]:
+    """Schema errors of an agent report, empty when it is valid."""
+    return _schema_errors(Draft202012Validator(load_report_schema()), report)
+
+
+def finish_task(**arguments: Any) -> ToolResult:
+    """Accept the final report (flat, or wrapped as {"report": {...}}) when it is valid."""
+    if set(arguments) == {"report"} and isinstance(arguments["report"], dict):
+        arguments = arguments["report"]
+    problems = report_errors(arguments)
+    if problems:
+        return ToolResult(
+            "The report is invalid; fix it and call finish_task again:\n- "
+            + "\n- ".join(problems),
+            is_error=True,
+        )
+    report = {"completed_items": [], "blockers": [], "notes": "", **arguments}
+    report["summary"] = report["summary"].strip()
+    return ToolResult(
+        f"Task finished with status {report['status']}.", is_error=False, finished=True,
+        report=report,
+    )
+
+
+def post_update(
+    on_update: UpdateCallback | None,
+    status: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+) -> str:
+    """Hand a progress note to the orchestrator, which records it in the team state."""
+    if on_update is not None:
+        on_update(status, message, details)
+    return "Update posted."
+
+
+def _report_parameters() -> dict[str, Any]:
+    schema = copy.deepcopy(load_report_schema())
+    return {k: v for k, v in schema.items() if k not in ("$schema", "$id", "title")}
+
+
+def build_toolbox(
+    workspace: Workspace,
+    *,
+    on_update: UpdateCallback | None = None,
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+    max_command_timeout: float = DEFAULT_MAX_COMMAND_TIMEOUT,
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    extra_tools: Iterable[Tool] = (),
+) -> Toolbox:
+    """The default tools of a role agent working in `workspace`."""
+    max_command_timeout = max(max_command_timeout, command_timeout)
+    keep_bytes = max((max_output_chars - 400) // 2, 1024)
+    path = {"type": "string", "description": "Relative to the workspace root."}
+    tools = [
+        define_tool(
+            "read_file",
+            "Read a UTF-8 text file. Long files come in pieces: the result ends with the "
+            "offset to pass next.",
+            {
+                "path": path,
+                "offset": {"type": "integer", "minimum": 1, "description": "First line (1)."},
+                "limit": {"type": "integer", "minimum": 1, "description": "Maximum lines."},
+            },
+            partial(read_file, workspace, max_output_chars),
+            required=["path"],
+        ),
+        define_tool(
+            "write_file",
+            "Create a file or replace its whole content; parent directories are created.",
+            {"path": path, "content": {"type": "string"}},
+            partial(write_file, workspace),
+            required=["path", "content"],
+        ),
+        define_tool(
+            "edit_file",
+            "Replace one exact occurrence of old with new in a file. old must match exactly "
+            "once, including whitespace; add surrounding lines to make it unique.",
+            {"path": path, "old": {"type": "string"}, "new": {"type": "string"}},
+            partial(edit_file, workspace),
+            required=["path", "old", "new"],
+        ),
+        define_tool(
+            "list_files",
+            "List files under a directory recursively (skips .git, node_modules, caches). "
+            "pattern is a glob matched against the file name or relative path, e.g. '*.py'.",
+            {"path": path, "pattern": {"type": "string"}},
+            partial(list_files, workspace),
+        ),
+        define_tool(
+            "search_files",
+            "Search text files for a Python regular expression; prints file:line: text.",
+            {"pattern": {"type": "string", "minLength": 1}, "path": path},
+            partial(search_files, workspace),
+            required=["pattern"],
+        ),
+        define_tool(
+            "run_command",
+            "Run a program in the workspace root, e.g. argv [\"python\", \"-m\", \"pytest\", "
+            "\"-q\"]. argv is a list of arguments, not a shell line: no pipes, globs or &&. "
+            f"Default timeout {command_timeout:g} s. Returns the exit code and output.",
+            {
+                "argv": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "timeout_seconds": {
+                    "type": "number", "exclusiveMinimum": 0, "maximum": max_command_timeout,
+                },
+            },
+            partial(run_command, workspace, command_timeout, keep_bytes),
+            required=["argv"],
+        ),
+        define_tool(
+            "post_update",
+            "Post a short progress note to the team, e.g. when you reach a milestone.",
+            {
+                "status": {
+                    "type": "string", "minLength": 1,
+                    "description": "One word, e.g. in_progress, testing, blocked.",
+                },
+                "message": {"type": "string", "minLength": 1},
+                "details": {"type": "object"},
+            },
+            partial(post_update, on_update),
+            required=["status", "message"],
+        ),
+        Tool(
+            ToolSpec(
+                "finish_task",
+                "End your task with an honest report. status completed only when every "
+                "deliverable exists in the workspace. Nothing runs after this call.",
+                _report_parameters(),
+            ),
+            finish_task,
+            validate=False,
+        ),
+    ]
+    return Toolbox([*tools, *extra_tools], max_output_chars=max_output_chars)
