@@ -4,7 +4,7 @@ The real SDK clients are pointed at it, so tests exercise the same serialisation
 status handling and parsing as production, without the internet (the SDKs use `httpx2`, which
 `respx` cannot intercept). Tests script responses in a queue and assert on recorded requests::
 
-    from tests.fake_api import anthropic_message, fake_api  # noqa: F401
+    from tests.fake_api import anthropic_message, fake_api_server  # noqa: F401
 
     def test_reply(fake_api):
         fake_api.enqueue(anthropic_message(text="hi"))
@@ -72,7 +72,9 @@ class FakeAPI:
         self.unscripted: list[RecordedRequest] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -233,7 +235,10 @@ def anthropic_message(
     stop_reason: str | None = None,
     model: str = "claude-test",
 ) -> dict[str, Any]:
-    """A Messages API response body. `tool_uses` items: {"name", "input", "id"?} or (name, input)."""
+    """A Messages API response body.
+
+    `tool_uses` items: {"name", "input", "id"?} or (name, input); ids are generated when absent.
+    """
     content: list[dict[str, Any]] = []
     if text:
         content.append({"type": "text", "text": text})
@@ -316,7 +321,8 @@ def openai_completion(
                     "type": "function",
                     "function": {
                         "name": item["name"],
-                        "arguments": arguments if isinstance(arguments, str)
+                        "arguments": arguments
+                        if isinstance(arguments, str)
                         else json.dumps(arguments),
                     },
                 }
@@ -364,8 +370,15 @@ def openai_error(
     }
 
 
-@pytest.fixture
-def fake_api() -> Iterator[FakeAPI]:
-    """A started fake API server, shut down after the test."""
+@pytest.fixture(name="fake_api")
+def fake_api_server() -> Iterator[FakeAPI]:
+    """A started fake API server, shut down after the test.
+
+    Import `fake_api_server` (the fixture is named `fake_api`) so that ruff does not read the
+    test's `fake_api` argument as a redefinition of the import.
+    """
     with FakeAPI() as api:
         yield api
+
+
+fake_api = fake_api_server

@@ -12,7 +12,12 @@ from agent_team.errors import ConfigError, ModelAPIError
 from agent_team.models import Message, ToolCall, ToolSpec
 from agent_team.retry import RetryPolicy
 
-from tests.fake_api import ANTHROPIC_PATH, FakeAPI, anthropic_message, fake_api  # noqa: F401
+from tests.fake_api import (
+    ANTHROPIC_PATH,
+    FakeAPI,
+    anthropic_message,
+    fake_api_server,  # noqa: F401
+)
 
 EPHEMERAL = {"type": "ephemeral"}
 READ = ToolSpec(
@@ -35,8 +40,11 @@ def make_model(api: FakeAPI, **kwargs: Any) -> tuple[AnthropicModel, list[float]
     slept: list[float] = []
     kwargs.setdefault("retry", RetryPolicy(max_retries=4, jitter=False))
     model = AnthropicModel(
-        "claude-test", api_key="sk-ant-test", base_url=api.anthropic_base_url,
-        sleep=slept.append, **kwargs,
+        "claude-test",
+        api_key="sk-ant-test",
+        base_url=api.anthropic_base_url,
+        sleep=slept.append,
+        **kwargs,
     )
     return model, slept
 
@@ -97,19 +105,36 @@ def test_two_turn_tool_exchange(fake_api: FakeAPI) -> None:
             "role": "assistant",
             "content": [
                 {"type": "text", "text": "Reading both files."},
-                {"type": "tool_use", "id": "toolu_a", "name": "read_file",
-                 "input": {"path": "app.py"}},
-                {"type": "tool_use", "id": "toolu_b", "name": "read_file",
-                 "input": {"path": "missing.py"}},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_a",
+                    "name": "read_file",
+                    "input": {"path": "app.py"},
+                },
+                {
+                    "type": "tool_use",
+                    "id": "toolu_b",
+                    "name": "read_file",
+                    "input": {"path": "missing.py"},
+                },
             ],
         },
         {
             "role": "user",
             "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_a", "content": "print('hi')",
-                 "is_error": False},
-                {"type": "tool_result", "tool_use_id": "toolu_b", "content": "no such file",
-                 "is_error": True, "cache_control": EPHEMERAL},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_a",
+                    "content": "print('hi')",
+                    "is_error": False,
+                },
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_b",
+                    "content": "no such file",
+                    "is_error": True,
+                    "cache_control": EPHEMERAL,
+                },
             ],
         },
     ]
@@ -166,11 +191,15 @@ def test_usage_includes_cache_reads_and_writes(fake_api: FakeAPI) -> None:
     first = model.complete("s", [Message.user("x")])
     second = model.complete("s", [Message.user("y")])
     assert first.usage.to_dict() == {
-        "input_tokens": 12, "output_tokens": 40, "cache_read_tokens": 0,
+        "input_tokens": 12,
+        "output_tokens": 40,
+        "cache_read_tokens": 0,
         "cache_write_tokens": 1500,
     }
     assert second.usage.to_dict() == {
-        "input_tokens": 30, "output_tokens": 8, "cache_read_tokens": 1500,
+        "input_tokens": 30,
+        "output_tokens": 8,
+        "cache_read_tokens": 1500,
         "cache_write_tokens": 0,
     }
     assert (first.usage + second.usage).total_tokens == 12 + 40 + 1500 + 30 + 8 + 1500
@@ -245,8 +274,11 @@ def test_schema_converter_rewrites_unsupported_keywords() -> None:
 
 
 def test_rate_limit_honours_retry_after_then_succeeds(fake_api: FakeAPI) -> None:
-    fake_api.enqueue_error(429, "Number of request tokens has exceeded your per-minute rate "
-                           "limit", headers={"retry-after": "2"})
+    fake_api.enqueue_error(
+        429,
+        "Number of request tokens has exceeded your per-minute rate limit",
+        headers={"retry-after": "2"},
+    )
     fake_api.enqueue(anthropic_message("ok"))
     retries: list[tuple[int, float, int | None]] = []
     model, slept = make_model(
@@ -306,8 +338,11 @@ def unused_port() -> int:
 def test_connection_refused_is_retried_then_fails() -> None:
     slept: list[float] = []
     model = AnthropicModel(
-        "claude-test", api_key="k", base_url=f"http://127.0.0.1:{unused_port()}",
-        retry=RetryPolicy(max_retries=2, jitter=False), sleep=slept.append,
+        "claude-test",
+        api_key="k",
+        base_url=f"http://127.0.0.1:{unused_port()}",
+        retry=RetryPolicy(max_retries=2, jitter=False),
+        sleep=slept.append,
     )
     with pytest.raises(ModelAPIError) as info:
         model.complete("s", [Message.user("x")])
@@ -337,13 +372,16 @@ def test_missing_key_is_an_actionable_config_error() -> None:
         AnthropicModel("claude-test")
 
 
-def test_key_from_environment(fake_api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_from_environment_and_v1_suffix(
+    fake_api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-env")
     fake_api.enqueue(anthropic_message("ok"))
-    model = AnthropicModel("claude-test", base_url=fake_api.anthropic_base_url)
+    model = AnthropicModel("claude-test", base_url=fake_api.anthropic_base_url + "/v1/")
     assert model.provider == "anthropic"
     assert model.complete("", [Message.user("x")]).text == "ok"
     request = fake_api.requests[0]
+    assert request.path == "/v1/messages"  # a pasted ".../v1" base URL is not doubled
     assert "sk-ant-from-env" in (
         request.headers.get("x-api-key") or request.headers["authorization"]
     )
@@ -353,12 +391,13 @@ def test_key_from_environment(fake_api: FakeAPI, monkeypatch: pytest.MonkeyPatch
 def test_injected_client_is_used(fake_api: FakeAPI) -> None:
     import anthropic
 
-    client = anthropic.Anthropic(api_key="injected", base_url=fake_api.anthropic_base_url,
-                                 max_retries=0)
+    client = anthropic.Anthropic(
+        api_key="injected", base_url=fake_api.anthropic_base_url, max_retries=0
+    )
     fake_api.enqueue(anthropic_message("ok"))
-    assert AnthropicModel("claude-test", client=client).complete(
-        "s", [Message.user("x")]
-    ).text == "ok"
+    assert (
+        AnthropicModel("claude-test", client=client).complete("s", [Message.user("x")]).text == "ok"
+    )
     assert "injected" in (
         fake_api.requests[0].headers.get("x-api-key")
         or fake_api.requests[0].headers["authorization"]

@@ -462,3 +462,30 @@ def test_merge_failure_without_conflict_raises(ws: GitWorkspace, tmp_path: Path)
     with pytest.raises(GitError, match="api.py"):
         ws.merge(integration, "agent/x/a", "m", **MANAGER)
     assert not ws.merge_in_progress(integration)
+
+
+def test_merge_never_fast_forwards(ws: GitWorkspace, tmp_path: Path) -> None:
+    ws.create_branch("feature/x", "main")
+    integration = ws.add_worktree(tmp_path / "wt" / "integration", "feature/x")
+    agent = ws.add_worktree(tmp_path / "wt" / "agent", "agent/x/a", start_point="feature/x")
+    _write(agent / "api.py", "api\n")
+    agent_sha = ws.commit_all(agent, "agent work", **BACKEND)
+    before = ws.head_commit("feature/x")
+    result = ws.merge(integration, "agent/x/a", "Merge agent a", **MANAGER)
+    assert result.status == "merged" and result.commit != agent_sha
+    assert _parents(git.Repo(integration), result.commit) == [before, agent_sha]
+
+
+def test_refusing_merge_hook_aborts_and_raises(
+    ws: GitWorkspace, git_repo: git.Repo, tmp_path: Path
+) -> None:
+    integration = _diverge(ws, tmp_path, {"ui.js": "ui\n"}, {"api.py": "api\n"})
+    head = ws.head_commit("feature/x")
+    hook = Path(git_repo.git_dir) / "hooks" / "pre-merge-commit"
+    _write(hook, "#!/bin/sh\necho 'merge policy: no merges on fridays' >&2\nexit 1\n")
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    with pytest.raises(GitError, match="no merges on fridays"):
+        ws.merge(integration, "agent/x/a", "m", **MANAGER)
+    assert not ws.merge_in_progress(integration)
+    assert ws.head_commit("feature/x") == head
+    assert git.Repo(integration).git.status("--porcelain") == ""

@@ -265,6 +265,20 @@ def test_failure_blocks_exactly_its_transitive_dependents() -> None:
     assert not result.succeeded and not result.callback_errors
 
 
+def test_any_exception_in_execute_fails_the_job_and_leaves_no_threads_behind() -> None:
+    def execute(job: Job) -> bool:
+        if job.id == "exit":
+            raise SystemExit("worker quit")
+        return True
+
+    threads_before = threading.active_count()
+    result = run_graph([Job("exit"), Job("after", ("exit",)), Job("other")], execute)
+
+    assert result.outcomes == {"exit": FAILED, "after": BLOCKED, "other": COMPLETED}
+    assert result.errors["exit"] == "SystemExit: worker quit"
+    assert threading.active_count() == threads_before
+
+
 def test_should_stop_lets_running_jobs_finish_and_skips_the_rest() -> None:
     stop = threading.Event()
     jobs = [Job(f"S{i}") for i in range(5)] + [Job("child", ("S0",))]

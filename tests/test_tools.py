@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from agent_team.errors import ToolError, UsageLimitExceeded
 from agent_team.models import ToolCall
 from agent_team.tools import (
@@ -114,14 +113,16 @@ def test_git_internals_refused(toolbox: Toolbox, root: Path) -> None:
 
 def test_protected_dir_readable_but_not_writable(toolbox: Toolbox, root: Path) -> None:
     state = root / ".ai-agents" / "state" / "team-communication.json"
-    assert call(toolbox, "read_file", path=".ai-agents/state/team-communication.json").content == "{}"
+    read = call(toolbox, "read_file", path=".ai-agents/state/team-communication.json")
+    assert read.content == "{}"
     for path in (".ai-agents/state/team-communication.json", ".ai-agents/state/new.json"):
         result = call(toolbox, "write_file", path=path, content="{}")
         assert result.is_error and "protected" in result.content
     (root / "notes").symlink_to(root / ".ai-agents" / "state", target_is_directory=True)
     assert call(toolbox, "write_file", path="notes/x.json", content="{}").is_error
-    edit = call(toolbox, "edit_file", path=".ai-agents/state/team-communication.json",
-                old="{}", new="[]")
+    edit = call(
+        toolbox, "edit_file", path=".ai-agents/state/team-communication.json", old="{}", new="[]"
+    )
     assert edit.is_error and state.read_text() == "{}"
 
 
@@ -206,16 +207,23 @@ def _alive(pid: int) -> bool:
 
 
 def test_run_command_reports_exit_code_and_cwd(toolbox: Toolbox, root: Path) -> None:
-    result = call(toolbox, "run_command",
-                  argv=[sys.executable, "-c", "import os,sys; print(os.getcwd()); sys.exit(3)"])
+    result = call(
+        toolbox,
+        "run_command",
+        argv=[sys.executable, "-c", "import os,sys; print(os.getcwd()); sys.exit(3)"],
+    )
     assert not result.is_error
     assert "[exit code 3" in result.content and str(root.resolve()) in result.content
 
 
 def test_run_command_timeout_kills_process_group(toolbox: Toolbox, root: Path) -> None:
     started = time.monotonic()
-    result = call(toolbox, "run_command", timeout_seconds=1,
-                  argv=["sh", "-c", "sleep 100 & echo $! > child.pid; sleep 100"])
+    result = call(
+        toolbox,
+        "run_command",
+        timeout_seconds=1,
+        argv=["sh", "-c", "sleep 100 & echo $! > child.pid; sleep 100"],
+    )
     elapsed = time.monotonic() - started
     assert result.is_error and "timed out after 1 s" in result.content
     assert elapsed < 5
@@ -230,8 +238,9 @@ def test_huge_output_is_capped_with_bounded_memory(tmp_path: Path) -> None:
     script = "import sys\nchunk = 'x' * 1_000_000\nfor _ in range(50): sys.stdout.write(chunk)\n"
     tracemalloc.start()
     try:
-        outcome = run_process([sys.executable, "-c", script], cwd=tmp_path, timeout=60,
-                              keep_bytes=4096)
+        outcome = run_process(
+            [sys.executable, "-c", script], cwd=tmp_path, timeout=60, keep_bytes=4096
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -241,11 +250,17 @@ def test_huge_output_is_capped_with_bounded_memory(tmp_path: Path) -> None:
     assert peak < 4_000_000
 
 
-def test_tool_output_capped_centrally(toolbox: Toolbox) -> None:
-    result = call(toolbox, "run_command",
-                  argv=[sys.executable, "-c", "print('a' * 100_000); print('END')"])
+def test_tool_output_capped_centrally(toolbox: Toolbox, workspace: Workspace) -> None:
+    result = call(
+        toolbox, "run_command", argv=[sys.executable, "-c", "print('a' * 100_000); print('END')"]
+    )
     assert len(result.content) <= toolbox.max_output_chars
     assert result.content.rstrip().endswith("END") and "cut" in result.content
+    chatty = define_tool("chatty", "x", {}, lambda: "BEGIN" + "y" * 50_000 + "END")
+    box = build_toolbox(workspace, max_output_chars=2_000, extra_tools=[chatty])
+    capped = call(box, "chatty").content
+    assert len(capped) <= 2_000 and capped.startswith("BEGIN") and capped.endswith("END")
+    assert "48,0" in capped  # says how much was cut
 
 
 def test_secrets_scrubbed_from_environment(
@@ -263,7 +278,9 @@ def test_secrets_scrubbed_from_environment(
         assert secret not in result.content
 
 
-@pytest.mark.parametrize("name", ["ANTHROPIC_BASE_URL", "my_secret_value", "NPM_TOKEN"])
+@pytest.mark.parametrize(
+    "name", ["ANTHROPIC_BASE_URL", "my_secret_value", "GITHUB_TOKEN", "AWS_ACCESS_KEY_ID"]
+)
 def test_secret_names(name: str) -> None:
     assert is_secret_env_name(name)
     assert not is_secret_env_name("PATH") and not is_secret_env_name("HOME")
@@ -278,9 +295,22 @@ def test_run_command_rejects_shell_string(toolbox: Toolbox) -> None:
 
 
 def test_stdin_is_devnull(toolbox: Toolbox) -> None:
-    result = call(toolbox, "run_command", timeout_seconds=10,
-                  argv=[sys.executable, "-c", "import sys; print(repr(sys.stdin.read()))"])
-    assert "''" in result.content and not result.is_error
+    check = (
+        "import os; a, b = os.fstat(0), os.stat(os.devnull); "
+        "print('devnull' if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) else 'inherited')"
+    )
+    read_end, write_end = os.pipe()
+    saved = os.dup(0)
+    os.dup2(read_end, 0)  # a stdin the command could inherit and block on
+    try:
+        result = call(
+            toolbox, "run_command", timeout_seconds=10, argv=[sys.executable, "-c", check]
+        )
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+    assert result.content.splitlines()[-1] == "devnull" and not result.is_error
 
 
 # -- Toolbox contract -------------------------------------------------------------------------
@@ -318,8 +348,9 @@ def test_engine_errors_from_callbacks_propagate(workspace: Workspace) -> None:
 def test_post_update_calls_callback(workspace: Workspace) -> None:
     seen: list[tuple[str, str, Any]] = []
     box = build_toolbox(workspace, on_update=lambda *args: seen.append(args))
-    assert not call(box, "post_update", status="testing", message="running tests",
-                    details={"n": 1}).is_error
+    assert not call(
+        box, "post_update", status="testing", message="running tests", details={"n": 1}
+    ).is_error
     assert seen == [("testing", "running tests", {"n": 1})]
 
 
@@ -329,8 +360,11 @@ def test_finish_task_validates_report(toolbox: Toolbox) -> None:
     assert "status" in bad.content and "summary" in bad.content
     good = call(toolbox, "finish_task", status="completed", summary=" Added add(). ")
     assert good.finished and good.report == {
-        "status": "completed", "summary": "Added add().", "completed_items": [],
-        "blockers": [], "notes": "",
+        "status": "completed",
+        "summary": "Added add().",
+        "completed_items": [],
+        "blockers": [],
+        "notes": "",
     }
     wrapped = call(toolbox, "finish_task", report={"status": "blocked", "summary": "No DB."})
     assert wrapped.finished and wrapped.report is not None
@@ -339,8 +373,16 @@ def test_finish_task_validates_report(toolbox: Toolbox) -> None:
 
 def test_specs_forbid_extra_properties(toolbox: Toolbox) -> None:
     names = [spec.name for spec in toolbox.specs]
-    assert names == ["read_file", "write_file", "edit_file", "list_files", "search_files",
-                     "run_command", "post_update", "finish_task"]
+    assert names == [
+        "read_file",
+        "write_file",
+        "edit_file",
+        "list_files",
+        "search_files",
+        "run_command",
+        "post_update",
+        "finish_task",
+    ]
     for spec in toolbox.specs:
         assert spec.parameters["additionalProperties"] is False
         assert "$schema" not in spec.parameters

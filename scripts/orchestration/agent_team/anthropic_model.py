@@ -94,6 +94,9 @@ class AnthropicModel(ChatModel):
                     "environment (https://console.anthropic.com/settings/keys), or choose "
                     "another provider with --api-provider."
                 )
+            if base_url is not None:
+                # The SDK appends /v1/messages itself; a pasted ".../v1" would double it.
+                base_url = base_url.rstrip("/").removesuffix("/v1")
             client = _sdk().Anthropic(
                 api_key=key, base_url=base_url, max_retries=0, timeout=timeout
             )
@@ -145,7 +148,9 @@ class AnthropicModel(ChatModel):
                 "format": {"type": "json_schema", "schema": to_anthropic_schema(output_schema)}
             }
         if self.temperature is not None:
-            request["temperature"] = self.temperature
+            # SDK 1.0 dropped sampling keywords from `create`; the API still takes them on
+            # models that support sampling (newer ones answer 400), so only when asked for.
+            request["extra_body"] = {"temperature": self.temperature}
         return request
 
     def _send(self, request: dict[str, Any]) -> Any:
@@ -306,13 +311,7 @@ def _convert(node: Any) -> Any:
         elif key == "additionalProperties":
             if value is not False:
                 leftovers[key] = value
-        elif key == "minItems" and value not in (0, 1):
-            leftovers[key] = value
-        elif key == "format" and value not in _SUPPORTED_FORMATS:
-            leftovers[key] = value
-        elif key == "enum" and not all(_is_primitive(v) for v in value):
-            leftovers[key] = value
-        elif key in _SUPPORTED_KEYWORDS:
+        elif _supported(key, value):
             out[key] = value
         else:
             leftovers[key] = value
@@ -327,5 +326,13 @@ def _convert(node: Any) -> Any:
     return out
 
 
-def _is_primitive(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
+def _supported(key: str, value: Any) -> bool:
+    if key == "minItems":
+        return value in (0, 1)
+    if key == "format":
+        return value in _SUPPORTED_FORMATS
+    if key == "enum":
+        return isinstance(value, list) and all(
+            v is None or isinstance(v, (str, int, float, bool)) for v in value
+        )
+    return key in _SUPPORTED_KEYWORDS

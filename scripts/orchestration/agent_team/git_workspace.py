@@ -44,7 +44,12 @@ def slugify(text: str, max_len: int = 40) -> str:
     """
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    slug = slug[: max(1, max_len)].rstrip("-")
+    if len(slug) > max_len:
+        cut = slug[: max(1, max_len)]
+        # Prefer ending on a whole word when that keeps at least half the allowed length.
+        boundary = cut.rfind("-")
+        slug = cut[:boundary] if boundary >= max_len // 2 else cut
+    slug = slug.rstrip("-")
     return slug or "untitled"
 
 
@@ -462,6 +467,20 @@ class GitWorkspace:
         rng = f"{_check_rev(base)}..{_check_rev(head)}"
         return _split_z(self._run("diff", "--name-only", "-M", "-z", "--no-ext-diff", rng))
 
+    def tracked_files(self, ref: str = "HEAD", *, limit: int | None = None) -> list[str]:
+        """Files in a commit's tree, sorted; the manager sees them when it plans."""
+        files = _split_z(self._run("ls-tree", "-r", "-z", "--name-only", _check_rev(ref)))
+        return files[:limit] if limit is not None else files
+
+    def reset_worktree(self, worktree: str | Path, commit: str) -> None:
+        """Point a worktree's branch back at `commit`, discarding its uncommitted changes.
+
+        Only for the orchestrator's own worktrees, after their work was saved elsewhere.
+        """
+        directory = Path(worktree).expanduser().resolve()
+        self._run("reset", "--hard", "--quiet", _check_rev(commit), cwd=directory)
+        self._run("clean", "-fd", "--quiet", cwd=directory)
+
     def diff_stat(self, base: str, head: str) -> str:
         """`git diff --stat` between two commits, for reports."""
         rng = f"{_check_rev(base)}..{_check_rev(head)}"
@@ -504,7 +523,8 @@ class GitWorkspace:
         """Merge `branch` into whatever `worktree` has checked out, always with a merge commit.
 
         On conflict the merge stays in progress for a resolver; finish it with
-        `conclude_merge` or undo it with `abort_merge`.
+        `conclude_merge` or undo it with `abort_merge`. Any other failure (local changes in the
+        way, a refusing pre-merge-commit hook) leaves no merge in progress and raises GitError.
         """
         env = _identity(author_name, author_email)
         with self._lock:
@@ -517,10 +537,16 @@ class GitWorkspace:
                 self._run(
                     "merge", "--no-ff", "--no-edit", "-m", message, branch, cwd=worktree, env=env
                 )
-            except GitError:
+            except GitError as exc:
                 if not self.merge_in_progress(worktree):
                     raise
-                return MergeResult("conflict", None, self.unmerged_paths(worktree))
+                conflicts = self.unmerged_paths(worktree)
+                if not conflicts:
+                    self._run("merge", "--abort", cwd=worktree)
+                    raise GitError(
+                        f"{exc}\n(the merge stopped without conflicts; aborted)"
+                    ) from exc
+                return MergeResult("conflict", None, conflicts)
             return MergeResult("merged", self._run("rev-parse", "HEAD", cwd=worktree).strip())
 
     def merge_in_progress(self, worktree: str | Path) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -188,8 +188,13 @@ def create_model(
     session: str | os.PathLike[str] | None = None,
     max_tokens: int = 8000,
     temperature: float | None = None,
+    retry: Mapping[str, float] | None = None,
+    on_retry: Callable[[int, float, Exception], None] | None = None,
 ) -> ChatModel:
-    """Build a model adapter by provider name, importing its SDK only now."""
+    """Build a model adapter by provider name, importing its SDK only now.
+
+    `retry` uses the config file's shape (max_retries, base_delay_seconds, ...).
+    """
     if provider == "scripted":
         if session is None:
             raise ConfigError(
@@ -212,6 +217,8 @@ def create_model(
             base_url=base_url,
             max_tokens=max_tokens,
             temperature=temperature,
+            retry=_retry_policy(retry),
+            on_retry=on_retry,
         )
     if provider == "openai":
         try:
@@ -226,7 +233,24 @@ def create_model(
             base_url=base_url,
             max_tokens=max_tokens,
             temperature=temperature,
+            retry=_retry_policy(retry),
+            on_retry=on_retry,
         )
     raise ConfigError(
         f"Unknown API provider {provider!r}. Choose one of: {', '.join(PROVIDERS)}."
+    )
+
+
+def _retry_policy(settings: Mapping[str, float] | None) -> Any:
+    from .retry import DEFAULT_RETRY, RetryPolicy
+
+    if not settings:
+        return DEFAULT_RETRY
+    return RetryPolicy(
+        max_retries=int(settings.get("max_retries", DEFAULT_RETRY.max_retries)),
+        base_delay=float(settings.get("base_delay_seconds", DEFAULT_RETRY.base_delay)),
+        max_delay=float(settings.get("max_delay_seconds", DEFAULT_RETRY.max_delay)),
+        retry_after_ceiling=float(
+            settings.get("retry_after_ceiling_seconds", DEFAULT_RETRY.retry_after_ceiling)
+        ),
     )

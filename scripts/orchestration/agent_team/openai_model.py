@@ -17,8 +17,17 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from .errors import ConfigError, MissingDependency, ModelAPIError, ModelBehaviorError
-from .models import END_TURN, MAX_TOKENS, TOOL_USE, ChatModel, Message, Reply, ToolCall, ToolSpec
-from .models import Usage
+from .models import (
+    END_TURN,
+    MAX_TOKENS,
+    TOOL_USE,
+    ChatModel,
+    Message,
+    Reply,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from .retry import (
     DEFAULT_RETRY,
     OnRetry,

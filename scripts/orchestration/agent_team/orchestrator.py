@@ -127,6 +127,10 @@ class BaseOrchestrator:
                     session=self.config["session"],
                     max_tokens=spec.max_tokens,
                     temperature=spec.temperature,
+                    retry=self.config["retry"],
+                    on_retry=lambda n, delay, error: self.log(
+                        f"{role}: API error ({error}); retry {n} in {delay:.1f}s"
+                    ),
                 )
                 if provider == "scripted":
                     # One replay shared by all roles, so every queue is consumed once.
@@ -167,17 +171,13 @@ class BaseOrchestrator:
             model.provider, reply.model or model.model, reply.usage,
             self.config["prices"], local=local,
         )
+        counts = reply.usage.to_dict()
 
         def apply(state: dict[str, Any]) -> None:
-            TeamState.add_usage_to(state, role, reply.usage.to_dict(), cost_usd=cost)
-            for task in state["tasks"]:
-                if task["task_id"] == task_id:
-                    counts = task.setdefault(
-                        "usage", {"api_calls": 0, "input_tokens": 0, "output_tokens": 0}
-                    )
-                    counts["api_calls"] += 1
-                    for name, value in reply.usage.to_dict().items():
-                        counts[name] = counts.get(name, 0) + value
+            known = any(t["task_id"] == task_id for t in state["tasks"])
+            TeamState.add_usage_to(
+                state, role, counts, cost_usd=cost, task_id=task_id if known else None
+            )
 
         self.state.update(apply)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import heapq
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,7 +53,18 @@ class Job:
 
 @dataclass
 class ScheduleResult:
-    """What happened to every job, with real timings (`time.monotonic`) for reports and checks."""
+    """What happened to every job, with real timings (`time.monotonic`) for reports and checks.
+
+    Attributes:
+        outcomes: id -> "completed", "failed", "blocked" or "skipped", for every job.
+        errors: id -> why a failed job failed ("RuntimeError: message" or a falsy return).
+        exceptions: id -> the exception a failed job raised, for callers that re-raise.
+        reasons: id -> why a blocked or skipped job never ran ("dependency X failed").
+        started_at, finished_at: id -> monotonic times, measured in the worker thread.
+        resumed: ids passed as `completed`, counted as completed but not executed.
+        callback_errors: what `on_event` or `should_stop` raised; the run went on regardless.
+        stopped: True when `should_stop` kept a ready job from starting.
+    """
 
     jobs: tuple[Job, ...] = ()
     outcomes: dict[str, str] = field(default_factory=dict)
@@ -99,7 +111,10 @@ class ScheduleResult:
 
 def topological_order(jobs: Iterable[Job]) -> list[str]:
     """Ids in the order a single worker would run them: dependencies first, then priority."""
-    index = _validate(jobs)
+    return _order(_validate(jobs))
+
+
+def _order(index: Mapping[str, Job]) -> list[str]:
     position = _positions(index)
     dependents = _dependents(index)
     waiting = {job_id: len(job.dependencies) for job_id, job in index.items()}
@@ -126,7 +141,7 @@ def critical_path_length(
     index = _validate(jobs)
     finish: dict[str, float] = {}
     previous: dict[str, str | None] = {}
-    for job_id in topological_order(index.values()):
+    for job_id in _order(index):
         duration = float(durations.get(job_id, 0.0))
         if duration < 0:
             raise ValueError(f"job {job_id!r} has a negative duration {duration}")
@@ -158,7 +173,8 @@ def run_graph(
     Args:
         jobs: the graph; ids unique, dependencies known, no cycles (else ValueError).
         execute: does one job; truthy means completed, falsy or an exception means failed.
-        max_workers: jobs running at once; None means as many as there are jobs.
+        max_workers: jobs running at once; None means no limit (one thread per job to run).
+            The threads start up front, so a ready job never waits for one to be created.
         on_event: called from the scheduling thread as (event, job_id, detail) for started,
             completed, failed, blocked and skipped; what it raises lands in `callback_errors`.
         should_stop: asked before each start; once True nothing new starts and the rest is skipped.
@@ -177,11 +193,51 @@ def run_graph(
 
 @dataclass(frozen=True)
 class _Attempt:
+    job_id: str
     ok: bool
     started: float
     finished: float
     error: str = ""
     exception: BaseException | None = None
+
+
+class _Workers:
+    """Threads started before the first job, so starting a job never waits for a new thread.
+
+    Creating a thread on demand (as ThreadPoolExecutor does) costs milliseconds on a loaded
+    machine, and that cost would land between a dependency finishing and its dependent starting.
+    """
+
+    def __init__(self, count: int, attempt: Callable[[Job], _Attempt]) -> None:
+        self.inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[_Attempt] = queue.SimpleQueue()
+        self._attempt = attempt
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"agent-team-job-{i}") for i in range(count)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def finished(self) -> list[_Attempt]:
+        """Block until one job finished, then take every other result already waiting."""
+        results = [self.outbox.get()]
+        while not self.outbox.empty():
+            results.append(self.outbox.get_nowait())
+        return results
+
+    def close(self) -> None:
+        """Let running jobs finish, then end every thread."""
+        for _ in self._threads:
+            self.inbox.put(None)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
+
+    def _serve(self) -> None:
+        while (job := self.inbox.get()) is not None:
+            self.outbox.put(self._attempt(job))
 
 
 class _Run:
@@ -207,59 +263,57 @@ class _Run:
             if job_id not in done
         }
         self.ready: list[tuple[int, int, str]] = []
-        self.running: dict[Future[_Attempt], str] = {}
-        self.submitted: dict[str, float] = {}
+        self.running: set[str] = set()
         self.result = ScheduleResult(jobs=tuple(index.values()), resumed=done)
         self.result.outcomes.update((job_id, COMPLETED) for job_id in done)
 
-    def run(self, workers: int) -> ScheduleResult:
+    def run(self, limit: int) -> ScheduleResult:
         self.result.run_started = time.monotonic()
         for job_id, deps in self.waiting.items():
             if not deps:
                 heapq.heappush(self.ready, _ready_key(self.index[job_id], self.position))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-team-job") as pool:
-            while True:
-                self._start_ready(pool, workers)
-                if not self.running:
-                    break
-                finished, _ = wait(self.running, return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=lambda f: self.position[self.running[f]]):
-                    self._finish(future)
+        workers = _Workers(min(limit, len(self.waiting)), self._attempt)
+        try:
+            self._start_ready(workers, limit)
+            workers.start()
+            while self.running:
+                finished = workers.finished()
+                for attempt in sorted(finished, key=lambda a: self.position[a.job_id]):
+                    self._finish(attempt)
+                self._start_ready(workers, limit)
+        finally:
+            workers.close()
         for job in self.index.values():
             if job.id not in self.result.outcomes:
                 self._decide(job.id, SKIPPED, STOPPED_REASON)
         self.result.run_finished = time.monotonic()
         return self.result
 
-    def _start_ready(self, pool: ThreadPoolExecutor, workers: int) -> None:
-        while self.ready and len(self.running) < workers and not self.result.stopped:
+    def _start_ready(self, workers: _Workers, limit: int) -> None:
+        while self.ready and len(self.running) < limit and not self.result.stopped:
             if self._stop_requested():
                 self.result.stopped = True
                 return
             job_id = heapq.heappop(self.ready)[2]
             self._emit(STARTED, job_id, "")
-            self.submitted[job_id] = time.monotonic()
-            self.running[pool.submit(self._attempt, self.index[job_id])] = job_id
+            self.running.add(job_id)
+            workers.inbox.put(self.index[job_id])
 
     def _attempt(self, job: Job) -> _Attempt:
-        """Runs in a worker thread; turns every outcome of `execute` into data."""
+        """Runs in a worker thread and always returns: a lost result would hang the scheduler."""
         started = time.monotonic()
         try:
             ok = self.execute(job)
-        except Exception as exc:
-            return _Attempt(False, started, time.monotonic(), _describe(exc), exc)
+        except BaseException as exc:
+            return _Attempt(job.id, False, started, time.monotonic(), _describe(exc), exc)
         if ok:
-            return _Attempt(True, started, time.monotonic())
-        return _Attempt(False, started, time.monotonic(), f"execute reported failure ({ok!r})")
+            return _Attempt(job.id, True, started, time.monotonic())
+        error = f"execute reported failure ({ok!r})"
+        return _Attempt(job.id, False, started, time.monotonic(), error)
 
-    def _finish(self, future: Future[_Attempt]) -> None:
-        job_id = self.running.pop(future)
-        raised = future.exception()
-        if raised is None:
-            attempt = future.result()
-        else:
-            now = time.monotonic()
-            attempt = _Attempt(False, self.submitted[job_id], now, _describe(raised), raised)
+    def _finish(self, attempt: _Attempt) -> None:
+        job_id = attempt.job_id
+        self.running.discard(job_id)
         self.result.started_at[job_id] = attempt.started
         self.result.finished_at[job_id] = attempt.finished
         if attempt.ok:
@@ -278,16 +332,16 @@ class _Run:
         self._block_dependents(job_id)
 
     def _block_dependents(self, failed: str) -> None:
-        queue = [(child, failed) for child in self.dependents[failed]]
-        while queue:
-            job_id, via = queue.pop(0)
+        frontier = [(child, failed) for child in self.dependents[failed]]
+        while frontier:
+            job_id, via = frontier.pop(0)
             if job_id in self.result.outcomes:
                 continue
             reason = f"dependency {failed} failed"
             if via != failed:
                 reason += f" (blocked through {via})"
             self._decide(job_id, BLOCKED, reason)
-            queue.extend((child, job_id) for child in self.dependents[job_id])
+            frontier.extend((child, job_id) for child in self.dependents[job_id])
 
     def _decide(self, job_id: str, outcome: Outcome, detail: str) -> None:
         self.result.outcomes[job_id] = outcome

@@ -8,6 +8,7 @@ the agent asks in the workspace, with secrets removed from its environment).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import json
@@ -50,10 +51,9 @@ SKIPPED_DIRS = frozenset(
 
 #: Environment variables run_command never passes on (fnmatch patterns, upper-case names).
 SECRET_ENV_PATTERNS: tuple[str, ...] = (
-    "*_API_KEY", "*_APIKEY", "*_TOKEN", "*_SECRET", "*_SECRET_*", "*SECRET*", "*PASSWORD*",
-    "*PASSWD*", "*_PRIVATE_KEY", "*_ACCESS_KEY", "*_ACCESS_KEY_ID", "*_CREDENTIALS",
-    "ANTHROPIC_*", "OPENAI_*", "GITHUB_TOKEN", "GH_TOKEN", "AWS_*", "AZURE_*",
-    "GOOGLE_APPLICATION_CREDENTIALS", "NPM_TOKEN", "PYPI_*", "TWINE_*",
+    "*_API_KEY", "*_APIKEY", "*_KEY", "*_KEY_ID", "*_TOKEN", "*SECRET*", "*PASSWORD*",
+    "*PASSWD*", "*_CREDENTIALS", "ANTHROPIC_*", "OPENAI_*", "AWS_*", "AZURE_*",
+    "PYPI_*", "TWINE_*", "SSH_AUTH_SOCK",
 )
 
 UpdateCallback = Callable[[str, str, "dict[str, Any] | None"], None]
@@ -307,13 +307,13 @@ def read_file(
 ) -> str:
     """Return lines from `offset`, stopping early to fit the output budget and saying so."""
     real = _regular_file(workspace, path)
-    if _is_binary(real):
-        raise ToolError(f"{path} is a binary file ({real.stat().st_size:,} bytes); not shown.")
     budget = max(max_chars - 200, 1000)
     lines: list[str] = []
     used = 0
     more = False
     try:
+        if _is_binary(real):
+            raise ToolError(f"{path} is a binary file ({real.stat().st_size:,} bytes).")
         with real.open(encoding="utf-8", errors="replace", newline="") as handle:
             for number, line in enumerate(handle, start=1):
                 if number < offset:
@@ -405,7 +405,8 @@ def list_files(workspace: Workspace, path: str = ".", pattern: str | None = None
         return f"No files under {path}" + (f" match {pattern!r}." if pattern else ".")
     shown = found[:MAX_LIST_ENTRIES]
     if len(found) > len(shown):
-        shown.append(f"[... {len(found) - len(shown)} more files not shown; narrow path or pattern]")
+        hidden = len(found) - len(shown)
+        shown.append(f"[... {hidden} more files not shown; narrow path or pattern]")
     return "\n".join(shown)
 
 
@@ -451,7 +452,7 @@ def is_secret_env_name(name: str) -> bool:
     return any(fnmatch.fnmatchcase(upper, pattern) for pattern in SECRET_ENV_PATTERNS)
 
 
-def scrubbed_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def safe_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment minus credentials, so a command an agent runs cannot leak them."""
     environ = os.environ if environ is None else environ
     return {name: value for name, value in environ.items() if not is_secret_env_name(name)}
@@ -501,10 +502,8 @@ class _OutputBuffer:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _pump(proc: subprocess.Popen[bytes], buffer: _OutputBuffer, deadline: float) -> bool:
@@ -565,14 +564,14 @@ def run_process(
         timed_out = not _pump(proc, buffer, started + timeout)
         if timed_out:
             _signal_group(proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=KILL_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                pass
             _signal_group(proc.pid, signal.SIGKILL)
             _pump(proc, buffer, time.monotonic() + DRAIN_SECONDS)
     finally:
         _signal_group(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
         if proc.stdout is not None:
             proc.stdout.close()
         proc.wait()
@@ -592,7 +591,7 @@ def run_command(
     """The run_command tool: a non-zero exit is a normal result, a timeout is an error."""
     timeout = default_timeout if timeout_seconds is None else float(timeout_seconds)
     outcome = run_process(
-        argv, cwd=workspace.root, timeout=timeout, env=scrubbed_environment(),
+        argv, cwd=workspace.root, timeout=timeout, env=safe_environment(),
         keep_bytes=keep_bytes,
     )
     if outcome.timed_out:
