@@ -20,7 +20,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import click  # noqa: E402
-
 from agent_team.cli import common_options, resolve_run_inputs, run_cli  # noqa: E402
 from agent_team.errors import EXIT_FAILED, EXIT_OK, PlanError  # noqa: E402
 from agent_team.orchestrator import BaseOrchestrator, fail_message  # noqa: E402
@@ -79,7 +78,8 @@ class SimpleOrchestrator(BaseOrchestrator):
         self.set_task(task_id, status="in_progress", started_at=utc_now(), progress=0,
                       attempts=state_tasks[task_id]["attempts"] + 1,
                       branch=self.feature_branch, worktree=str(self.worktree))
-        self.set_agent(role, status="working", current_task=task_id,
+        agent = self.agent_id(role, task_id)
+        self.set_agent(agent, status="working", current_task=task_id,
                        branch=self.feature_branch, worktree=str(self.worktree), turn=0)
         try:
             result = self.run_task_agent(task, self.worktree)
@@ -93,7 +93,7 @@ class SimpleOrchestrator(BaseOrchestrator):
             kept = self.keep_failed_work(task, before)
             self.set_task(task_id, status="failed", error=error, completed_at=utc_now(),
                           branch=kept)
-            self.set_agent(role, status="failed", current_task=None)
+            self.set_agent(agent, status="failed")
             self.log(f"{task_id} failed: {error}" + (f" (work kept on {kept})" if kept else ""))
             return {"task_id": task_id, "status": "failed", "error": error}
 
@@ -111,7 +111,7 @@ class SimpleOrchestrator(BaseOrchestrator):
                 "notes": report.get("notes", ""),
             },
         )
-        self.set_agent(role, status="done", current_task=None)
+        self.set_agent(agent, status="done")
         self.log(f"{task_id} complete: {len(files)} file(s) changed in {(commit or '')[:10]}")
         return {"task_id": task_id, "status": "completed", "commit": commit, "files": files}
 

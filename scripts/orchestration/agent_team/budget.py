@@ -7,6 +7,7 @@ Local servers and the scripted model cost nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,7 @@ from .models import Usage
 
 PRICES_PATH = Path(__file__).parent / "data" / "prices.json"
 FREE_PROVIDERS = ("scripted",)
+_DATED = re.compile(r"(?P<family>.+?)-(?:\d{8}|\d{4}-\d{2}-\d{2})")
 
 
 @lru_cache(maxsize=1)
@@ -23,26 +25,39 @@ def price_table() -> dict[str, Any]:
     return json.loads(PRICES_PATH.read_text(encoding="utf-8"))
 
 
+def model_names(model: str) -> list[str]:
+    """The model id, then the names its price may be listed under.
+
+    A dated id (claude-sonnet-4-5-20250929, gpt-4o-2024-08-06) falls back to its family
+    (claude-sonnet-4-5, gpt-4o) and to the family's aliases (claude-opus-4-0,
+    claude-3-5-haiku-latest), which is how the providers name undated models.
+    """
+    names = [model]
+    match = _DATED.fullmatch(model)
+    if match:
+        family = match["family"]
+        names += [family, f"{family}-0", f"{family}-latest"]
+    return names
+
+
 def price_for(
     provider: str, model: str, overrides: Mapping[str, Mapping[str, float]] | None = None
 ) -> Mapping[str, float] | None:
     """Per-million-token prices for a model, from config overrides first, then the table.
 
-    Overrides may be keyed "provider/model" or just "model". Dated model ids such as
-    claude-sonnet-4-5-20250929 fall back to their undated family name.
+    Overrides may be keyed "provider/model" or just "model". Dated model ids fall back to
+    their undated family name (see `model_names`), in the overrides and in the table.
     """
     overrides = overrides or {}
-    for key in (f"{provider}/{model}", model):
-        if key in overrides:
-            return overrides[key]
+    names = model_names(model)
+    for name in names:
+        for key in (f"{provider}/{name}", name):
+            if key in overrides:
+                return overrides[key]
     table = price_table()["models"]
-    candidates = [f"{provider}/{model}"]
-    parts = model.split("-")
-    if len(parts) > 1 and parts[-1].isdigit() and len(parts[-1]) == 8:
-        candidates.append(f"{provider}/{'-'.join(parts[:-1])}")
-    for key in candidates:
-        if key in table:
-            return table[key]
+    for name in names:
+        if f"{provider}/{name}" in table:
+            return table[f"{provider}/{name}"]
     return None
 
 

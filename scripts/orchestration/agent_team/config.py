@@ -69,14 +69,43 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return base
 
 
+def _normalise_key(key: object) -> str:
+    return str(key).lower().replace("-", "_")
+
+
+_SECRET_NAMES = {_normalise_key(key) for key in SECRET_KEYS}
+
+
 def _find_secret_keys(data: Any, path: str = "$") -> list[str]:
+    """JSON paths of every key, at any depth (lists included), that names a secret."""
     found = []
     if isinstance(data, Mapping):
         for key, value in data.items():
-            if str(key).lower() in SECRET_KEYS:
+            if _normalise_key(key) in _SECRET_NAMES:
                 found.append(f"{path}.{key}")
             found += _find_secret_keys(value, f"{path}.{key}")
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found += _find_secret_keys(value, f"{path}[{index}]")
     return found
+
+
+def _json_path(parts: Any) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """Where the error is and what is wrong; an unknown key is named in the path itself."""
+    where = _json_path(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        known = error.schema.get("properties", {})
+        unknown = [key for key in error.instance if key not in known]
+        if unknown and known:
+            return (
+                f"{where}.{unknown[0]}",
+                f"unknown key {unknown[0]!r} (known keys here: {', '.join(sorted(known))})",
+            )
+    return where, error.message
 
 
 def validate_config(data: Any, *, source: str) -> None:
@@ -89,21 +118,18 @@ def validate_config(data: Any, *, source: str) -> None:
             "it instead."
         )
     validator = jsonschema.Draft202012Validator(config_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        error = errors[0]
-        where = "$" + "".join(
-            f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
-        )
+        where, message = _describe(errors[0])
         raise ConfigError(
-            f"{source} is not a valid orchestrator config: at {where}: {error.message}. "
+            f"{source} is not a valid orchestrator config: at {where}: {message}. "
             "See the README's configuration section for every key."
         )
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"Config file {path} does not exist. Check --config.") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -54,10 +54,10 @@ class Usage:
     def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
         data = data or {}
         return cls(
-            int(data.get("input_tokens", 0)),
-            int(data.get("output_tokens", 0)),
-            int(data.get("cache_read_tokens", 0)),
-            int(data.get("cache_write_tokens", 0)),
+            int(data.get("input_tokens") or 0),
+            int(data.get("output_tokens") or 0),
+            int(data.get("cache_read_tokens") or 0),
+            int(data.get("cache_write_tokens") or 0),
         )
 
 

@@ -26,7 +26,7 @@ from .config import Config, build_config
 from .errors import AgentTeamError, ConfigError, PlanError, StateLockedError
 from .git_workspace import GitWorkspace, slugify
 from .models import ChatModel, Message, Reply, create_model, detect_provider
-from .plan import Plan, Task, parse_plan, plan_output_schema
+from .plan import Plan, parse_plan, plan_output_schema
 from .roles import MANAGER, Role, build_roles, default_agent_types, load_prompt, read_context
 from .state import TeamState, utc_now
 from .testrun import TestResults, detect_test_command, run_tests
@@ -361,9 +361,14 @@ class BaseOrchestrator:
     def set_task(self, task_id: str, **fields: Any) -> None:
         self.state.update(lambda state: TeamState.set_task_in(state, task_id, **fields))
 
-    def set_agent(self, role: str, **fields: Any) -> None:
+    @staticmethod
+    def agent_id(role: str, task_id: str | None) -> str:
+        """The key of one agent's live entry: `role@task_id` (several may share a role)."""
+        return f"{role}@{task_id}" if task_id else role
+
+    def set_agent(self, agent_id: str, **fields: Any) -> None:
         fields.setdefault("updated_at", utc_now())
-        self.state.update(lambda state: TeamState.set_agent_in(state, role, **fields))
+        self.state.update(lambda state: TeamState.set_agent_in(state, agent_id, **fields))
 
     def _note(
         self, agent: str, task_id: str | None, status: str, message: str,
@@ -508,13 +513,16 @@ class _StateHooks(AgentHooks):
         self.role = role
         self.task_id = task_id
         self.model = model
+        self.agent = orchestrator.agent_id(role, task_id)
+        self.tokens = 0
 
     def after_model_call(self, turn: int, reply: Reply) -> None:
         self.orchestrator.record_usage(self.role, self.task_id, reply, self.model)
-        self.orchestrator.set_agent(self.role, turn=turn)
+        self.tokens += reply.usage.total_tokens
+        self.orchestrator.set_agent(self.agent, turn=turn, tokens=self.tokens)
 
     def after_tool_call(self, turn: int, call: Any, result: Any) -> None:
-        self.orchestrator.set_agent(self.role, last_tool=call.name)
+        self.orchestrator.set_agent(self.agent, last_tool=call.name)
 
 
 def fail_message(exc: BaseException) -> str:

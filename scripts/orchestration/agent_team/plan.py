@@ -6,6 +6,7 @@ must name the task and the problem in words a model (and a person) can act on.
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -21,6 +22,8 @@ from .errors import PlanError
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "plan.schema.json"
 PRIORITY_RANK = {"high": 2, "medium": 1, "low": 0}
 DEFAULT_MAX_TASKS = 100
+MAX_ERROR_MESSAGES = 25
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ def plan_output_schema(roles: Sequence[str]) -> dict[str, Any]:
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)\n?```", re.DOTALL)
+_MAX_OBJECT_STARTS = 50
 
 
 def extract_json(text: str) -> Any:
@@ -114,15 +118,27 @@ def extract_json(text: str) -> Any:
     stripped = text.strip()
     candidates = [stripped]
     candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
-    start, end = stripped.find("{"), stripped.rfind("}")
-    if 0 <= start < end:
-        candidates.append(stripped[start : end + 1])
     last_error: json.JSONDecodeError | None = None
     for candidate in candidates:
         try:
             return json.loads(candidate)
         except json.JSONDecodeError as exc:
             last_error = exc
+    # Prose around the object (possibly with braces of its own): decode from each "{" and
+    # take the first complete object.
+    decoder = json.JSONDecoder()
+    start = stripped.find("{")
+    for _ in range(_MAX_OBJECT_STARTS):
+        if start < 0:
+            break
+        try:
+            value, _end = decoder.raw_decode(stripped, start)
+        except json.JSONDecodeError as exc:
+            last_error = last_error or exc
+        else:
+            if isinstance(value, dict):
+                return value
+        start = stripped.find("{", start + 1)
     where = f" (line {last_error.lineno}, column {last_error.colno}: {last_error.msg})" if (
         last_error
     ) else ""
@@ -140,61 +156,92 @@ def _json_path(path: Iterable[Any]) -> str:
 
 
 def find_cycle(dependencies: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """Return one dependency cycle as a closed path (a -> b -> a), or None."""
+    """Return one dependency cycle as a closed path (a -> b -> a), or None.
+
+    Iterative depth-first search, so a long dependency chain cannot exhaust the call stack.
+    Dependencies on nodes that are not keys of the mapping are ignored.
+    """
     white, grey, black = 0, 1, 2
     colour = dict.fromkeys(dependencies, white)
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = grey
-        stack.append(node)
-        for dep in dependencies.get(node, ()):
-            if dep not in colour:
-                continue
-            if colour[dep] == grey:
-                return stack[stack.index(dep) :] + [dep]
-            if colour[dep] == white and (cycle := visit(dep)):
-                return cycle
-        stack.pop()
-        colour[node] = black
-        return None
-
-    for node in dependencies:
-        if colour[node] == white and (cycle := visit(node)):
-            return cycle
+    for root in dependencies:
+        if colour[root] != white:
+            continue
+        colour[root] = grey
+        path = [root]
+        pending = [iter(dependencies.get(root, ()))]
+        while pending:
+            for dep in pending[-1]:
+                if dep not in colour:
+                    continue
+                if colour[dep] == grey:
+                    return path[path.index(dep) :] + [dep]
+                if colour[dep] == white:
+                    colour[dep] = grey
+                    path.append(dep)
+                    pending.append(iter(dependencies.get(dep, ())))
+                    break
+            else:
+                colour[path.pop()] = black
+                pending.pop()
     return None
 
 
 def topological_order(tasks: Sequence[Task]) -> list[str]:
     """Kahn's algorithm; ready tasks are taken by priority, then by their order in the plan."""
     position = {task.task_id: i for i, task in enumerate(tasks)}
-    remaining = {task.task_id: set(task.dependencies) for task in tasks}
-    by_id = {task.task_id: task for task in tasks}
+    waiting_on = {task.task_id: set(task.dependencies) & position.keys() for task in tasks}
+    dependents: dict[str, list[str]] = {task.task_id: [] for task in tasks}
+    for task_id, deps in waiting_on.items():
+        for dep in deps:
+            dependents[dep].append(task_id)
+
+    def key(task_id: str) -> tuple[int, int, str]:
+        rank = PRIORITY_RANK.get(tasks[position[task_id]].priority, 1)
+        return (-rank, position[task_id], task_id)
+
+    ready = [key(tid) for tid, deps in waiting_on.items() if not deps]
+    heapq.heapify(ready)
     order: list[str] = []
-    while remaining:
-        ready = [tid for tid, deps in remaining.items() if not deps]
-        if not ready:
-            raise PlanError("The plan has a dependency cycle.", ["dependency cycle"])
-        ready.sort(key=lambda tid: (-PRIORITY_RANK.get(by_id[tid].priority, 1), position[tid]))
-        chosen = ready[0]
+    while ready:
+        chosen = heapq.heappop(ready)[2]
         order.append(chosen)
-        del remaining[chosen]
-        for deps in remaining.values():
-            deps.discard(chosen)
+        for dependent in dependents[chosen]:
+            waiting_on[dependent].discard(chosen)
+            if not waiting_on[dependent]:
+                heapq.heappush(ready, key(dependent))
+    if len(order) < len(position):
+        cycle = find_cycle({t.task_id: list(t.dependencies) for t in tasks}) or []
+        raise PlanError(
+            "The plan has a dependency cycle.",
+            ["Dependency cycle: " + " -> ".join(cycle) + "." if cycle else "dependency cycle"],
+        )
     return order
+
+
+def _task_id_problem(task_id: str) -> str | None:
+    """Why a task id cannot become part of a git branch name, or None when it can."""
+    if not _TASK_ID.fullmatch(task_id):
+        return "use letters, digits, '.', '_' or '-', starting with a letter or digit"
+    if ".." in task_id or task_id.endswith((".", ".lock")):
+        return "git branch names cannot contain '..' or end with '.' or '.lock'"
+    return None
 
 
 def validate_plan_data(
     data: Any, roles: Collection[str], *, max_tasks: int = DEFAULT_MAX_TASKS
 ) -> list[str]:
-    """Every problem with a parsed plan, as messages; an empty list means valid."""
+    """Every problem with a parsed plan, as messages; an empty list means valid.
+
+    At most MAX_ERROR_MESSAGES messages are returned (the last one says how many were left
+    out), so a huge broken plan does not turn into a huge correction prompt.
+    """
     validator = jsonschema.Draft202012Validator(plan_schema())
     errors = [
         f"{_json_path(error.absolute_path)}: {error.message}"
         for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     ]
     if errors or not isinstance(data, dict):
-        return errors
+        return _capped(errors)
     tasks = data["tasks"]
     if not tasks:
         return ["The plan has no tasks: plan at least one task for the feature."]
@@ -204,9 +251,14 @@ def validate_plan_data(
             "Merge small steps into larger tasks."
         )
     seen: set[str] = set()
+    duplicates: set[str] = set()
     for task in tasks:
         task_id = task["task_id"]
-        if task_id in seen:
+        problem = _task_id_problem(task_id)
+        if problem:
+            errors.append(f"Task id {task_id!r} is not valid: {problem}.")
+        if task_id in seen and task_id not in duplicates:
+            duplicates.add(task_id)
             errors.append(f"Task id {task_id} is used more than once; task ids must be unique.")
         seen.add(task_id)
         if task["assigned_to"] not in roles:
@@ -222,13 +274,22 @@ def validate_plan_data(
                 errors.append(f"Task {dep} depends on itself.")
             elif dep not in seen:
                 errors.append(f"Task {task['task_id']} depends on {dep}, which is not in the plan.")
-    graph = {
-        t["task_id"]: [d for d in t.get("dependencies", []) if d != t["task_id"]] for t in tasks
-    }
+    graph: dict[str, list[str]] = {}
+    for t in tasks:
+        graph.setdefault(t["task_id"], []).extend(
+            d for d in t.get("dependencies", []) if d != t["task_id"]
+        )
     cycle = find_cycle(graph)
     if cycle:
         errors.append("Dependency cycle: " + " -> ".join(cycle) + ". Remove one dependency.")
-    return errors
+    return _capped(errors)
+
+
+def _capped(errors: list[str]) -> list[str]:
+    if len(errors) <= MAX_ERROR_MESSAGES:
+        return errors
+    kept = errors[: MAX_ERROR_MESSAGES - 1]
+    return kept + [f"... and {len(errors) - len(kept)} more problem(s) of the same kinds."]
 
 
 def parse_plan(

@@ -93,9 +93,17 @@ def _tokens_line(summary: Mapping[str, Any]) -> str:
 
 
 def _cost_line(summary: Mapping[str, Any]) -> str:
-    if summary["cost_usd"] is None or not summary["cost_known"]:
+    if not summary["cost_known"] or (summary["cost_usd"] is None and summary["api_calls"]):
         return "unknown (a model without a price in the table was used)"
-    return f"~${summary['cost_usd']:.4f} (estimate from list prices)"
+    return f"~${summary['cost_usd'] or 0.0:.4f} (estimate from list prices)"
+
+
+def _merges_line(merges: list[Mapping[str, Any]]) -> str:
+    conflicts = sum(1 for m in merges if str(m.get("status", "")).startswith("conflict"))
+    unresolved = sum(1 for m in merges if m.get("status") in ("conflict_unresolved", "failed"))
+    detail = [f"{conflicts} with conflicts"] if conflicts else []
+    detail += [f"{unresolved} not merged"] if unresolved else []
+    return f"{len(merges)}" + (f" ({', '.join(detail)})" if detail else "")
 
 
 def _tests_line(results: Mapping[str, Any] | None) -> str:
@@ -136,9 +144,7 @@ def render_console(summary: Mapping[str, Any]) -> str:
         "",
         "Results:",
         f"  Files changed: {len(summary['files_changed'])}",
-        f"  Merges: {len(summary['merges'])}"
-        + (f" ({sum(1 for m in summary['merges'] if m['status'] != 'merged')} with conflicts)"
-           if summary["merges"] else ""),
+        f"  Merges: {_merges_line(summary['merges'])}",
         f"  Tests: {_tests_line(summary['test_results'])}",
     ]
     if summary.get("stop_reason"):
@@ -190,6 +196,8 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from .errors import ConfigError
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 MANAGER = "manager"
 DEFAULT_WORKERS = ("backend-dev", "frontend-dev", "qa-tester")
-ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+ROLE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 CONTEXT_FILES = ("architecture.md", "api-contracts.md", "coding-standards.md")
 CONTEXT_CAP_CHARS = 6000
 
@@ -30,7 +30,7 @@ _SPECIALTIES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_prompt(name: str) -> str:
     """Read a prompt file shipped in the package."""
     return (PROMPTS_DIR / f"{name}.md").read_text(encoding="utf-8").strip()
@@ -61,7 +61,7 @@ class Role:
 
 
 def validate_role_name(name: str, *, source: str) -> None:
-    if not ROLE_NAME.match(name):
+    if not isinstance(name, str) or not ROLE_NAME.fullmatch(name):
         raise ConfigError(
             f"Role name {name!r} in {source} is not valid: use lowercase letters, digits, '-' "
             "or '_', starting with a letter, at most 40 characters (it becomes part of a "
@@ -86,7 +86,8 @@ def build_roles(
     }
     for name, spec in agent_types.items():
         validate_role_name(name, source=source)
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("system"), str):
+        system = spec.get("system") if isinstance(spec, Mapping) else None
+        if not isinstance(system, str) or not system.strip():
             raise ConfigError(
                 f"Agent type {name!r} from {source} needs a 'system' prompt string, e.g. "
                 "{'system': 'You are a data engineer...', 'specialties': ['ETL']}."
@@ -100,14 +101,25 @@ def build_roles(
                     f"\"system\" prompt to define it, or use one of: {', '.join(sorted(types))}."
                 )
             validate_role_name(name, source="the config's agents section")
+            if not isinstance(settings["system"], str) or not settings["system"].strip():
+                raise ConfigError(
+                    f"agents.{name}.system in the config is empty: give the new role a system "
+                    "prompt, e.g. \"You are a data engineer...\"."
+                )
             types[name] = settings
     roles = {}
     for name, spec in types.items():
         settings = dict(agent_settings.get(name, {}))
+        system = settings.get("system")
+        if not isinstance(system, str) or not system.strip():
+            system = spec["system"]
+        specialties = settings.get("specialties") or spec.get("specialties") or ()
+        if isinstance(specialties, str):
+            specialties = (specialties,)
         roles[name] = Role(
             name=name,
-            system_prompt=str(settings.get("system") or spec["system"]).strip(),
-            specialties=tuple(settings.get("specialties") or spec.get("specialties") or ()),
+            system_prompt=system.strip(),
+            specialties=tuple(specialties),
             model=settings.get("model"),
             provider=settings.get("provider"),
             base_url=settings.get("base_url"),

@@ -93,6 +93,29 @@ class _Script:
         )
 
 
+def _turn_problem(turn: Mapping[str, Any]) -> str | None:
+    """What is wrong with one turn of a session file, or None; checked when the file loads."""
+    calls = turn.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            return "tool_calls must be a list"
+        for i, call in enumerate(calls):
+            if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+                return f"tool_calls[{i}] needs a \"name\" string"
+            if not isinstance(call.get("arguments", {}), (dict, type(None))):
+                return f"tool_calls[{i}].arguments must be an object"
+    if "error" in turn and not isinstance(turn["error"], (dict, type(None))):
+        return "error must be an object such as {\"status\": 529, \"message\": \"overloaded\"}"
+    if not isinstance(turn.get("usage", {}), (dict, type(None))):
+        return "usage must be an object of token counts"
+    delay = turn.get("delay", 0)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float, type(None))) or (
+        delay is not None and delay < 0
+    ):
+        return "delay must be a non-negative number of seconds"
+    return None
+
+
 class ScriptedModel(ChatModel):
     """Replays scripted turns keyed by role and task; records every call it receives."""
 
@@ -108,6 +131,8 @@ class ScriptedModel(ChatModel):
         _task_id: str | None = None,
     ) -> None:
         if _shared is None:
+            if isinstance(script, (str, bytes)):
+                raise TypeError("ScriptedModel takes a list of turns or a mapping of queues")
             agents = {WILDCARD: list(script)} if isinstance(script, Sequence) else dict(script)
             _shared = _Script(agents)
         self._script = _shared
@@ -123,7 +148,7 @@ class ScriptedModel(ChatModel):
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"Session file {path} does not exist. Check --session.") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"Session file {path} could not be read as JSON: {exc}.") from None
         return cls.from_dict(data, source=str(path))
 
@@ -144,6 +169,10 @@ class ScriptedModel(ChatModel):
         for key, turns in data["agents"].items():
             if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
                 raise ConfigError(f"{source}: agents[{key!r}] must be a list of turn objects.")
+            for index, turn in enumerate(turns):
+                problem = _turn_problem(turn)
+                if problem:
+                    raise ConfigError(f"{source}: agents[{key!r}][{index}]: {problem}.")
         return cls(data["agents"], model=str(data.get("model", "scripted")))
 
     # -- ChatModel -------------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""The team state file: schema validation, migrations, locked transactions and atomic saves.
+"""The team state file: locked transactions, atomic saves, and the helpers built on them.
 
 Every orchestrator thread and process coordinates through one JSON file, so every change is a
 read-modify-write under a thread lock and a file lock, validated before it is written, and
 written through a temporary file and `os.replace` so a reader never sees half a file. A file
 that does not parse or validate is never overwritten: it is copied aside and the run stops.
+
+What a valid state is lives in `state_schema.py`, how old versions are read in
+`state_migrations.py`, what counts as a secret in `redaction.py`; their public names are
+re-exported here, so `from agent_team.state import ...` keeps working.
 """
 
 from __future__ import annotations
@@ -13,22 +17,39 @@ import copy
 import glob
 import json
 import os
-import re
 import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 
 from .errors import StateError
+from .redaction import redact, redact_value
+from .state_migrations import (
+    MIGRATIONS,
+    SUPPORTED_VERSIONS,
+    migrate_state,
+    migration,
+    schema_version_of,
+)
+from .state_schema import (
+    SCHEMA_PATH,
+    SCHEMA_VERSION,
+    TOKEN_KEYS,
+    describe_error,
+    encoder,
+    load_schema,
+    new_state,
+    property_checks,
+    utc_now,
+    validate_state,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -49,520 +70,8 @@ __all__ = [
 ]
 
 STATE_RELATIVE_PATH = Path(".ai-agents/state/team-communication.json")
-SCHEMA_VERSION = 1
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "team-communication.schema.json"
-TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 T = TypeVar("T")
-Migration = Callable[[dict], dict]
-MIGRATIONS: list[Migration] = []
-
-
-def migration(fn: Migration) -> Migration:
-    """Register `fn` as the step from version `len(MIGRATIONS)` to the next one."""
-    MIGRATIONS.append(fn)
-    return fn
-
-
-def utc_now() -> str:
-    """The one timestamp format of the state file: UTC, milliseconds, 'Z'."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def new_state(project_name: str) -> dict:
-    """A fresh, valid state with nothing planned yet, keys in schema order."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "project_name": project_name,
-        "last_updated": utc_now(),
-        "current_feature": None,
-        "agents": {},
-        "tasks": [],
-        "decisions": [],
-        "agent_updates": [],
-        "integration": {"status": "not_started", "merges": []},
-        "usage": {
-            "api_calls": 0,
-            **dict.fromkeys(TOKEN_KEYS, 0),
-            "cost_usd": None,
-            "cost_known": True,
-            "by_agent": {},
-        },
-        "runs": [],
-    }
-
-
-# --- secrets ------------------------------------------------------------------------------------
-
-_SECRET_NAME = re.compile(
-    r"API_?KEY|(?:^|_)TOKEN(?:_|$)|SECRET|PASSWORD|PASSWD|(?:ACCESS|PRIVATE)_KEY", re.IGNORECASE
-)
-# Provider key shapes. Every branch starts with one of [sgAx] so `re` can skip ahead fast; the
-# look-behind after that first character keeps words like "risk-" or "disk-" out.
-_KEY_SHAPES = (
-    r"[sgAx](?<![A-Za-z0-9][sgAx])(?:"
-    r"k-(?:ant-[A-Za-z0-9_-]{16,}|(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,})"
-    r"|h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{20,}"
-    r"|KIA[0-9A-Z]{16}|SIA[0-9A-Z]{16}|Iza[0-9A-Za-z_-]{35}|ox[abposr]-[A-Za-z0-9-]{10,})"
-)
-_MIN_SECRET_LENGTH = 8
-_env_cache: tuple[dict, dict[str, str]] = ({}, {})
-
-
-def _env_secrets() -> dict[str, str]:
-    """Secret-looking environment values (value -> name), rescanned only when the env changed."""
-    global _env_cache
-    raw = getattr(os.environ, "_data", None)
-    snapshot = raw if isinstance(raw, dict) else dict(os.environ)
-    cached_snapshot, secrets = _env_cache
-    if snapshot != cached_snapshot:
-        secrets = {
-            value: name
-            for name, value in os.environ.items()
-            if len(value) >= _MIN_SECRET_LENGTH and _SECRET_NAME.search(name)
-        }
-        _env_cache = (dict(snapshot), secrets)
-    return secrets
-
-
-@lru_cache(maxsize=16)
-def _secret_patterns(values: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """One pattern for plain strings and one that also finds the values JSON-escaped."""
-    literal = [re.escape(v) for v in values]
-    escaped = [re.escape(json.dumps(v, ensure_ascii=False)[1:-1]) for v in values]
-    plain = re.compile("|".join([*literal, _KEY_SHAPES]))
-    in_json = re.compile("|".join([*dict.fromkeys([*literal, *escaped]), _KEY_SHAPES]))
-    return plain, in_json
-
-
-def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], dict[str, str]]:
-    secrets = _env_secrets()
-    return (*_secret_patterns(tuple(sorted(secrets, key=lambda v: (-len(v), v)))), secrets)
-
-
-def redact(text: str) -> str:
-    """Mask secret environment values and API-key-shaped strings, so no file ever holds a key."""
-    pattern, _, secrets = _patterns()
-    return pattern.sub(lambda m: _mask(m.group(0), secrets), text)
-
-
-def _mask(found: str, secrets: Mapping[str, str]) -> str:
-    name = secrets.get(found)
-    return f"[REDACTED:{name}]" if name else "[REDACTED]"
-
-
-def _redact_value(value: Any) -> Any:
-    """Redact every string (and dict key) inside a JSON-like value."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {redact(k) if isinstance(k, str) else k: _redact_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact_value(v) for v in value]
-    return value
-
-
-# --- schema -------------------------------------------------------------------------------------
-
-_DATE_TIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))\Z"
-)
-_FORMATS = FormatChecker(formats=())
-_ARRAYS = ("tasks", "decisions", "agent_updates", "runs")
-_MEMO_LIMIT = 20_000
-
-
-@_FORMATS.checks("date-time", raises=ValueError)
-def _is_date_time(value: object) -> bool:
-    """RFC 3339 date-time, without depending on jsonschema's optional format extras."""
-    if not isinstance(value, str):
-        return True
-    match = _DATE_TIME.match(value)
-    if not match:
-        return False
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    datetime(year, month, day, hour, minute, min(second, 59))
-    return second <= 60 and int(match.group(7) or 0) < 24 and int(match.group(8) or 0) < 60
-
-
-def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
-    """Replace local `$ref`s by their targets; the schema has no cycles and lookups cost time."""
-    if isinstance(node, list):
-        return [_inline_refs(item, defs) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _inline_refs(v, defs) for k, v in node.items() if k not in ("$ref", "$defs")}
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
-        return {**out, "allOf": [target]} if out else target
-    if ref is not None:
-        out["$ref"] = ref
-    return out
-
-
-def _ordered(value: Any, schema: Mapping[str, Any]) -> Any:
-    """Copy of `value` with object keys in schema order, so diffs of the file stay readable."""
-    for branch in schema.get("oneOf", ()):
-        if branch.get("type") != "null":
-            schema = branch
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
-        out = {k: _ordered(value[k], props[k]) for k in props if k in value}
-        for k, v in value.items():
-            if k not in out:
-                out[k] = _ordered(v, extra) if isinstance(extra, dict) else v
-        return out
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_ordered(v, schema["items"]) for v in value]
-    return value
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
-
-
-def _indent(text: str, prefix: str) -> str:
-    """Indent JSON text; only "\n" breaks lines there (U+2028 may sit raw inside strings)."""
-    return prefix + text.replace("\n", "\n" + prefix)
-
-
-def _path_key(error: ValidationError) -> tuple:
-    return tuple((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in error.absolute_path)
-
-
-class _Encoder:
-    """Validate, redact and pretty-print states, checking only array items not seen before.
-
-    A run rewrites the whole file for every small change. Validating and formatting hundreds
-    of unchanged tasks and updates each time costs tens of milliseconds, so items are
-    remembered by their compact JSON text together with their checked, formatted form.
-    """
-
-    def __init__(self, schema: dict) -> None:
-        self.schema = _inline_refs(schema, schema["$defs"])
-        self.validator = Draft202012Validator(self.schema, format_checker=_FORMATS)
-        self.item_schemas = {k: self.schema["properties"][k]["items"] for k in _ARRAYS}
-        self.item_validators = {
-            k: Draft202012Validator(s, format_checker=_FORMATS)
-            for k, s in self.item_schemas.items()
-        }
-        self._memo: dict[tuple[str, str], str] = {}
-        self._memo_pattern: re.Pattern[str] | None = None
-
-    def first_error(self, data: Any) -> ValidationError:
-        """The first violation in document order: the same one on every run."""
-        errors = list(self.validator.iter_errors(data))
-        if not errors:
-            return ValidationError("masking a secret-like string made a value invalid")
-        first = min(errors, key=_path_key)
-        match = best_match(e for e in errors if e.absolute_path == first.absolute_path)
-        return match or first
-
-    def encode(self, state: Any) -> str:
-        """The file text of `state`: keys in schema order, secrets masked, checked by the schema.
-
-        Raises:
-            ValidationError: the first schema violation.
-            TypeError, ValueError: a value JSON cannot hold.
-        """
-        if not isinstance(state, dict) or any(
-            not isinstance(state.get(k, []), list) for k in _ARRAYS
-        ):
-            raise self.first_error(state)
-        _, secret, _ = _patterns()
-        if secret is not self._memo_pattern or len(self._memo) > _MEMO_LIMIT:
-            self._memo, self._memo_pattern = {}, secret
-        memo = self._memo
-        pieces: dict[str, str] = {}
-        for key in _ARRAYS:
-            out = []
-            for item in state.get(key, ()):
-                compact = _compact(item)
-                text = memo.get((key, compact))
-                if text is None:
-                    value = _ordered(item, self.item_schemas[key])
-                    if secret.search(compact):
-                        value = _redact_value(value)
-                    if not self.item_validators[key].is_valid(value):
-                        raise self.first_error(state)
-                    text = memo[(key, compact)] = _indent(_pretty(value), "    ")
-                out.append(text)
-            pieces[key] = "[\n" + ",\n".join(out) + "\n  ]" if out else "[]"
-        rest = _ordered({k: [] if k in _ARRAYS else v for k, v in state.items()}, self.schema)
-        if secret.search(_compact(rest)):
-            rest = _redact_value(rest)
-        if not self.validator.is_valid(rest):
-            raise self.first_error(state)
-        fields = (
-            f"  {_compact(k)}: " + (pieces[k] if k in pieces else _indent(_pretty(v), "  ")[2:])
-            for k, v in rest.items()
-        )
-        return "{\n" + ",\n".join(fields) + "\n}\n"
-
-
-@lru_cache(maxsize=1)
-def load_schema() -> dict:
-    """The JSON Schema of the state file, read and checked once per process."""
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return schema
-
-
-@lru_cache(maxsize=1)
-def _encoder() -> _Encoder:
-    return _Encoder(load_schema())
-
-
-def _describe(error: ValidationError) -> str:
-    message = error.message if len(error.message) <= 300 else error.message[:297] + "..."
-    return f"at {error.json_path}: {message}"
-
-
-def validate_state(
-    data: Any, path: str | os.PathLike[str] | None = None, *, action: str = ""
-) -> None:
-    """Raise StateError naming the file, JSON path and rule when `data` breaks the schema."""
-    try:
-        _encoder().encode(data)
-    except ValidationError as error:
-        where = f"team state file {path}" if path else "team state"
-        hint = action or f"Fix that value so it matches the schema in {SCHEMA_PATH}."
-        raise StateError(f"Invalid {where}: {_describe(error)}. {hint}") from None
-    except (TypeError, ValueError) as exc:
-        raise StateError(f"Invalid team state: {exc}.") from None
-
-
-# --- migrations ---------------------------------------------------------------------------------
-
-SUPPORTED_VERSIONS: tuple[int, ...] = ()  # set below, once every migration is registered
-
-
-def schema_version_of(data: Mapping[str, Any]) -> int:
-    """The version a file declares; a file without `schema_version` is the legacy version 0."""
-    version = data.get("schema_version", 0)
-    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
-        supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
-        raise StateError(
-            f"schema_version {version!r} is not one this agent_team can read (supported: "
-            f"{supported}). Upgrade agent_team, or move the file away to start a fresh state."
-        )
-    return int(version)
-
-
-def migrate_state(data: dict) -> dict:
-    """Bring `data` up to SCHEMA_VERSION by running every migration after its declared version."""
-    for step in MIGRATIONS[schema_version_of(data) :]:
-        data = step(data)
-    return data
-
-
-_TASK_STATUS = {
-    **dict.fromkeys(("in-progress", "working", "started", "active", "running"), "in_progress"),
-    **dict.fromkeys(("done", "complete", "finished", "success", "succeeded"), "completed"),
-    **dict.fromkeys(("error", "errored", "failure"), "failed"),
-}
-
-
-def _legacy_time(value: Any) -> str | None:
-    """Legacy timestamps came naive, with 'Z' or as epoch numbers; all become UTC with 'Z'."""
-    try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            moment = datetime.fromtimestamp(value, timezone.utc)
-        elif isinstance(value, str) and value.strip():
-            moment = datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", value.strip()))
-        else:
-            return None
-    except (ValueError, OverflowError, OSError):
-        return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    stamp = moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
-
-
-_V1_ONLY = ("agents", "integration", "usage", "runs")
-
-
-def _list(value: Any) -> list:
-    return value if isinstance(value, list) else []
-
-
-def _first(raw: Mapping[str, Any], *keys: str) -> Any:
-    return next((raw[k] for k in keys if raw.get(k) not in (None, "", [], {})), None)
-
-
-def _slug(text: Any, drop: str = r"[^A-Za-z0-9._-]+", limit: int = 64) -> str:
-    return re.sub(drop, "-", str(text or "")).strip("-._")[:limit]
-
-
-def _status(value: Any, allowed: Iterable[str], default: str) -> str:
-    status = str(value or "").strip().lower().replace(" ", "_")
-    status = _TASK_STATUS.get(status, status)
-    return status if status in allowed else default
-
-
-@lru_cache(maxsize=16)
-def _property_checks(definition: str | None) -> dict[str, Draft202012Validator]:
-    """One validator per property of a `$defs` entry, or of the top level for None."""
-    schema = load_schema()
-    part = schema if definition is None else schema["$defs"][definition]
-    props = _inline_refs(part, schema["$defs"])["properties"]
-    return {k: Draft202012Validator(s, format_checker=_FORMATS) for k, s in props.items()}
-
-
-def _fit(raw: Mapping[str, Any], definition: str, **fields: Any) -> dict:
-    """The fields of `raw`, overridden by `fields`, that the schema knows and that fit it."""
-    merged = {**raw, **{k: v for k, v in fields.items() if v is not None}}
-    for key in [k for k in merged if k.endswith("_at") or k == "timestamp"]:
-        merged[key] = _legacy_time(merged[key])
-    checks = _property_checks(definition)
-    return {
-        k: merged[k] for k, check in checks.items() if k in merged and check.is_valid(merged[k])
-    }
-
-
-def _legacy_tasks(raw_tasks: list[dict]) -> list[dict]:
-    ids: dict[str, str] = {}
-    for index, raw in enumerate(raw_tasks):
-        new = _slug(_first(raw, "task_id", "id")) or f"TASK-{index + 1:03d}"
-        while new in ids.values():
-            new = f"{new[:58]}-{index + 1}"
-        ids[str(_first(raw, "task_id", "id") or index)] = new
-    tasks = []
-    for task_id, raw in zip(ids.values(), raw_tasks, strict=True):
-        role = _slug(_first(raw, "assigned_to", "agent", "role")).lower()
-        role = re.sub(r"[^a-z0-9_-]", "-", re.sub(r"^[^a-z]+", "", role))[:40]
-        deps = raw.get("dependencies", raw.get("depends_on"))
-        deps = [ids[str(d)] for d in deps if str(d) in ids] if isinstance(deps, list) else []
-        progress = raw.get("progress")
-        task = _fit(
-            raw,
-            "task",
-            task_id=task_id,
-            description=str(_first(raw, "description", "title", "name") or task_id),
-            assigned_to=role or "unassigned",
-            priority={"critical": "high", "urgent": "high"}.get(raw.get("priority")),
-            dependencies=[d for d in dict.fromkeys(deps) if d != task_id],
-            status=_status(
-                raw.get("status"), _property_checks("task")["status"].schema["enum"], "pending"
-            ),
-            progress=max(0, min(100, int(progress)))
-            if isinstance(progress, (int, float))
-            else None,
-            result=None,
-        )
-        claims = {k: raw[k] for k in ("files_modified", "test_results") if raw.get(k)}
-        if claims or any(raw.get(k) for k in ("completed_items", "blockers", "notes", "summary")):
-            notes = f"Reported by the agent, not verified: {json.dumps(claims)}" if claims else ""
-            task["result"] = _fit(
-                raw,
-                "task_result",
-                completed_items=[str(v) for v in raw.get("completed_items") or []],
-                files_modified=[],
-                blockers=[str(v) for v in raw.get("blockers") or []],
-                notes="\n".join(n for n in (str(raw.get("notes") or ""), notes) if n) or None,
-                test_results=None,
-            )
-        tasks.append(task)
-    return tasks
-
-
-@migration
-def m001_legacy_template(data: dict) -> dict:
-    """Version 0 -> 1: the hand-written template of the guides, read liberally.
-
-    Values that fit version 1 are kept, statuses it does not know become "pending", and
-    top-level fields without a place in it are kept in one agent update from "migration".
-    `TeamState` backs the original file up before the first migrated save.
-    """
-    manager = data.get("manager_instructions")
-    manager = manager if isinstance(manager, dict) else {}
-    when = _legacy_time(_first(data, "last_updated", "updated_at")) or utc_now()
-    name = _first(data, "project_name", "project") or manager.get("project")
-    state = new_state(name if isinstance(name, str) else "")
-    state["last_updated"] = when
-    feature = _first(data, "current_feature") or manager.get("current_focus")
-    feature = {"title": feature} if isinstance(feature, str) else feature
-    if isinstance(feature, dict):
-        title = str(_first(feature, "title", "name", "description", "id") or "feature")
-        ident = str(_first(feature, "id", "feature_id") or _slug(title.lower(), r"[^a-z0-9]+", 40))
-        state["current_feature"] = _fit(
-            feature,
-            "feature",
-            id=ident,
-            title=title,
-            branch=feature.get("branch") or f"feature/{_slug(ident.lower(), r'[^a-z0-9]+', 40)}",
-            base_branch=feature.get("base_branch") or "main",
-            status=_status(
-                feature.get("status"),
-                _property_checks("feature")["status"].schema["enum"],
-                "in_progress",
-            ),
-            started_at=_legacy_time(feature.get("started_at")) or when,
-        )
-    tasks = _first(data, "tasks") or manager.get("tasks") or manager.get("active_tasks") or []
-    if isinstance(tasks, dict):
-        tasks = [{"task_id": k, **v} for k, v in tasks.items() if isinstance(v, dict)]
-    state["tasks"] = _legacy_tasks([t for t in tasks if isinstance(t, dict)])
-    state.update(_fit({k: data[k] for k in _V1_ONLY if k in data}, None))
-    for raw in _list(data.get("decisions")):
-        raw = {"decision": raw} if isinstance(raw, str) else raw
-        if isinstance(raw, dict) and _first(raw, "decision", "title"):
-            made_by = _first(raw, "made_by", "agent", "by")
-            state["decisions"].append(
-                _fit(
-                    raw,
-                    "decision",
-                    decision=str(_first(raw, "decision", "title")),
-                    made_by=str(made_by or "unknown"),
-                    timestamp=_legacy_time(raw.get("timestamp")) or when,
-                )
-            )
-    for raw in _list(data.get("agent_updates")):
-        raw = raw if isinstance(raw, dict) else {"message": raw}
-        message = _first(raw, "message", "summary", "action")
-        used = {"timestamp", "agent", "agent_id", "agent_name", "task_id", "status", "message"}
-        details = {k: v for k, v in raw.items() if k not in used}
-        state["agent_updates"].append(
-            _fit(
-                raw,
-                "agent_update",
-                timestamp=_legacy_time(raw.get("timestamp")) or when,
-                agent=str(_first(raw, "agent", "agent_id", "agent_name") or "unknown"),
-                task_id=None if raw.get("task_id") is None else str(raw["task_id"]),
-                status=str(raw.get("status") or "info"),
-                message=message if isinstance(message, str) else json.dumps(message or ""),
-                details=details or None,
-            )
-        )
-    shapes = {"tasks": (list, dict), "decisions": list, "agent_updates": list}
-    shapes |= {"current_feature": (str, dict), "project_name": str, "project": str}
-    known = {k for k, kind in shapes.items() if isinstance(data.get(k), kind)}
-    known |= {"last_updated", "updated_at", "schema_version"}
-    known |= {k for k in _V1_ONLY if state.get(k) == data.get(k)}
-    leftovers = {k: v for k, v in data.items() if k not in known and v not in (None, "", [], {})}
-    if leftovers:
-        state["agent_updates"].append(
-            {
-                "timestamp": when,
-                "agent": "migration",
-                "task_id": None,
-                "status": "info",
-                "message": "Fields of the legacy file that have no place in schema version 1.",
-                "details": leftovers,
-            }
-        )
-    return state
-
-
-SUPPORTED_VERSIONS = tuple(range(len(MIGRATIONS) + 1))
-if SUPPORTED_VERSIONS[-1] != SCHEMA_VERSION:
-    raise RuntimeError("agent_team.state needs exactly one migration per schema version")
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -665,7 +174,7 @@ class UnknownTaskError(StateError, KeyError):
 
 
 def _check_fields(kind: str, definition: str, fields: Mapping[str, Any]) -> None:
-    allowed = _property_checks(definition)
+    allowed = property_checks(definition)
     unknown = sorted(set(fields) - set(allowed))
     if unknown:
         names = ", ".join(allowed)
@@ -835,7 +344,7 @@ class TeamState:
             "message": redact(message) if isinstance(message, str) else message,
         }
         if details is not None:
-            entry["details"] = _redact_value(dict(details))
+            entry["details"] = redact_value(dict(details))
         state["agent_updates"].append(entry)
         return entry
 
@@ -1007,9 +516,9 @@ class TeamState:
                 raise self._corrupt(raw, reason) from exc
             data["project_name"] = data["project_name"] or self._project_dir().name
         try:
-            _encoder().encode(data)
+            encoder().encode(data)
         except ValidationError as error:
-            raise self._corrupt(raw, _describe(error) + after) from None
+            raise self._corrupt(raw, describe_error(error) + after) from None
         if version == SCHEMA_VERSION:
             self._shared.known = raw
         return data, version, raw
@@ -1040,10 +549,10 @@ class TeamState:
     def _save(self, state: dict) -> None:
         """Order, redact, validate, then write; a state that fails validation is never written."""
         try:
-            text = _encoder().encode(state)
+            text = encoder().encode(state)
         except ValidationError as error:
             raise StateError(
-                f"Refusing to save the team state file {self.path}: {_describe(error)}. Nothing "
+                f"Refusing to save the team state file {self.path}: {describe_error(error)}. Nothing "
                 "was written; the file on disk is unchanged. Fix the code that set that value."
             ) from None
         except (TypeError, ValueError) as exc:
