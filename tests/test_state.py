@@ -22,7 +22,6 @@ from agent_team.state import (
     UnknownTaskError,
     migrate_state,
     new_state,
-    redact,
     utc_now,
     validate_state,
 )
@@ -213,6 +212,21 @@ def test_schema_invalid_file_is_refused_with_path_and_backup(tmp_path: Path) -> 
     backup = next(tmp_path.glob("state.json.corrupt-*"))
     assert str(backup) in message and backup.read_bytes() == original
     assert path.read_bytes() == original
+
+
+def test_old_imports_keep_working() -> None:
+    """state.py re-exports what moved to state_schema, state_migrations and redaction."""
+    from agent_team import redaction, state, state_migrations, state_schema
+
+    assert state.redact is redaction.redact
+    assert state.migrate_state is state_migrations.migrate_state
+    assert state.MIGRATIONS is state_migrations.MIGRATIONS
+    assert state.SUPPORTED_VERSIONS == state_migrations.SUPPORTED_VERSIONS == (0, 1)
+    assert state.schema_version_of({}) == 0 and state.migration is state_migrations.migration
+    assert state.validate_state is state_schema.validate_state
+    assert (state.new_state, state.utc_now) == (state_schema.new_state, state_schema.utc_now)
+    assert state.load_schema is state_schema.load_schema
+    assert set(state.__all__) <= set(dir(state))
 
 
 @pytest.mark.parametrize("version", [99, 2, "1", -1, True])
@@ -530,24 +544,6 @@ def test_two_hundred_tasks_save_in_milliseconds(tmp_path: Path) -> None:
 
 
 # --- secrets -----------------------------------------------------------------------------------
-
-
-def test_redact_masks_env_secrets_and_key_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-key-value-1234567890")
-    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok_abcdefgh12345")
-    github = "ghp_" + "a1B2" * 9
-    text = f"key=fake-key-value-1234567890 tok=tok_abcdefgh12345 gh={github} AKIAABCDEFGHIJKLMNOP"
-    masked = redact(text)
-    assert "fake-key-value" not in masked and "tok_abcdefgh12345" not in masked
-    assert github not in masked and "AKIAABCDEFGHIJKLMNOP" not in masked
-    assert "[REDACTED:ANTHROPIC_API_KEY]" in masked and "[REDACTED:MY_SERVICE_TOKEN]" in masked
-    assert redact("sk-ant-api03-" + "x9" * 20) == "[REDACTED]"
-    assert redact("sk-proj-" + "Ab3" * 10) == "[REDACTED]"
-    assert redact("github_pat_" + "1a" * 20) == "[REDACTED]"
-    for harmless in ("risk-assessment-for-the-disk-usage-2024", "task-sk-learn", "TASK-001"):
-        assert redact(harmless) == harmless
-    monkeypatch.delenv("MY_SERVICE_TOKEN")
-    assert redact("tok_abcdefgh12345") == "tok_abcdefgh12345"
 
 
 def test_secrets_never_reach_the_state_file(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,6 @@ from agent_team.tools import (
     build_toolbox,
     cap_text,
     define_tool,
-    is_secret_env_name,
-    run_process,
 )
 
 
@@ -234,22 +231,6 @@ def test_run_command_timeout_kills_process_group(toolbox: Toolbox, root: Path) -
     assert not _alive(child)
 
 
-def test_huge_output_is_capped_with_bounded_memory(tmp_path: Path) -> None:
-    script = "import sys\nchunk = 'x' * 1_000_000\nfor _ in range(50): sys.stdout.write(chunk)\n"
-    tracemalloc.start()
-    try:
-        outcome = run_process(
-            [sys.executable, "-c", script], cwd=tmp_path, timeout=60, keep_bytes=4096
-        )
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert outcome.exit_code == 0
-    assert outcome.dropped_bytes == 50_000_000 - 2 * 4096
-    assert len(outcome.output) < 10_000 and "bytes of output cut" in outcome.output
-    assert peak < 4_000_000
-
-
 def test_tool_output_capped_centrally(toolbox: Toolbox, workspace: Workspace) -> None:
     result = call(
         toolbox, "run_command", argv=[sys.executable, "-c", "print('a' * 100_000); print('END')"]
@@ -278,20 +259,34 @@ def test_secrets_scrubbed_from_environment(
         assert secret not in result.content
 
 
-@pytest.mark.parametrize(
-    "name", ["ANTHROPIC_BASE_URL", "my_secret_value", "GITHUB_TOKEN", "AWS_ACCESS_KEY_ID"]
-)
-def test_secret_names(name: str) -> None:
-    assert is_secret_env_name(name)
-    assert not is_secret_env_name("PATH") and not is_secret_env_name("HOME")
-
-
 def test_run_command_rejects_shell_string(toolbox: Toolbox) -> None:
     result = call(toolbox, "run_command", argv="ls -la && rm -rf /")
     assert result.is_error and "argv" in result.content and "array" in result.content
     assert call(toolbox, "run_command", argv=[]).is_error
     missing = call(toolbox, "run_command", argv=["definitely-not-a-command-xyz"])
     assert missing.is_error and "Command not found" in missing.content
+
+
+def test_run_command_reports_a_program_that_cannot_start(toolbox: Toolbox, root: Path) -> None:
+    (root / "not-executable.sh").write_text("echo hi\n", encoding="utf-8")
+    result = call(toolbox, "run_command", argv=["./not-executable.sh"])
+    assert result.is_error and "Could not start './not-executable.sh'" in result.content
+
+
+def test_old_imports_keep_working() -> None:
+    """tools.py re-exports what moved to toolbox.py, process.py and redaction.py."""
+    from agent_team import process, redaction, toolbox, tools
+
+    assert tools.run_process is process.run_process
+    assert tools.CommandOutcome is process.CommandOutcome
+    assert tools.safe_environment is redaction.safe_environment
+    assert tools.is_secret_env_name is redaction.is_secret_env_name
+    assert tools.SECRET_ENV_PATTERNS is redaction.SECRET_ENV_PATTERNS
+    assert (tools.Toolbox, tools.ToolResult, tools.cap_text) == (
+        toolbox.Toolbox,
+        toolbox.ToolResult,
+        toolbox.cap_text,
+    )
 
 
 def test_stdin_is_devnull(toolbox: Toolbox) -> None:

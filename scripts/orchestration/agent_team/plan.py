@@ -7,9 +7,10 @@ must name the task and the problem in words a model (and a person) can act on.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -110,37 +111,52 @@ def plan_output_schema(roles: Sequence[str]) -> dict[str, Any]:
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)\n?```", re.DOTALL)
-_MAX_OBJECT_STARTS = 50
+
+
+def _top_level_objects(text: str) -> Iterator[str]:
+    """Balanced `{...}` spans of `text` that are not nested in another span, in order."""
+    depth, start, in_string, escaped = 0, 0, False, False
+    for index, char in enumerate(text):
+        if depth == 0:
+            if char == "{":
+                depth, start = 1, index
+            continue
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                yield text[start : index + 1]
 
 
 def extract_json(text: str) -> Any:
-    """Parse a JSON object from a model reply: bare, inside a code fence, or amid prose."""
+    """Parse a JSON object from a model reply: bare, inside a code fence, or amid prose.
+
+    Amid prose, the first complete top-level `{...}` that parses wins; an object nested in
+    a broken one is never taken for the answer.
+    """
     stripped = text.strip()
-    candidates = [stripped]
-    candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
-    last_error: json.JSONDecodeError | None = None
-    for candidate in candidates:
+    fenced = [m.group(1).strip() for m in _FENCE.finditer(text)]
+    first, last = stripped.find("{"), stripped.rfind("}")
+    outer = [stripped[first : last + 1]] if 0 <= first < last else []
+    reported: json.JSONDecodeError | None = None
+    for candidate in itertools.chain([stripped], fenced, _top_level_objects(stripped), outer):
         try:
             return json.loads(candidate)
         except json.JSONDecodeError as exc:
-            last_error = exc
-    # Prose around the object (possibly with braces of its own): decode from each "{" and
-    # take the first complete object.
-    decoder = json.JSONDecoder()
-    start = stripped.find("{")
-    for _ in range(_MAX_OBJECT_STARTS):
-        if start < 0:
-            break
-        try:
-            value, _end = decoder.raw_decode(stripped, start)
-        except json.JSONDecodeError as exc:
-            last_error = last_error or exc
-        else:
-            if isinstance(value, dict):
-                return value
-        start = stripped.find("{", start + 1)
-    where = f" (line {last_error.lineno}, column {last_error.colno}: {last_error.msg})" if (
-        last_error
+            if reported is None or (fenced and candidate == fenced[0]):
+                reported = exc
+    where = f" (line {reported.lineno}, column {reported.colno}: {reported.msg})" if (
+        reported
     ) else ""
     raise PlanError(
         "The plan is not valid JSON" + where + ".",
@@ -187,7 +203,11 @@ def find_cycle(dependencies: Mapping[str, Sequence[str]]) -> list[str] | None:
 
 
 def topological_order(tasks: Sequence[Task]) -> list[str]:
-    """Kahn's algorithm; ready tasks are taken by priority, then by their order in the plan."""
+    """Kahn's algorithm; ready tasks are taken by priority, then by their order in the plan.
+
+    Dependencies on ids that are not in `tasks` are ignored here; `validate_plan_data`
+    reports them.
+    """
     position = {task.task_id: i for i, task in enumerate(tasks)}
     waiting_on = {task.task_id: set(task.dependencies) & position.keys() for task in tasks}
     dependents: dict[str, list[str]] = {task.task_id: [] for task in tasks}

@@ -552,8 +552,9 @@ class TeamState:
             text = encoder().encode(state)
         except ValidationError as error:
             raise StateError(
-                f"Refusing to save the team state file {self.path}: {describe_error(error)}. Nothing "
-                "was written; the file on disk is unchanged. Fix the code that set that value."
+                f"Refusing to save the team state file {self.path}: {describe_error(error)}. "
+                "Nothing was written; the file on disk is unchanged. Fix the code that set that "
+                "value."
             ) from None
         except (TypeError, ValueError) as exc:
             raise StateError(

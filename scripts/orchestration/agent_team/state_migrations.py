@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from functools import lru_cache
 from typing import Any
 
 from .errors import StateError
@@ -34,7 +33,6 @@ def migration(fn: Migration) -> Migration:
     """Register `fn` as the step from version `len(MIGRATIONS)` to the next one."""
     MIGRATIONS.append(fn)
     return fn
-
 
 
 SUPPORTED_VERSIONS: tuple[int, ...] = ()  # set below, once every migration is registered
@@ -101,7 +99,6 @@ def _status(value: Any, allowed: Iterable[str], default: str) -> str:
     status = str(value or "").strip().lower().replace(" ", "_")
     status = _TASK_STATUS.get(status, status)
     return status if status in allowed else default
-
 
 
 def _fit(raw: Mapping[str, Any], definition: str, **fields: Any) -> dict:
@@ -252,4 +249,3 @@ def m001_legacy_template(data: dict) -> dict:
 SUPPORTED_VERSIONS = tuple(range(len(MIGRATIONS) + 1))
 if SUPPORTED_VERSIONS[-1] != SCHEMA_VERSION:
     raise RuntimeError("agent_team.state_migrations needs exactly one migration per schema version")
-

@@ -68,7 +68,6 @@ def new_state(project_name: str) -> dict:
     }
 
 
-
 _DATE_TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))\Z"
 )
@@ -245,7 +244,6 @@ def validate_state(
         raise StateError(f"Invalid team state: {exc}.") from None
 
 
-
 @lru_cache(maxsize=16)
 def property_checks(definition: str | None) -> dict[str, Draft202012Validator]:
     """One validator per property of a `$defs` entry, or of the top level for None.
@@ -257,4 +255,3 @@ def property_checks(definition: str | None) -> dict[str, Draft202012Validator]:
     part = schema if definition is None else schema["$defs"][definition]
     props = _inline_refs(part, schema["$defs"])["properties"]
     return {k: Draft202012Validator(s, format_checker=_FORMATS) for k, s in props.items()}
-

@@ -7,26 +7,32 @@ here only: the exit code of a process we started and counts parsed from its outp
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .process import run_process
+from .state_schema import utc_now
 
 OUTPUT_TAIL_CHARS = 4000
+#: Bytes of test output kept from each end while it runs: memory stays bounded however much
+#: a suite prints, and the summary lines every framework prints last are always in the tail.
+KEEP_OUTPUT_BYTES = 64 * 1024
 
-_PYTEST_SUMMARY = re.compile(r"^=+ (?P<body>.*?(?:passed|failed|error|skipped|no tests ran).*?) =+$")
-_PYTEST_QUIET = re.compile(
-    r"^(?P<body>(?:\d+ (?:passed|failed|skipped|errors?|deselected|xfailed|xpassed|warnings?)"
-    r"(?:, )?)+)(?: in [\d.]+s.*)?$"
+_PYTEST_SUMMARY = re.compile(
+    r"^=+ (?P<body>.*?(?:passed|failed|error|skipped|deselected|no tests ran).*?) =+$"
 )
+# pytest -q ends with the counts and always a duration ("3 passed in 0.12s"); requiring the
+# duration keeps a plain "3 passed, 1 failed" line for the plain-format rule below.
+_PYTEST_QUIET = re.compile(
+    r"^(?P<body>(?:(?:\d+ (?:passed|failed|skipped|errors?|deselected|xfailed|xpassed|"
+    r"warnings?)(?:, )?)+|no tests ran)) in [\d.]+s.*$"
+)
+_VITEST = re.compile(r"^Tests\s+(?P<body>(?:\d+ \w+(?: \| )?)+)\s*\(\d+\)$")
 _COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
 _JEST = re.compile(r"^Tests:\s+(?P<body>.*\d+ total)")
 _MOCHA = re.compile(r"^\s*(\d+) (passing|failing|pending)\b")
@@ -108,6 +114,11 @@ def parse_counts(output: str) -> dict[str, Any]:
                 if label in found:
                     found[label] = int(number)
             return found
+        if match := _VITEST.match(stripped):
+            found = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "framework": "vitest"}
+            for number, label in re.findall(r"(\d+) (passed|failed|skipped)", match["body"]):
+                found[label] = int(number)
+            return found
         if match := _PLAIN.match(stripped):
             return {
                 "passed": int(match[1]), "failed": int(match[2]),
@@ -124,7 +135,8 @@ def parse_counts(output: str) -> dict[str, Any]:
         end = next((m for line in reversed(lines) if (m := _UNITTEST_END.match(line))), None)
         failures = errors = skipped = 0
         if end and end["body"]:
-            for key, value in re.findall(r"(\w+)=(\d+)", end["body"]):
+            for key, value in re.findall(r"([\w ]+)=(\d+)", end["body"]):
+                key = key.strip()
                 if key == "failures":
                     failures = int(value)
                 elif key == "errors":
@@ -174,51 +186,31 @@ def run_tests(
     env: dict[str, str] | None = None,
     ref: str | None = None,
 ) -> TestResults:
-    """Run the test command in `cwd` (no shell), with a timeout that kills its process group."""
-    from .state import utc_now
-    from .tools import safe_environment
+    """Run the test command in `cwd` (no shell), with a timeout that kills its process group.
 
+    Output is read as it comes and only its first and last KEEP_OUTPUT_BYTES are kept; counts
+    are parsed from those (the summary lines come last), `output_tail` is the last
+    OUTPUT_TAIL_CHARS. `env=None` runs the tests with `safe_environment()`.
+    """
     argv = split_command(command)
-    started = time.monotonic()
     ran_at = utc_now()
     try:
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env if env is not None else safe_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        outcome = run_process(
+            argv, cwd=cwd, timeout=timeout, env=env, keep_bytes=KEEP_OUTPUT_BYTES
         )
     except OSError as exc:
         return TestResults(
             command=command, exit_code=None, output_tail=f"could not start: {exc}",
             ran_at=ran_at, ref=ref,
         )
-    timed_out = False
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(process)
-        output, _ = process.communicate()
-    text = output.decode("utf-8", errors="replace")
-    counts = parse_counts(text)
+    counts = parse_counts(outcome.output)
     return TestResults(
         command=command,
-        exit_code=None if timed_out else process.returncode,
-        timed_out=timed_out,
-        duration_seconds=time.monotonic() - started,
-        output_tail=text[-OUTPUT_TAIL_CHARS:],
+        exit_code=None if outcome.timed_out else outcome.exit_code,
+        timed_out=outcome.timed_out,
+        duration_seconds=outcome.duration,
+        output_tail=outcome.output[-OUTPUT_TAIL_CHARS:],
         ran_at=ran_at,
         ref=ref,
         **counts,
     )
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        process.kill()

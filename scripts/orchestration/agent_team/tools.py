@@ -1,36 +1,42 @@
-"""Workspace tools for role agents: files confined to one directory, commands, team updates.
+"""The default tools of role agents: files confined to one directory, commands, team updates.
 
-Every tool returns a `ToolResult`; nothing a model sends can raise out of `Toolbox.call`,
-because a bad call is the model's mistake to fix on its next turn, not a crash of the run.
 The file tools are confined to the workspace; `run_command` is not a sandbox (it runs what
-the agent asks in the workspace, with secrets removed from its environment).
+the agent asks in the workspace, with secrets removed from its environment). What a tool is
+and how calls are dispatched lives in `toolbox.py`, running a process in `process.py`, and
+the secret rule in `redaction.py`; their public names are re-exported here, so existing
+`from agent_team.tools import ...` lines keep working.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import fnmatch
 import json
 import os
 import re
-import selectors
 import shlex
-import signal
-import subprocess
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache, partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from .errors import AgentTeamError, ConfigError, ToolError, UserError
-from .models import ToolCall, ToolSpec
+from .errors import ToolError, UserError
+from .models import ToolSpec
+from .process import CommandOutcome, run_process
+from .redaction import SECRET_ENV_PATTERNS, is_secret_env_name, safe_environment
+from .toolbox import (
+    DEFAULT_MAX_OUTPUT_CHARS,
+    Handler,
+    Tool,
+    Toolbox,
+    ToolResult,
+    cap_text,
+    define_tool,
+    schema_errors,
+)
 
-DEFAULT_MAX_OUTPUT_CHARS = 12_000
 DEFAULT_COMMAND_TIMEOUT = 120.0
 DEFAULT_MAX_COMMAND_TIMEOUT = 600.0
 MAX_LIST_ENTRIES = 400
@@ -38,9 +44,6 @@ MAX_SEARCH_MATCHES = 200
 MAX_SEARCH_FILE_BYTES = 2_000_000
 MAX_LINE_CHARS = 2_000
 MAX_MATCH_LINE_CHARS = 240
-KILL_GRACE_SECONDS = 2.0
-DRAIN_SECONDS = 1.0
-READ_CHUNK = 65_536
 REPORT_SCHEMA_PATH = Path(__file__).parent / "schemas" / "agent-report.schema.json"
 
 #: Directories list_files and search_files do not descend into (a named path still works).
@@ -49,66 +52,35 @@ SKIPPED_DIRS = frozenset(
      ".ruff_cache", ".tox"}
 )
 
-#: Environment variables run_command never passes on (fnmatch patterns, upper-case names).
-SECRET_ENV_PATTERNS: tuple[str, ...] = (
-    "*_API_KEY", "*_APIKEY", "*_KEY", "*_KEY_ID", "*_TOKEN", "*SECRET*", "*PASSWORD*",
-    "*PASSWD*", "*_CREDENTIALS", "ANTHROPIC_*", "OPENAI_*", "AWS_*", "AZURE_*",
-    "PYPI_*", "TWINE_*", "SSH_AUTH_SOCK",
-)
-
 UpdateCallback = Callable[[str, str, "dict[str, Any] | None"], None]
-Handler = Callable[..., "str | ToolResult"]
 
-
-@dataclass(frozen=True)
-class ToolResult:
-    """What one tool call produced; `finished` and `report` are set only by finish_task."""
-
-    content: str
-    is_error: bool
-    finished: bool = False
-    report: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Tool:
-    """A spec and the function that runs it.
-
-    `validate=False` skips argument validation against the spec, for tools that validate
-    (and normalise) their own arguments.
-    """
-
-    spec: ToolSpec
-    handler: Handler
-    validate: bool = True
-
-
-def define_tool(
-    name: str,
-    description: str,
-    properties: Mapping[str, Any],
-    handler: Handler,
-    *,
-    required: Sequence[str] = (),
-) -> Tool:
-    """Build a Tool whose parameters are an object refusing unknown arguments."""
-    parameters = {
-        "type": "object",
-        "properties": dict(properties),
-        "required": list(required),
-        "additionalProperties": False,
-    }
-    return Tool(ToolSpec(name, description, parameters), handler)
-
-
-def cap_text(text: str, limit: int) -> str:
-    """Keep the head and tail of a long text: every turn re-sends all earlier tool output."""
-    if len(text) <= limit:
-        return text
-    keep = max(limit - 80, 2)
-    head, tail = keep // 2, keep - keep // 2
-    cut = len(text) - head - tail
-    return f"{text[:head]}\n[... {cut:,} characters cut from the middle ...]\n{text[-tail:]}"
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_CHARS",
+    "SECRET_ENV_PATTERNS",
+    "CommandOutcome",
+    "Handler",
+    "Tool",
+    "ToolResult",
+    "Toolbox",
+    "UpdateCallback",
+    "Workspace",
+    "build_toolbox",
+    "cap_text",
+    "define_tool",
+    "edit_file",
+    "finish_task",
+    "is_secret_env_name",
+    "list_files",
+    "load_report_schema",
+    "post_update",
+    "read_file",
+    "report_errors",
+    "run_command",
+    "run_process",
+    "safe_environment",
+    "search_files",
+    "write_file",
+]
 
 
 # -- Workspace -------------------------------------------------------------------------------
@@ -173,114 +145,6 @@ class Workspace:
         """The workspace-relative POSIX form of a path under the root, as tools print it."""
         rel = path.relative_to(self.root).as_posix()
         return rel if rel != "." else "."
-
-
-# -- Toolbox ---------------------------------------------------------------------------------
-
-
-def _schema_errors(validator: Draft202012Validator, instance: Any) -> list[str]:
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path)))
-    return [
-        f"{'/'.join(map(str, error.absolute_path)) or '(arguments)'}: {error.message}"
-        for error in errors[:10]
-    ]
-
-
-def _describe_parameters(spec: ToolSpec) -> str:
-    required = set(spec.parameters.get("required", ()))
-    fields = [
-        f"{name} ({schema.get('type', 'any')}{', required' if name in required else ''})"
-        for name, schema in spec.parameters.get("properties", {}).items()
-    ]
-    return f"Parameters of {spec.name}: {', '.join(fields) or 'none'}."
-
-
-class Toolbox:
-    """The tools one agent may call; turns every failure into an error result."""
-
-    def __init__(
-        self, tools: Iterable[Tool] = (), *, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
-    ) -> None:
-        self.max_output_chars = max_output_chars
-        self._tools: dict[str, Tool] = {}
-        self._validators: dict[str, Draft202012Validator] = {}
-        for tool in tools:
-            self.add(tool)
-
-    def add(self, tool: Tool) -> None:
-        """Register a tool; a duplicate name or a broken schema is a programming error."""
-        name = tool.spec.name
-        if name in self._tools:
-            raise ValueError(f"A tool named {name!r} is already registered.")
-        Draft202012Validator.check_schema(tool.spec.parameters)
-        self._tools[name] = tool
-        self._validators[name] = Draft202012Validator(tool.spec.parameters)
-
-    @property
-    def specs(self) -> tuple[ToolSpec, ...]:
-        return tuple(tool.spec for tool in self._tools.values())
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._tools)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tools
-
-    def select(self, names: Iterable[str]) -> Toolbox:
-        """A toolbox with only the named tools, for roles that get a subset."""
-        names = list(names)
-        unknown = [name for name in names if name not in self._tools]
-        if unknown:
-            raise ConfigError(
-                f"Unknown tool name(s): {', '.join(unknown)}. "
-                f"Available: {', '.join(self._tools)}."
-            )
-        return Toolbox((self._tools[n] for n in names), max_output_chars=self.max_output_chars)
-
-    def call(self, call: ToolCall) -> ToolResult:
-        """Run one call; errors in the call or the tool come back as is_error results.
-
-        Engine errors other than ToolError (a budget or state failure raised by an injected
-        callback) propagate: they stop the run rather than the tool.
-        """
-        result = self._dispatch(call)
-        return replace(result, content=cap_text(result.content, self.max_output_chars))
-
-    def _dispatch(self, call: ToolCall) -> ToolResult:
-        tool = self._tools.get(call.name)
-        if tool is None:
-            return ToolResult(
-                f"There is no tool named {call.name!r}. Available tools: "
-                f"{', '.join(self._tools)}.",
-                is_error=True,
-            )
-        if call.arguments_error is not None or not isinstance(call.arguments, dict):
-            return ToolResult(
-                f"The arguments for {call.name} were not a JSON object "
-                f"({call.arguments_error or type(call.arguments).__name__}). Call it again "
-                f"with a JSON object. {_describe_parameters(tool.spec)}",
-                is_error=True,
-            )
-        if tool.validate:
-            problems = _schema_errors(self._validators[call.name], call.arguments)
-            if problems:
-                return ToolResult(
-                    f"Invalid arguments for {call.name}:\n- " + "\n- ".join(problems)
-                    + f"\n{_describe_parameters(tool.spec)}",
-                    is_error=True,
-                )
-        try:
-            outcome = tool.handler(**call.arguments)
-        except ToolError as exc:
-            return ToolResult(str(exc), is_error=True)
-        except AgentTeamError:
-            raise
-        except Exception as exc:
-            return ToolResult(
-                f"{call.name} failed unexpectedly: {type(exc).__name__}: {exc}", is_error=True
-            )
-        return outcome if isinstance(outcome, ToolResult) else ToolResult(str(outcome), False)
 
 
 # -- File tools ------------------------------------------------------------------------------
@@ -446,141 +310,6 @@ def search_files(workspace: Workspace, pattern: str, path: str = ".") -> str:
 # -- Commands --------------------------------------------------------------------------------
 
 
-def is_secret_env_name(name: str) -> bool:
-    """True when an environment variable name looks like a credential."""
-    upper = name.upper()
-    return any(fnmatch.fnmatchcase(upper, pattern) for pattern in SECRET_ENV_PATTERNS)
-
-
-def safe_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment minus credentials, so a command an agent runs cannot leak them."""
-    environ = os.environ if environ is None else environ
-    return {name: value for name, value in environ.items() if not is_secret_env_name(name)}
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    """A finished (or killed) process: real exit code and bounded output."""
-
-    argv: tuple[str, ...]
-    exit_code: int
-    output: str
-    dropped_bytes: int
-    timed_out: bool
-    duration: float
-
-
-class _OutputBuffer:
-    """Keeps the first and last `keep` bytes of a stream, counting what falls between."""
-
-    def __init__(self, keep: int) -> None:
-        self.keep = keep
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.dropped = 0
-
-    def add(self, chunk: bytes) -> None:
-        room = self.keep - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        if chunk:
-            self.tail += chunk
-            excess = len(self.tail) - self.keep
-            if excess > 0:
-                del self.tail[:excess]
-                self.dropped += excess
-
-    def text(self) -> str:
-        if not self.dropped:
-            return bytes(self.head + self.tail).decode("utf-8", "replace")
-        return (
-            self.head.decode("utf-8", "replace")
-            + f"\n[... {self.dropped:,} bytes of output cut ...]\n"
-            + self.tail.decode("utf-8", "replace")
-        )
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _pump(proc: subprocess.Popen[bytes], buffer: _OutputBuffer, deadline: float) -> bool:
-    """Read output until the process ends; False when the deadline came first."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if selector.select(min(remaining, 0.25)):
-                chunk = os.read(fd, READ_CHUNK)
-                if chunk:
-                    buffer.add(chunk)
-                    continue
-                try:
-                    proc.wait(timeout=max(deadline - time.monotonic(), 0))
-                    return True
-                except subprocess.TimeoutExpired:
-                    return False
-            elif proc.poll() is not None:
-                return True  # exited; a background child still holds the pipe open
-
-
-def run_process(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    timeout: float,
-    env: Mapping[str, str] | None = None,
-    keep_bytes: int = 16_384,
-) -> CommandOutcome:
-    """Run an argument list in its own process group with bounded memory and a hard timeout.
-
-    Output (stdout and stderr interleaved) is read incrementally and only its first and last
-    `keep_bytes` are kept. On timeout the whole group gets SIGTERM, then SIGKILL; background
-    processes the command left behind are ended with it either way.
-    """
-    argv = tuple(argv)
-    started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise ToolError(
-            f"Command not found: {argv[0]!r}. Check the name, or run it through an installed "
-            "interpreter, e.g. [\"python\", \"-m\", \"pytest\"]."
-        ) from None
-    except OSError as exc:
-        raise ToolError(f"Could not start {argv[0]!r}: {exc.strerror or exc}.") from None
-    buffer = _OutputBuffer(keep_bytes)
-    try:
-        timed_out = not _pump(proc, buffer, started + timeout)
-        if timed_out:
-            _signal_group(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=KILL_GRACE_SECONDS)
-            _signal_group(proc.pid, signal.SIGKILL)
-            _pump(proc, buffer, time.monotonic() + DRAIN_SECONDS)
-    finally:
-        _signal_group(proc.pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        proc.wait()
-    return CommandOutcome(
-        argv, proc.returncode, buffer.text(), buffer.dropped, timed_out,
-        time.monotonic() - started,
-    )
-
-
 def run_command(
     workspace: Workspace,
     default_timeout: float,
@@ -590,10 +319,18 @@ def run_command(
 ) -> ToolResult:
     """The run_command tool: a non-zero exit is a normal result, a timeout is an error."""
     timeout = default_timeout if timeout_seconds is None else float(timeout_seconds)
-    outcome = run_process(
-        argv, cwd=workspace.root, timeout=timeout, env=safe_environment(),
-        keep_bytes=keep_bytes,
-    )
+    try:
+        outcome = run_process(
+            argv, cwd=workspace.root, timeout=timeout, env=safe_environment(),
+            keep_bytes=keep_bytes,
+        )
+    except FileNotFoundError:
+        raise ToolError(
+            f"Command not found: {argv[0]!r}. Check the name, or run it through an installed "
+            "interpreter, e.g. [\"python\", \"-m\", \"pytest\"]."
+        ) from None
+    except OSError as exc:
+        raise ToolError(f"Could not start {argv[0]!r}: {exc.strerror or exc}.") from None
     if outcome.timed_out:
         status = (
             f"[timed out after {timeout:g} s; the command and its child processes were killed. "
@@ -616,7 +353,7 @@ def load_report_schema() -> dict[str, Any]:
 
 def report_errors(report: Any) -> list[str]:
     """Schema errors of an agent report, empty when it is valid."""
-    return _schema_errors(Draft202012Validator(load_report_schema()), report)
+    return schema_errors(Draft202012Validator(load_report_schema()), report)
 
 
 def finish_task(**arguments: Any) -> ToolResult:

@@ -1,0 +1,615 @@
+#!/usr/bin/env python3
+"""The team CLI: set a repository up for the agent team, check it, and follow its runs.
+
+    python scripts/orchestration/team.py init --project-dir ~/projects/my-app
+    python scripts/orchestration/team.py check --project-dir ~/projects/my-app
+    python scripts/orchestration/team.py status [--json]
+    python scripts/orchestration/team.py tasks list [--status failed]
+    python scripts/orchestration/team.py tasks show TASK-002
+    python scripts/orchestration/team.py report [--run RUN_ID]
+    python scripts/orchestration/team.py resume
+
+`status`, `tasks` and `report` only read: they never lock or write the state file, so they are
+safe while a run goes on (the engine replaces the file atomically, so a read sees one whole
+version). Every mistake on the command line ends with a message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import click  # noqa: E402
+from agent_team.config import build_config  # noqa: E402
+from agent_team.errors import EXIT_BAD_INPUT, ConfigError, StateError  # noqa: E402
+from agent_team.models import KEY_VARIABLES, detect_provider  # noqa: E402
+from agent_team.roles import CONTEXT_FILES  # noqa: E402
+from agent_team.state import (  # noqa: E402
+    SCHEMA_VERSION,
+    STATE_RELATIVE_PATH,
+    migrate_state,
+    schema_version_of,
+    utc_now,
+    validate_state,
+)
+from agent_team.state_schema import encoder, load_schema  # noqa: E402
+from agent_team.testrun import detect_test_command  # noqa: E402
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / ".ai-agents-template"
+AGENTS_DIR = Path(".ai-agents")
+REPORTS_DIR = AGENTS_DIR / "reports"
+STATE_TEMPLATE = Path("state") / "team-communication.json"
+MIN_PYTHON = (3, 10)
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+TASK_STATUSES = tuple(load_schema()["$defs"]["task"]["properties"]["status"]["enum"])
+
+
+class BadInput(click.ClickException):
+    """Something the person typed or pointed at is wrong; exit code 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+# --- reading the project ------------------------------------------------------------------------
+
+
+def resolve_project(project_dir: Path | None) -> Path:
+    """The project directory (default: the current one), which must exist."""
+    path = (project_dir or Path.cwd()).expanduser()
+    if not path.is_dir():
+        raise BadInput(
+            f"Project directory {path} does not exist or is not a directory. "
+            "Pass --project-dir with the path of your repository."
+        )
+    return path.resolve()
+
+
+def load_state(project: Path) -> dict[str, Any] | None:
+    """The project's state, validated and migrated in memory; None when there is no file yet.
+
+    Read-only on purpose: unlike `TeamState.read()`, a broken file is reported, never copied
+    aside, so looking at a project cannot change it.
+    """
+    path = project / STATE_RELATIVE_PATH
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BadInput(f"Cannot read the team state file {path}: {exc.strerror or exc}.") from None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BadInput(
+            f"The team state file {path} is not valid JSON ({exc}). Fix it by hand or move it "
+            "away; the next run starts a fresh one."
+        ) from None
+    if not isinstance(data, dict):
+        raise BadInput(f"The team state file {path} holds a JSON {type(data).__name__}, "
+                       "not an object. Move it away; the next run starts a fresh one.")
+    try:
+        if schema_version_of(data) != SCHEMA_VERSION:
+            data = migrate_state(data)
+            data["project_name"] = data.get("project_name") or project.name
+        validate_state(data, path)
+    except StateError as exc:
+        raise BadInput(str(exc)) from None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"The team state file {path} cannot be migrated ({exc!r}).") from None
+    return data
+
+
+def require_state(project: Path) -> dict[str, Any]:
+    state = load_state(project)
+    if state is None:
+        raise BadInput(
+            f"No team state in {project} ({STATE_RELATIVE_PATH} is missing): nothing has run "
+            "here yet. Start a run with file_based_orchestrator.py --feature \"...\" "
+            f"--project-dir {project}, or set the project up with: team.py init."
+        )
+    return state
+
+
+def find_task(state: Mapping[str, Any], task_id: str) -> dict[str, Any]:
+    for task in state["tasks"]:
+        if task["task_id"] == task_id:
+            return task
+    known = ", ".join(t["task_id"] for t in state["tasks"]) or "none yet"
+    raise BadInput(f"No task {task_id!r} in the current run (tasks: {known}).")
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+
+def _ago(timestamp: str | None) -> str:
+    if not timestamp:
+        return "never"
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return timestamp
+    seconds = max(0, int((datetime.now(timezone.utc) - then).total_seconds()))
+    if seconds < 120:
+        span = f"{seconds} s"
+    elif seconds < 7200:
+        span = f"{seconds // 60} min"
+    else:
+        span = f"{seconds // 3600} h"
+    return f"{timestamp} ({span} ago)"
+
+
+def usage_line(usage: Mapping[str, Any]) -> str:
+    tokens = [usage.get(k, 0) for k in ("input_tokens", "output_tokens", "cache_read_tokens",
+                                        "cache_write_tokens")]
+    if not usage.get("cost_known", True) or (usage.get("cost_usd") is None
+                                             and usage.get("api_calls")):
+        cost = "unknown (a model without a price was used)"
+    else:
+        cost = f"~${usage.get('cost_usd') or 0.0:.4f} (estimate)"
+    return (
+        f"{usage.get('api_calls', 0)} API calls, {sum(tokens):,} tokens (input {tokens[0]:,}, "
+        f"output {tokens[1]:,}, cache read {tokens[2]:,}, cache write {tokens[3]:,}), cost {cost}"
+    )
+
+
+def tests_line(results: Mapping[str, Any] | None) -> str:
+    if not results:
+        return "not run yet"
+    counts = ", ".join(f"{results[k]} {k}" for k in ("passed", "failed", "skipped", "errors")
+                       if results.get(k))
+    verdict = "PASS" if results.get("success") else "FAIL"
+    return (f"{verdict} ({counts or 'no counts parsed'}; exit code {results.get('exit_code')}, "
+            f"`{results.get('command')}`)")
+
+
+def status_data(project: Path, state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The machine-readable status: the live parts of the state, without the logs."""
+    state = state or {}
+    integration = state.get("integration") or {}
+    return {
+        "project": str(project),
+        "state_file": str(project / STATE_RELATIVE_PATH),
+        "exists": bool(state),
+        "last_updated": state.get("last_updated"),
+        "feature": state.get("current_feature"),
+        "tasks": [
+            {
+                "task_id": t["task_id"],
+                "description": t["description"],
+                "assigned_to": t["assigned_to"],
+                "status": t["status"],
+                "progress": t.get("progress", 0),
+                "branch": t.get("branch"),
+                "dependencies": t.get("dependencies", []),
+                "error": t.get("error"),
+            }
+            for t in state.get("tasks", [])
+        ],
+        "agents": state.get("agents", {}),
+        "usage": {k: v for k, v in (state.get("usage") or {}).items() if k != "by_agent"},
+        "usage_by_agent": (state.get("usage") or {}).get("by_agent", {}),
+        "integration": {
+            "status": integration.get("status"),
+            "merges": len(integration.get("merges", [])),
+            "test_results": integration.get("test_results"),
+        } if integration else None,
+    }
+
+
+def render_status(data: Mapping[str, Any]) -> str:
+    lines = [f"Project: {data['project']}"]
+    if not data["exists"]:
+        lines.append(f"No team state yet ({data['state_file']} is missing): nothing has run here.")
+        return "\n".join(lines)
+    lines.append(f"State updated: {_ago(data['last_updated'])}")
+    feature = data["feature"]
+    if feature is None:
+        lines.append("Feature: none yet")
+    else:
+        lines.append(f"Feature: {feature['title']} [{feature['status']}]")
+        lines.append(f"  branch {feature.get('branch')} from {feature.get('base_branch')}, "
+                     f"run {feature.get('run_id')}, started {feature.get('started_at')}")
+    tasks = data["tasks"]
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[task["status"]] = counts.get(task["status"], 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    lines.append(f"Tasks: {len(tasks)}" + (f" ({summary})" if summary else ""))
+    for t in tasks:
+        line = (f"  {t['task_id']:<10} {t['status']:<11} {t['assigned_to']:<14} "
+                f"{t['progress']:>3}%  {t['branch'] or '-'}")
+        if t.get("error"):
+            line += f"\n{'':14}error: {t['error']}"
+        lines.append(line)
+    lines.append(f"Agents: {len(data['agents'])}")
+    for name, agent in data["agents"].items():
+        lines.append(
+            f"  {name:<24} {agent['status']:<8} task {agent.get('current_task') or '-'}, "
+            f"turn {agent.get('turn', 0)}, last tool {agent.get('last_tool') or '-'}, "
+            f"tokens {agent.get('tokens', 0):,}, updated {agent.get('updated_at') or '-'}"
+        )
+    lines.append(f"Usage: {usage_line(data['usage'])}")
+    integration = data["integration"]
+    if integration and integration["status"] != "not_started":
+        lines.append(f"Integration: {integration['status']}, {integration['merges']} merge(s), "
+                     f"tests {tests_line(integration['test_results'])}")
+    return "\n".join(lines)
+
+
+def render_task(task: Mapping[str, Any]) -> str:
+    lines = [f"{task['task_id']}: {task['description']}"]
+    fields = ("assigned_to", "status", "progress", "priority", "dependencies", "attempts",
+              "branch", "worktree", "commit", "merge_commit", "started_at", "completed_at",
+              "error")
+    for key in fields:
+        value = task.get(key)
+        if value in (None, "", []):
+            continue
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        lines.append(f"  {key}: {value}")
+    for item in task.get("deliverables", []):
+        lines.append(f"  deliverable: {item}")
+    result = task.get("result") or {}
+    if result:
+        lines.append("  result:")
+        lines.append(f"    summary: {result.get('summary', '')}")
+        for key, label in (("files_modified", "file"), ("completed_items", "done"),
+                           ("blockers", "blocker")):
+            for item in result.get(key) or []:
+                lines.append(f"    {label}: {item}")
+        if result.get("notes"):
+            lines.append(f"    notes: {result['notes']}")
+    if task.get("usage"):
+        lines.append(f"  usage: {usage_line(task['usage'])}")
+    return "\n".join(lines)
+
+
+# --- init ---------------------------------------------------------------------------------------
+
+
+def template_files() -> list[Path]:
+    """Every file of the template, relative to it, in a stable order."""
+    if not TEMPLATE_DIR.is_dir():
+        raise click.ClickException(f"The project template {TEMPLATE_DIR} is missing from this "
+                                   "installation; reinstall or update agent-team.")
+    return sorted(p.relative_to(TEMPLATE_DIR) for p in TEMPLATE_DIR.rglob("*") if p.is_file()
+                  and "__pycache__" not in p.parts)
+
+
+def state_for(project: Path) -> str:
+    """The template's state file, named after the project and stamped now."""
+    data = json.loads((TEMPLATE_DIR / STATE_TEMPLATE).read_text(encoding="utf-8"))
+    data["project_name"] = project.name
+    data["last_updated"] = utc_now()
+    return encoder().encode(data)
+
+
+def has_commit(project: Path) -> bool:
+    if shutil.which("git") is None:
+        return False
+    probe = subprocess.run(["git", "-C", str(project), "rev-parse", "--verify", "--quiet", "HEAD"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+# --- check --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `check`: a name, a verdict and, for a problem, what to do about it."""
+
+    name: str
+    status: str  # "ok", "warn" or "problem"
+    detail: str
+    fix: str = ""
+
+    def render(self) -> str:
+        line = f"{self.status:<8} {self.name}: {self.detail}"
+        return f"{line}. Fix: {self.fix}" if self.fix else line
+
+
+def _git(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True,
+                          check=False)
+
+
+def check_python() -> Check:
+    version = ".".join(str(p) for p in sys.version_info[:3])
+    if sys.version_info[:2] >= MIN_PYTHON:
+        return Check("python", "ok", f"{version} ({sys.executable})")
+    wanted = ".".join(str(p) for p in MIN_PYTHON)
+    return Check("python", "problem", f"{version} is too old", f"use Python {wanted} or newer")
+
+
+def check_git(project: Path) -> list[Check]:
+    if shutil.which("git") is None:
+        return [Check("git", "problem", "not found on PATH", "install git and run check again")]
+    found = Check("git", "ok", _git(project, "--version").stdout.strip())
+    if _git(project, "rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
+        return [found, Check("repository", "problem", f"{project} is not a git repository",
+                             f"run `git init` in {project}, then commit your files")]
+    if _git(project, "rev-parse", "--verify", "--quiet", "HEAD").returncode != 0:
+        return [found, Check("repository", "problem", "the repository has no commit yet",
+                             "commit your files (git add -A && git commit -m \"Initial commit\"); "
+                             "feature branches start from a commit")]
+    branch = _git(project, "branch", "--show-current").stdout.strip() or "detached HEAD"
+    return [found, Check("repository", "ok", f"{project} on {branch}")]
+
+
+def check_sdks(provider: str | None) -> list[Check]:
+    checks = []
+    for name in ("anthropic", "openai"):
+        if importlib.util.find_spec(name) is not None:
+            checks.append(Check(f"{name} SDK", "ok", importlib.metadata.version(name)))
+        elif provider == name:
+            checks.append(Check(f"{name} SDK", "problem", "not installed, and the run uses it",
+                                "pip install -r scripts/orchestration/requirements.txt"))
+        else:
+            checks.append(Check(f"{name} SDK", "warn",
+                                f"not installed (needed only for --api-provider {name})"))
+    if all(c.status != "ok" for c in checks):
+        checks.append(Check("SDKs", "problem", "neither the anthropic nor the openai SDK is "
+                            "installed", "pip install -r scripts/orchestration/requirements.txt"))
+    return checks
+
+
+def _without_credentials(url: str) -> str:
+    """The URL with any user:password@ part removed, safe to print."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()
+
+
+def check_keys(provider: str | None, configured: str | None) -> list[Check]:
+    """Which keys are set, by name only; their values never reach any output."""
+    names = ", ".join(f"{v} {'set' if os.environ.get(v) else 'not set'}"
+                      for v in KEY_VARIABLES.values())
+    base_url = os.environ.get("OPENAI_BASE_URL", "")
+    wanted = KEY_VARIABLES.get(configured or "")
+    if provider is None:
+        keys = Check("API keys", "problem", names, "export ANTHROPIC_API_KEY or OPENAI_API_KEY "
+                     "(or OPENAI_BASE_URL for a local server); --demo needs neither")
+    elif wanted and not os.environ.get(wanted) and not (configured == "openai" and base_url):
+        keys = Check("API keys", "problem", f"{names}; the config asks for {configured}",
+                     f"export {wanted}, or change api_provider in the config")
+    else:
+        keys = Check("API keys", "ok", f"{names}; provider {provider}")
+    if not base_url:
+        return [keys, Check("OPENAI_BASE_URL", "ok", "not set (the official OpenAI API)")]
+    shown = _without_credentials(base_url)
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        url = Check("OPENAI_BASE_URL", "problem", f"{shown!r} is not an http(s) URL",
+                    "use e.g. http://localhost:11434/v1 (Ollama)")
+    elif not parts.path.strip("/"):
+        url = Check("OPENAI_BASE_URL", "warn",
+                    f"{shown} has no path; OpenAI-compatible servers usually serve /v1")
+    else:
+        url = Check("OPENAI_BASE_URL", "ok", shown)
+    return [keys, url]
+
+
+def check_context(project: Path) -> Check:
+    context = project / AGENTS_DIR / "context"
+    missing, template, written = [], [], []
+    for name in CONTEXT_FILES:
+        path = context / name
+        if not path.is_file():
+            missing.append(name)
+        elif path.read_bytes() == (TEMPLATE_DIR / "context" / name).read_bytes():
+            template.append(name)
+        else:
+            written.append(name)
+    parts = [f"{', '.join(written)} written"] if written else []
+    parts += [f"{', '.join(template)} still the template"] if template else []
+    parts += [f"{', '.join(missing)} missing"] if missing else []
+    status = "ok" if not (missing or template) else "warn"
+    return Check("context", status, "; ".join(parts) + (
+        "" if status == "ok" else " (optional; these files go into every agent's prompt)"))
+
+
+def run_checks(project: Path, config_path: Path | None) -> list[Check]:
+    checks = [check_python(), *check_git(project)]
+    config = None
+    try:
+        config = build_config(project_dir=project, config_path=config_path)
+        source = config.source or "no config file; built-in defaults"
+        checks.append(Check("config", "ok", str(source)))
+    except ConfigError as exc:
+        checks.append(Check("config", "problem", str(exc).rstrip("."),
+                            "edit the file; every key is in the README's Configuration section"))
+    configured = config["api_provider"] if config else None
+    provider = configured or detect_provider()
+    if provider != "scripted":
+        checks += check_sdks(provider)
+        checks += check_keys(provider, configured)
+    try:
+        state = load_state(project)
+        detail = (f"{STATE_RELATIVE_PATH} valid (schema version {SCHEMA_VERSION})" if state
+                  else f"{STATE_RELATIVE_PATH} not created yet (the first run creates it)")
+        checks.append(Check("state", "ok", detail))
+    except BadInput as exc:
+        checks.append(Check("state", "problem", exc.message.rstrip("."),
+                            "repair the file, or move it away to start fresh"))
+    command = config["test_command"] if config else None
+    command = command or detect_test_command(project)
+    if command:
+        checks.append(Check("test command", "ok", f"`{command}`"))
+    else:
+        checks.append(Check("test command", "problem", "none configured and none detected",
+                            "set test_command in orchestrator-config.json or pass --test-command"))
+    checks.append(check_context(project))
+    return checks
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+project_dir_option = click.option(
+    "--project-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="The git repository (default: the current directory).",
+)
+
+
+@click.group()
+def cli() -> None:
+    """Set up, check and follow the agent team in a git repository."""
+
+
+@cli.command()
+@project_dir_option
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+def init(project_dir: Path | None, force: bool) -> None:
+    """Copy the .ai-agents template (state, context, config) into a repository."""
+    project = resolve_project(project_dir)
+    target = project / AGENTS_DIR
+    files = template_files()
+    existing = [rel for rel in files if (target / rel).exists()]
+    if existing and not force:
+        listed = "\n".join(f"  {AGENTS_DIR / rel}" for rel in existing)
+        raise BadInput(f"These files already exist in {project}:\n{listed}\n"
+                       "Nothing was changed. Run init --force to overwrite them.")
+    try:
+        for rel in files:
+            destination = target / rel
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if rel == STATE_TEMPLATE:
+                destination.write_text(state_for(project), encoding="utf-8")
+            else:
+                shutil.copyfile(TEMPLATE_DIR / rel, destination)
+            verb = "overwrote" if rel in existing else "created"
+            click.echo(f"{verb} {AGENTS_DIR / rel}")
+    except OSError as exc:
+        raise BadInput(f"Cannot write into {target}: {exc.strerror or exc}.") from None
+    click.echo("\nNext: describe your project in .ai-agents/context/*.md (every agent reads them),"
+               "\nreview .ai-agents/orchestrator-config.json, then run: team.py check")
+    if not has_commit(project):
+        click.echo(f"Note: {project} needs to be a git repository with at least one commit "
+                   "before a run (git init && git add -A && git commit -m \"Initial commit\").")
+
+
+@cli.command()
+@project_dir_option
+@click.option("--config", "config_path", help="orchestrator-config.json to check.",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def check(project_dir: Path | None, config_path: Path | None) -> None:
+    """Check that a run can start here: Python, git, SDKs, keys, config, state, tests."""
+    project = resolve_project(project_dir)
+    checks = run_checks(project, config_path)
+    for item in checks:
+        click.echo(item.render())
+    problems = sum(1 for c in checks if c.status == "problem")
+    if problems:
+        click.echo(f"\n{problems} problem(s) to fix before a run.")
+        raise SystemExit(1)
+    click.echo("\nReady to run.")
+
+
+@cli.command()
+@project_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status(project_dir: Path | None, as_json: bool) -> None:
+    """Show the current feature, tasks, agents and usage (safe while a run goes on)."""
+    project = resolve_project(project_dir)
+    data = status_data(project, load_state(project))
+    click.echo(json.dumps(data, indent=2) if as_json else render_status(data))
+
+
+@cli.group()
+def tasks() -> None:
+    """List the current run's tasks or show one of them."""
+
+
+@tasks.command("list")
+@project_dir_option
+@click.option("--status", "wanted", type=click.Choice(TASK_STATUSES),
+              help="Only tasks with this status.")
+def tasks_list(project_dir: Path | None, wanted: str | None) -> None:
+    """One line per task: id, status, role, progress, description."""
+    state = require_state(resolve_project(project_dir))
+    rows = [t for t in state["tasks"] if wanted is None or t["status"] == wanted]
+    if not rows:
+        click.echo("No tasks" + (f" with status {wanted}." if wanted else " yet."))
+        return
+    for t in rows:
+        click.echo(f"{t['task_id']:<10} {t['status']:<11} {t['assigned_to']:<14} "
+                   f"{t.get('progress', 0):>3}%  {t['description']}")
+
+
+@tasks.command("show")
+@project_dir_option
+@click.argument("task_id")
+def tasks_show(project_dir: Path | None, task_id: str) -> None:
+    """Everything recorded about one task, including its result and usage."""
+    state = require_state(resolve_project(project_dir))
+    click.echo(render_task(find_task(state, task_id)))
+
+
+@cli.command()
+@project_dir_option
+@click.option("--run", "run_id", help="The run id (default: the newest report).")
+def report(project_dir: Path | None, run_id: str | None) -> None:
+    """Print a run's summary (Markdown) from .ai-agents/reports/."""
+    project = resolve_project(project_dir)
+    directory = project / REPORTS_DIR
+    reports = sorted(directory.glob("*.md"), key=lambda p: (p.stat().st_mtime, p.name))
+    if not reports:
+        raise BadInput(f"No run reports in {directory} yet: a run writes one when it finishes.")
+    if run_id is None:
+        chosen = reports[-1]
+    else:
+        chosen = directory / f"{run_id}.md"
+        if not RUN_ID.fullmatch(run_id) or not chosen.is_file():
+            newest = ", ".join(p.stem for p in reversed(reports[-10:]))
+            raise BadInput(f"No report for run {run_id!r} in {directory} (newest: {newest}).")
+    click.echo(chosen.read_text(encoding="utf-8").rstrip("\n"))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@project_dir_option
+@click.argument("orchestrator_args", nargs=-1, type=click.UNPROCESSED)
+def resume(project_dir: Path | None, orchestrator_args: tuple[str, ...]) -> None:
+    """Resume the project's unfinished run (file_based_orchestrator.py --resume).
+
+    Other options, such as --max-workers 2, are passed on to the orchestrator.
+    """
+    project = resolve_project(project_dir)
+    args = ["--resume", "--project-dir", str(project), *orchestrator_args]
+    command = orchestrator_main()
+    try:
+        command.main(args=args, prog_name="file_based_orchestrator.py", standalone_mode=False)
+    except click.NoSuchOption as exc:
+        if exc.option_name != "--resume":
+            raise
+        raise BadInput("This file_based_orchestrator.py cannot resume runs yet (it has no "
+                       "--resume option). Update agent-team, or start the feature again with "
+                       "--feature.") from None
+
+
+def orchestrator_main() -> click.Command:
+    """The file-based orchestrator's command, imported only when needed."""
+    import file_based_orchestrator
+
+    return file_based_orchestrator.main
+
+
+if __name__ == "__main__":
+    cli()

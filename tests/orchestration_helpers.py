@@ -1,0 +1,261 @@
+"""Building blocks for the end-to-end orchestrator tests: scripted sessions and git snapshots.
+
+A scripted session is the dict `ScriptedModel` replays: queues keyed `role:task_id`, `role` or
+`*`, each a list of turns. The helpers here write those turns the way a real model would send
+them (a plan as JSON text, file edits and `finish_task` as tool calls), and read back what the
+run really did to the repository and the state file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent_team.scripted import ScriptedCall, ScriptedModel
+from agent_team.state import STATE_RELATIVE_PATH, TeamState, validate_state
+
+PASSING_TESTS = "python -c \"print('3 passed, 0 failed')\""
+FAILING_TESTS = "python -c \"import sys; print('2 passed, 1 failed'); sys.exit(1)\""
+
+
+# -- scripted sessions -------------------------------------------------------------------------
+
+
+def task(
+    task_id: str,
+    role: str,
+    dependencies: Sequence[str] = (),
+    *,
+    description: str | None = None,
+    priority: str = "medium",
+) -> dict[str, Any]:
+    """One task of a manager plan, in the shape the plan schema asks for."""
+    return {
+        "task_id": task_id,
+        "description": description or f"Work item {task_id} for {role}",
+        "assigned_to": role,
+        "dependencies": list(dependencies),
+        "deliverables": [f"{task_id.lower()}.txt"],
+        "priority": priority,
+    }
+
+
+def plan_turn(tasks: Iterable[Mapping[str, Any]], decisions: Sequence[Mapping[str, Any]] = (),
+              *, delay: float = 0) -> dict[str, Any]:
+    """The manager's planning reply: the plan as JSON text."""
+    turn: dict[str, Any] = {"text": json.dumps({"tasks": list(tasks),
+                                                "decisions": list(decisions)})}
+    if delay:
+        turn["delay"] = delay
+    return turn
+
+
+def tool_turn(*calls: tuple[str, dict[str, Any]], delay: float = 0,
+              text: str = "") -> dict[str, Any]:
+    """One model reply carrying tool calls, each given as (name, arguments)."""
+    turn: dict[str, Any] = {
+        "text": text,
+        "tool_calls": [{"name": name, "arguments": args} for name, args in calls],
+    }
+    if delay:
+        turn["delay"] = delay
+    return turn
+
+
+def write_call(path: str, content: str) -> tuple[str, dict[str, Any]]:
+    return ("write_file", {"path": path, "content": content})
+
+
+def read_call(path: str) -> tuple[str, dict[str, Any]]:
+    return ("read_file", {"path": path})
+
+
+def finish_call(status: str = "completed", summary: str | None = None,
+                blockers: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+    return ("finish_task", {
+        "status": status,
+        "summary": summary or f"Task ended with status {status}.",
+        "completed_items": [],
+        "blockers": list(blockers),
+        "notes": "",
+    })
+
+
+def write_and_finish(path: str, content: str, *, delay: float = 0) -> list[dict[str, Any]]:
+    """Two turns: write one file, then report the task completed."""
+    return [
+        tool_turn(write_call(path, content), delay=delay),
+        tool_turn(finish_call(summary=f"Wrote {path}.")),
+    ]
+
+
+def integration_turn(summary: str = "All tasks are merged and the tests pass.") -> dict[str, Any]:
+    """The manager's integration summary, valid for both orchestrators."""
+    return {"text": json.dumps({"summary": summary, "decisions": []})}
+
+
+# Ways an agent's task fails, with a phrase of the error the state must record and the
+# orchestrator options the mode needs. The failing agent always writes a.txt first.
+FAILURE_MODES: dict[str, tuple[list[dict[str, Any]], str, dict[str, Any]]] = {
+    "reported": ([tool_turn(write_call("a.txt", "half done\n")),
+                  tool_turn(finish_call("failed", "Could not finish.",
+                                        ["the schema is undecided"]))],
+                 "the schema is undecided", {}),
+    "script-exhausted": ([tool_turn(write_call("a.txt", "half done\n"))],
+                         "no turn 2", {}),
+    "max-turns": ([tool_turn(write_call("a.txt", "half done\n")),
+                   tool_turn(read_call("a.txt"))],
+                  "all 2 turns", {"max_iterations": 2}),
+    "api-error": ([tool_turn(write_call("a.txt", "half done\n")),
+                   {"error": {"status": 400, "message": "invalid request body"}}],
+                  "invalid request body", {}),
+}
+
+
+def session_dict(agents: Mapping[str, list[dict[str, Any]]], feature: str) -> dict[str, Any]:
+    return {"format": "agent-team-session", "version": 1, "feature": feature,
+            "agents": dict(agents)}
+
+
+def write_session(path: Path, agents: Mapping[str, list[dict[str, Any]]],
+                  feature: str = "scripted feature") -> Path:
+    path.write_text(json.dumps(session_dict(agents, feature), indent=2), encoding="utf-8")
+    return path
+
+
+# -- running an orchestrator -------------------------------------------------------------------
+
+
+class Run:
+    """One finished orchestration: its summary, the scripted model, and the console lines."""
+
+    def __init__(self, summary: dict[str, Any], model: ScriptedModel, lines: list[str],
+                 orchestrator: Any) -> None:
+        self.summary = summary
+        self.model = model
+        self.lines = lines
+        self.orchestrator = orchestrator
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def calls(self, key: str) -> list[ScriptedCall]:
+        return [call for call in self.model.calls if call.key == key]
+
+
+def run_orchestrator(cls: type, project: Path, agents: Mapping[str, list[dict[str, Any]]],
+                     feature: str, **kwargs: Any) -> Run:
+    """Run `cls` on `project` with a scripted team, quietly, with a fast passing test command."""
+    model = ScriptedModel(dict(agents))
+    lines: list[str] = []
+    kwargs.setdefault("test_command", PASSING_TESTS)
+    orchestrator = cls(project, model=model, output=lines.append, **kwargs)
+    summary = orchestrator.run(feature)
+    return Run(summary, model, lines, orchestrator)
+
+
+def span(calls: Sequence[ScriptedCall]) -> tuple[float, float]:
+    """When an agent's first request started and its last one finished."""
+    return calls[0].started, calls[-1].finished
+
+
+def tool_results(call: ScriptedCall) -> list[str]:
+    """The tool results the model had been sent when it received `call`."""
+    return [m.content for m in call.messages if m.role == "tool"]
+
+
+# -- git and state probes ----------------------------------------------------------------------
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    """Run git in `repo` and return stdout (never strips meaningful leading spaces)."""
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class RepoSnapshot:
+    """Everything a run must leave alone in the user's repository."""
+
+    refs: str
+    head: str
+    symbolic_head: str
+    status: str
+    worktrees: str
+    state_bytes: bytes | None
+
+
+def snapshot(repo: Path) -> RepoSnapshot:
+    state_path = repo / STATE_RELATIVE_PATH
+    return RepoSnapshot(
+        refs=git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
+        head=git(repo, "rev-parse", "HEAD"),
+        symbolic_head=git(repo, "symbolic-ref", "-q", "HEAD", check=False),
+        status=git(repo, "status", "--porcelain"),
+        worktrees=git(repo, "worktree", "list", "--porcelain"),
+        state_bytes=state_path.read_bytes() if state_path.exists() else None,
+    )
+
+
+def branches(repo: Path) -> list[str]:
+    return git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split()
+
+
+def worktree_paths(repo: Path) -> list[Path]:
+    lines = git(repo, "worktree", "list", "--porcelain").splitlines()
+    return [Path(line.split(" ", 1)[1]) for line in lines if line.startswith("worktree ")]
+
+
+def log_subjects(repo: Path, rev_range: str, *extra: str) -> list[tuple[str, str]]:
+    """(author name, subject) of each commit in `rev_range`, oldest first."""
+    out = git(repo, "log", "--reverse", "--format=%an%x1f%s", *extra, rev_range)
+    return [tuple(line.split("\x1f", 1)) for line in out.splitlines()]  # type: ignore[misc]
+
+
+def file_at(repo: Path, ref: str, path: str) -> str | None:
+    done = subprocess.run(["git", "-C", str(repo), "show", f"{ref}:{path}"],
+                          capture_output=True, text=True, check=False)
+    return done.stdout if done.returncode == 0 else None
+
+
+def read_state(repo: Path) -> dict[str, Any]:
+    """The state file, read and validated the way any tool would read it."""
+    path = repo / STATE_RELATIVE_PATH
+    data = TeamState(path).read()
+    validate_state(json.loads(path.read_text(encoding="utf-8")), path)
+    return data
+
+
+def tasks_by_id(state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["task_id"]: t for t in state["tasks"]}
+
+
+def run_pytest_count(directory: Path) -> tuple[int, int]:
+    """(exit code, number of passed tests) of the project's own pytest run in `directory`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=directory, capture_output=True, text=True, check=False, timeout=120,
+    )
+    passed = 0
+    for line in reversed(done.stdout.splitlines()):
+        words = line.replace(",", " ").split()
+        if "passed" in words:
+            passed = int(words[words.index("passed") - 1])
+            break
+    return done.returncode, passed
+
+
+def is_ancestor(repo: Path, commit: str, of: str) -> bool:
+    done = subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", commit, of],
+                          capture_output=True, check=False)
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode == 0
