@@ -201,10 +201,6 @@ def test_existing_feature_branch_is_refused(main: Any, project: Path, session: P
 
 
 @MAINS
-@pytest.mark.xfail(strict=True, reason=(
-    "acquire_run_lock() creates .ai-agents/state/orchestrator.lock before begin_feature() "
-    "refuses the existing branch, and the exclude patterns are only written later by "
-    "create_feature_branch(), so `git status` shows a new `?? .ai-agents/`"))
 def test_existing_feature_branch_refusal_leaves_git_status_alone(
     main: Any, project: Path, session: Path
 ) -> None:
@@ -266,9 +262,7 @@ def test_invalid_plans_go_back_to_the_manager_with_their_errors(
 
 @pytest.mark.parametrize("cls", [
     SimpleOrchestrator,
-    pytest.param(FileBasedOrchestrator, marks=pytest.mark.xfail(strict=True, reason=(
-        "FileBasedOrchestrator.run_parallel() lets PlanError escape without "
-        "set_feature_status('failed'): current_feature.status stays 'planning'"))),
+    FileBasedOrchestrator,
 ], ids=["simple", "file-based"])
 def test_invalid_plan_marks_the_feature_failed(cls: type[Any], project: Path) -> None:
     model = ScriptedModel({"manager:plan": BAD_PLANS})
@@ -279,9 +273,6 @@ def test_invalid_plan_marks_the_feature_failed(cls: type[Any], project: Path) ->
 
 
 @CLASSES
-@pytest.mark.xfail(strict=True, reason=(
-    "run() only closes its entry in state['runs'] through finish_run(); a run that raises "
-    "(here PlanError) leaves its record with status 'running' forever"))
 def test_invalid_plan_closes_the_run_record(cls: type[Any], project: Path) -> None:
     model = ScriptedModel({"manager:plan": BAD_PLANS})
     with pytest.raises(PlanError):

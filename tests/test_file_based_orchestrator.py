@@ -437,11 +437,6 @@ ARTEFACT_TESTS = (
 
 @pytest.mark.parametrize("cls", [FileBasedOrchestrator, SimpleOrchestrator],
                          ids=["file-based", "simple"])
-@pytest.mark.xfail(strict=True, reason=(
-    "the orchestrator runs the tests in its own worktree (file-based: integration, simple: "
-    "feature) and then removes it with force=False; a test command that writes any file "
-    "(junit.xml, .coverage, __pycache__) makes the removal refuse: file-based keeps the "
-    "worktree registered, simple raises GitError from run()'s finally and loses the result"))
 def test_files_written_by_the_test_command_leave_no_worktree_behind(
     project: Path, cls: type[FileBasedOrchestrator]
 ) -> None:
@@ -459,10 +454,6 @@ def test_files_written_by_the_test_command_leave_no_worktree_behind(
 
 @pytest.mark.parametrize("cls", [FileBasedOrchestrator, SimpleOrchestrator],
                          ids=["file-based", "simple"])
-@pytest.mark.xfail(strict=True, reason=(
-    "commit_task() commits with `git add --all`, so __pycache__/*.pyc written when an agent "
-    "runs Python (run_command) without PYTHONDONTWRITEBYTECODE lands on the task branch; in "
-    "the file-based demo two branches then conflict on binary .pyc files and the run fails"))
 def test_bytecode_from_agent_commands_is_not_committed(
     project: Path, cls: type[FileBasedOrchestrator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -485,10 +476,6 @@ def test_bytecode_from_agent_commands_is_not_committed(
     assert [name for name in tree if "__pycache__" in name] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "task worktrees live at <worktree_root>/<slug>/<task_id> and the integration worktree at "
-    "<worktree_root>/<slug>/integration, so a valid task id 'integration' cannot get a "
-    "worktree (git: already exists) and the task fails"))
 def test_a_task_named_integration_gets_its_own_worktree(project: Path) -> None:
     agents = {
         "manager:plan": [plan_turn([task("integration", "backend-dev")])],

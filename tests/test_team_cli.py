@@ -280,7 +280,7 @@ def test_status_json_is_machine_readable(project: Path) -> None:
 def test_status_reads_while_a_run_holds_its_locks(project: Path) -> None:
     state = running_state(project)
     before = state.path.read_bytes()
-    run_lock = FileLock(str(state.path.parent / "orchestrator.lock"))
+    run_lock = FileLock(str(project / ".git" / "agent-team-run.lock"))
     with run_lock.acquire(timeout=1), FileLock(str(state.lock_path)).acquire(timeout=1):
         result = invoke("status", "--project-dir", str(project), "--json")
     assert result.exit_code == 0

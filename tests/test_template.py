@@ -162,7 +162,6 @@ def test_gitignore_keeps_run_files_out_and_shared_files_in(tmp_path: Path) -> No
     project = installed(tmp_path)
     run_files = [
         ".ai-agents/state/team-communication.json.lock",
-        ".ai-agents/state/orchestrator.lock",
         ".ai-agents/state/team-communication.json.corrupt-20250101T000000000000Z",
         ".ai-agents/state/team-communication.json.v0-20250101T000000000000Z",
         ".ai-agents/state/.team-communication.json.k3j4h5.tmp",

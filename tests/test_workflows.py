@@ -209,11 +209,12 @@ def test_ai_checkouts_fetch_full_history(ai: dict[str, Any]) -> None:
             assert step["with"]["fetch-depth"] == 0, name
 
 
-def test_git_identity_is_set_before_commits(ai: dict[str, Any]) -> None:
-    for name in ("implement", "publish"):
-        script = "\n".join(step.get("run", "") for step in ai["jobs"][name]["steps"])
-        assert 'git config --global user.name "github-actions[bot]"' in script
-        assert "git config --global user.email" in script
+def test_git_identity_is_set_before_the_agents_commit(ai: dict[str, Any]) -> None:
+    names = [step.get("name") for step in ai["jobs"]["implement"]["steps"]]
+    assert names.index("Set the git identity for commits") < names.index("Run the orchestrator")
+    script = step_script(ai, "implement", "Set the git identity for commits")
+    assert 'git config --global user.name "github-actions[bot]"' in script
+    assert "git config --global user.email" in script
 
 
 # --- both workflows -----------------------------------------------------------------------------
@@ -561,6 +562,27 @@ def test_publish_never_overwrites_a_different_existing_branch(
     assert git(origin, "rev-parse", "refs/heads/feature/add-login-run-4242") == new
     assert "--head feature/add-login-run-4242" in next(
         c for c in runner.gh_calls() if c.startswith("pr create"))
+
+
+@pytest.mark.parametrize("branch", ["gh-pages", "main", "feature/../main", "feature/x y"])
+def test_publish_pushes_only_branches_named_like_the_engine_names_them(
+    ai: dict[str, Any], runner: Runner, remote: tuple[Path, Path, str], tmp_path: Path,
+    branch: str,
+) -> None:
+    origin, checkout, base = remote
+    work = tmp_path / "implement"
+    git(tmp_path, "clone", "--quiet", str(origin), str(work))
+    agent_branch(work, "gh-pages", "defaced\n")
+    _bundle(runner, work, "gh-pages", base, "# Run\n")
+    script = step_script(ai, "publish", "Push the branch, open or update the pull request, "
+                         "comment on the issue")
+
+    result = runner.run(script, checkout, publish_env(BRANCH=branch))
+
+    assert result.returncode == 0, result.stderr
+    assert git(origin, "branch", "--list") == "* main"
+    assert "unexpected branch name, so nothing was pushed" in runner.comment.read_text()
+    assert not any(c.startswith(("pr create", "auth")) for c in runner.gh_calls())
 
 
 def test_publish_reports_a_run_that_never_finished(

@@ -80,35 +80,38 @@ class FileBasedOrchestrator(BaseOrchestrator):
         return self.run_parallel(feature, self.max_workers)
 
     def run_parallel(self, feature: str, max_workers: int = 3) -> dict[str, Any]:
-        self.acquire_run_lock()
-        try:
-            self.begin_feature(feature)
+        with self.running(feature):
             self.report_stale_worktrees()
             tasks = self.manager_create_tasks(feature)
             self.create_feature_branch()
             self.integration_worktree = self.git.add_worktree(
                 self.feature_dir / "integration", self.feature_branch
             )
-            self.set_feature_status("in_progress")
-            self.log(f"Running {len(tasks)} tasks with up to {max_workers} agents at once.")
-            schedule = run_graph(
-                [Job(t["task_id"], tuple(t["dependencies"]), PRIORITY_RANK[t["priority"]])
-                 for t in tasks],
-                lambda job: self.agent_execute_task(self._task(job.id))["status"] == "completed",
-                max_workers=max_workers,
-                on_event=self._on_schedule_event,
-                should_stop=self.should_stop,
-            )
-            self._record_schedule(schedule)
-            self.set_feature_status("integrating")
-            integration = self.manager_integrate(tasks)
-            ok = integration["success"]
-            self.set_feature_status("completed" if ok else "failed", completed_at=utc_now())
+            finished = False
+            try:
+                self.set_feature_status("in_progress")
+                self.log(f"Running {len(tasks)} tasks with up to {max_workers} agents at once.")
+                schedule = run_graph(
+                    [Job(t["task_id"], tuple(t["dependencies"]), PRIORITY_RANK[t["priority"]])
+                     for t in tasks],
+                    lambda job: self.agent_execute_task(
+                        self._task(job.id))["status"] == "completed",
+                    max_workers=max_workers,
+                    on_event=self._on_schedule_event,
+                    should_stop=self.should_stop,
+                )
+                self._record_schedule(schedule)
+                self.set_feature_status("integrating")
+                integration = self.manager_integrate(tasks)
+                ok = integration["success"]
+                self.set_feature_status("completed" if ok else "failed", completed_at=utc_now())
+                finished = True
+            finally:
+                self.remove_own_worktree(self.integration_worktree, force=finished)
+                self.integration_worktree = None
+                self.remove_empty_dirs(self.feature_dir)
             return self.finish_run("completed" if ok else "failed",
                                    EXIT_OK if ok else EXIT_FAILED)
-        finally:
-            self._cleanup_integration_worktree()
-            self.release_run_lock()
 
     def should_stop(self) -> bool:
         """Checked before each task starts; subclasses and budgets can end the run early."""
@@ -141,7 +144,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
         """Create a worktree per task, branched from the feature branch as it is now."""
         worktrees = {}
         for task in tasks:
-            path = self.feature_dir / task["task_id"]
+            path = self.feature_dir / "tasks" / task["task_id"]
             worktrees[task["task_id"]] = self.git.add_worktree(
                 path, self.task_branch(task), start_point=self.feature_branch
             )
@@ -172,14 +175,6 @@ class FileBasedOrchestrator(BaseOrchestrator):
             self.git.remove_worktree(path)
         except GitError as exc:  # dirty or locked: keep it, say so
             self.log(f"Kept worktree {path}: {exc}")
-
-    def _cleanup_integration_worktree(self) -> None:
-        if self.integration_worktree is None:
-            return
-        if self.git.merge_in_progress(self.integration_worktree):
-            self.git.abort_merge(self.integration_worktree)
-        self._remove_worktree(self.integration_worktree)
-        self.integration_worktree = None
 
     # -- one task --------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import click  # noqa: E402
 from agent_team.cli import common_options, resolve_run_inputs, run_cli  # noqa: E402
-from agent_team.errors import EXIT_FAILED, EXIT_OK, PlanError  # noqa: E402
+from agent_team.errors import EXIT_FAILED, EXIT_OK  # noqa: E402
 from agent_team.orchestrator import BaseOrchestrator, fail_message  # noqa: E402
 from agent_team.roles import MANAGER  # noqa: E402
 from agent_team.state import utc_now  # noqa: E402
@@ -34,33 +34,28 @@ class SimpleOrchestrator(BaseOrchestrator):
 
     def run(self, feature: str) -> dict[str, Any]:
         """Run the feature end to end and return the summary."""
-        self.acquire_run_lock()
-        try:
-            self.begin_feature(feature)
-            try:
-                tasks = self.manager_create_tasks(feature)
-            except PlanError:
-                self.set_feature_status("failed", stop_reason="invalid plan")
-                raise
+        with self.running(feature):
+            tasks = self.manager_create_tasks(feature)
             self.create_feature_branch()
             self.worktree = self.git.add_worktree(
                 self.worktree_root / self.feature_branch.split("/", 1)[1] / "feature",
                 self.feature_branch,
             )
-            self.set_feature_status("in_progress")
-            for task in tasks:
-                self.agent_execute_task(task)
-            self.set_feature_status("integrating")
-            integration = self.manager_integrate(tasks)
-            ok = integration["success"]
-            self.set_feature_status("completed" if ok else "failed", completed_at=utc_now())
-            return self.finish_run(
-                "completed" if ok else "failed", EXIT_OK if ok else EXIT_FAILED
-            )
-        finally:
-            if getattr(self, "worktree", None) is not None:
-                self.git.remove_worktree(self.worktree, force=False)
-            self.release_run_lock()
+            finished = False
+            try:
+                self.set_feature_status("in_progress")
+                for task in tasks:
+                    self.agent_execute_task(task)
+                self.set_feature_status("integrating")
+                integration = self.manager_integrate(tasks)
+                ok = integration["success"]
+                self.set_feature_status("completed" if ok else "failed", completed_at=utc_now())
+                finished = True
+            finally:
+                self.remove_own_worktree(self.worktree, force=finished)
+                self.remove_empty_dirs(self.worktree.parent)
+            return self.finish_run("completed" if ok else "failed",
+                                   EXIT_OK if ok else EXIT_FAILED)
 
     def agent_execute_task(self, task: dict[str, Any]) -> dict[str, Any]:
         """Run one task's agent in the feature worktree and commit what it changed."""

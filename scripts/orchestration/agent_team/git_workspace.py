@@ -36,6 +36,18 @@ def _repo_lock(common_dir: Path) -> threading.RLock:
         return _LOCKS.setdefault(str(common_dir), threading.RLock())
 
 
+#: Build and cache output that never belongs in an agent's commit, whatever the project's
+#: .gitignore says (a project without one would otherwise get bytecode committed).
+JUNK_PATHSPECS = (
+    ":(exclude,glob)**/__pycache__/**",
+    ":(exclude,glob)**/*.py[co]",
+    ":(exclude,glob)**/.pytest_cache/**",
+    ":(exclude,glob)**/.mypy_cache/**",
+    ":(exclude,glob)**/.ruff_cache/**",
+    ":(exclude,glob)**/.DS_Store",
+)
+
+
 def slugify(text: str, max_len: int = 40) -> str:
     """Turn free text (a feature title, a task id) into a safe branch-name component.
 
@@ -455,7 +467,7 @@ class GitWorkspace:
         GitError with the hook's output.
         """
         env = _identity(author_name, author_email)
-        self._run("add", "--all", cwd=worktree)
+        self._run("add", "--all", "--", ".", *JUNK_PATHSPECS, cwd=worktree)
         if self._status("diff", "--cached", "--quiet", cwd=worktree) == 0:
             return None
         args = ["--no-verify"] if not verify else []

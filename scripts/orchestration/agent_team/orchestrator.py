@@ -10,6 +10,7 @@ The method names are the seams the usage guide shows (`run`, `manager_create_tas
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import uuid
@@ -23,12 +24,12 @@ from . import report as report_mod
 from .agent_loop import AgentHooks, AgentResult, run_agent
 from .budget import estimate_cost
 from .config import Config, build_config
-from .errors import AgentTeamError, ConfigError, PlanError, StateLockedError
+from .errors import EXIT_FAILED, AgentTeamError, ConfigError, GitError, PlanError, StateLockedError
 from .git_workspace import GitWorkspace, slugify
 from .models import ChatModel, Message, Reply, create_model, detect_provider
 from .plan import Plan, parse_plan, plan_output_schema
 from .roles import MANAGER, Role, build_roles, default_agent_types, load_prompt, read_context
-from .state import TeamState, utc_now
+from .state import TeamState, new_state, utc_now
 from .testrun import TestResults, detect_test_command, run_tests
 from .tools import Workspace, build_toolbox
 
@@ -159,7 +160,7 @@ class BaseOrchestrator:
         model = self.model_for(role).for_agent(role, None if agent_id == role else agent_id)
         schema = getattr(self._call_options, "output_schema", None)
         reply = model.complete(system_prompt, [Message.user(prompt)], output_schema=schema)
-        self.record_usage(role, agent_id, reply, model)
+        self.record_usage(role, None, reply, model)
         return reply.text
 
     def record_usage(
@@ -385,19 +386,63 @@ class BaseOrchestrator:
 
     # -- run lifecycle ---------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def running(self, feature: str) -> Iterator[None]:
+        """The frame of one run: checks before any write, the run lock, and an honest end.
+
+        Whatever escapes the body (an invalid plan, a crash, Ctrl-C) marks the feature and the
+        run record as failed in the state file before it propagates.
+        """
+        self.check_feature(feature)
+        self.hide_run_files()
+        self.acquire_run_lock()
+        try:
+            self.begin_feature(feature)
+            yield
+        except BaseException as exc:
+            self._close_run_after_error(exc)
+            raise
+        finally:
+            self.release_run_lock()
+
+    def check_feature(self, feature: str) -> None:
+        """Refuse a run before anything is written: empty feature, taken branch, bad state."""
+        if not feature or not feature.strip():
+            raise ConfigError("The feature description is empty. Pass --feature \"...\".")
+        self.feature_branch = f"feature/{slugify(feature)}"
+        if self.git.branch_exists(self.feature_branch):
+            raise ConfigError(
+                f"Branch {self.feature_branch} already exists, probably from an earlier run of "
+                "this feature. Nothing was changed. Delete or rename it "
+                f"(git branch -m {self.feature_branch} {self.feature_branch}-old), "
+                "or describe the feature differently."
+            )
+        self.state.read()
+
+    def hide_run_files(self) -> None:
+        """Keep worktrees, logs, reports and lock files out of the user's `git status`."""
+        for pattern in (
+            self.worktree_root_pattern(), "/.ai-agents/logs/", "/.ai-agents/reports/",
+            "/.ai-agents/state/*.lock", "/.ai-agents/state/.*.tmp",
+        ):
+            self.git.exclude(pattern)
+
     def acquire_run_lock(self) -> None:
-        """Refuse to start while another orchestrator runs on this project."""
-        lock_path = self.state.path.parent / "orchestrator.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        """Refuse to start while another orchestrator runs on this project.
+
+        The lock file lives in the repository's git directory, so it never shows in the
+        working tree; the operating system releases it when the process ends, even on a crash.
+        """
+        lock_path = Path(self.git.common_dir) / "agent-team-run.lock"
         lock = filelock.FileLock(str(lock_path), timeout=0)
         try:
             lock.acquire()
         except filelock.Timeout:
             raise StateLockedError(
                 f"Another orchestrator is already running on {self.project_dir} (it holds "
-                f"{lock_path}). Wait for it to finish, or watch it with the team CLI's status "
-                "command; if no orchestrator is running, the lock is released automatically "
-                "when its process ends."
+                f"{lock_path}). Wait for it to finish, or watch it with "
+                "`python scripts/orchestration/team.py status`; the lock is released "
+                "automatically when that process ends."
             ) from None
         self._run_lock = lock
 
@@ -407,23 +452,16 @@ class BaseOrchestrator:
             self._run_lock = None
 
     def begin_feature(self, feature: str) -> None:
-        """Validate the feature and record it in the state file; git is not touched yet."""
-        if not feature or not feature.strip():
-            raise ConfigError("The feature description is empty. Pass --feature \"...\".")
-        slug = slugify(feature)
-        self.feature_branch = f"feature/{slug}"
+        """Record the feature and a new run in the state file; git is not touched yet.
+
+        Tasks, agents, decisions, merges and usage describe one feature, so they start empty;
+        earlier runs stay summarised in `runs`.
+        """
+        slug = self.feature_branch.split("/", 1)[1]
         self.base_branch = self.git.current_branch() or "HEAD"
-        if self.git.branch_exists(self.feature_branch):
-            raise ConfigError(
-                f"Branch {self.feature_branch} already exists, probably from an earlier run of "
-                "this feature. Nothing was changed. Delete or rename it "
-                f"(git branch -m {self.feature_branch} {self.feature_branch}-old), "
-                "or describe the feature differently."
-            )
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.started = time.monotonic()
-        base_commit = self.git.head_commit()
-        self.base_commit = base_commit
+        self.base_commit = base_commit = self.git.head_commit()
         now = utc_now()
 
         def apply(state: dict[str, Any]) -> None:
@@ -443,8 +481,13 @@ class BaseOrchestrator:
             }
             state["tasks"] = []
             state["agents"] = {}
+            state["decisions"] = []
             state["integration"] = {"status": "not_started", "branch": self.feature_branch,
                                     "merges": []}
+            limits = state["usage"].get("limits")
+            state["usage"] = new_state(state["project_name"])["usage"]
+            if limits:
+                state["usage"]["limits"] = limits
             state.setdefault("runs", []).append({
                 "run_id": self.run_id, "feature_id": slug,
                 "orchestrator": self.orchestrator_name, "started_at": now,
@@ -453,15 +496,66 @@ class BaseOrchestrator:
 
         self.state.update(apply)
 
+    def _close_run_after_error(self, exc: BaseException) -> None:
+        """Mark the feature and the run as failed (or stopped) after an error escaped."""
+        stopped = isinstance(exc, KeyboardInterrupt)
+        code = 130 if stopped else getattr(exc, "exit_code", EXIT_FAILED)
+        reason = "interrupted" if stopped else fail_message(exc)[:500]
+
+        def apply(state: dict[str, Any]) -> None:
+            feature = state.get("current_feature")
+            if feature and feature.get("run_id") == self.run_id and feature["status"] not in (
+                "completed", "failed", "stopped"
+            ):
+                feature.update(status="stopped" if stopped else "failed",
+                               stop_reason=reason, updated_at=utc_now())
+            for run in state.get("runs", []):
+                if run["run_id"] == self.run_id and run["status"] == "running":
+                    run.update(status="stopped" if stopped else "failed", exit_code=code,
+                               finished_at=utc_now())
+
+        if not self.run_id:
+            return
+        try:
+            self.state.update(apply)
+        except AgentTeamError as state_error:  # the state file itself is the problem
+            self.log(f"Could not record the failed run in the state file: {state_error}")
+
     def create_feature_branch(self) -> None:
-        """Create `feature/<slug>` at the base commit and hide our run files from git status."""
+        """Create `feature/<slug>` at the base commit."""
         self.git.create_branch(self.feature_branch, self.base_commit)
-        for pattern in (
-            self.worktree_root_pattern(), "/.ai-agents/logs/", "/.ai-agents/reports/",
-            "/.ai-agents/state/*.lock",
-        ):
-            self.git.exclude(pattern)
         self.log(f"Feature branch {self.feature_branch} created from {self.base_branch}.")
+
+    def remove_empty_dirs(self, root: Path) -> None:
+        """Delete empty directories left under `root` (and `root` itself when empty)."""
+        if not root.is_dir():
+            return
+        found = []
+        for directory, subdirs, files in os.walk(root):
+            if ".git" in files or ".git" in subdirs:  # a worktree that was kept: leave it be
+                subdirs.clear()
+                continue
+            found.append(Path(directory))
+        for directory in reversed(found):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+    def remove_own_worktree(self, path: Path | None, *, force: bool) -> None:
+        """Remove a worktree of the orchestrator's (feature or integration checkout).
+
+        `force` is for a run that ended normally: all work is committed and what is left are
+        files the test command wrote. After an error the worktree is kept when it has changes.
+        """
+        if path is None or not path.exists():
+            return
+        if self.git.merge_in_progress(path):
+            self.git.abort_merge(path)
+        try:
+            self.git.remove_worktree(path, force=force)
+        except GitError as exc:
+            self.log(f"Kept worktree {path}: {exc}")
 
     def worktree_root_pattern(self) -> str:
         root = str(self.config.coordination["worktree_root"]).strip("/")

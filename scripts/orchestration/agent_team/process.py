@@ -13,6 +13,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -101,6 +102,29 @@ def _pump(proc: subprocess.Popen[bytes], buffer: OutputBuffer, deadline: float) 
                 return True  # exited; a background child still holds the pipe open
 
 
+def interpreter_argv(argv: Sequence[str]) -> list[str]:
+    """Run `python` / `python3` as the interpreter the orchestrator itself runs on.
+
+    Agents and test commands say "python"; on many systems only python3 exists, and the
+    project's dependencies are installed for the interpreter running the orchestrator.
+    """
+    argv = list(argv)
+    if argv and argv[0] in ("python", "python3", Path(sys.executable).name):
+        argv[0] = sys.executable
+    return argv
+
+
+def command_environment() -> dict[str, str]:
+    """The environment of every command the team runs: no secrets, and no bytecode files.
+
+    Python writes `__pycache__/` next to the sources it imports; in an agent's worktree those
+    files would be committed and then conflict between branches.
+    """
+    environment = safe_environment()
+    environment["PYTHONDONTWRITEBYTECODE"] = "1"
+    return environment
+
+
 def run_process(
     argv: Sequence[str],
     *,
@@ -114,13 +138,13 @@ def run_process(
     Output (stdout and stderr interleaved) is read incrementally and only its first and last
     `keep_bytes` are kept. On timeout the whole group gets SIGTERM, then SIGKILL; background
     processes the command left behind are ended with it either way. `env` is the complete
-    environment of the command; None means `safe_environment()`, never the secrets.
+    environment of the command; None means `command_environment()`, never the secrets.
 
     Raises:
         OSError: the command could not be started (FileNotFoundError when it does not exist).
     """
     argv = tuple(argv)
-    environment = safe_environment() if env is None else dict(env)
+    environment = command_environment() if env is None else dict(env)
     started = time.monotonic()
     proc = subprocess.Popen(
         argv,

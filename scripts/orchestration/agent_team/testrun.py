@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .process import run_process
+from .process import interpreter_argv, run_process
 from .state_schema import utc_now
 
 OUTPUT_TAIL_CHARS = 4000
@@ -173,9 +173,7 @@ def split_command(command: str) -> list[str]:
         raise ConfigError(f"Test command {command!r} cannot be parsed: {exc}.") from None
     if not argv:
         raise ConfigError("The test command is empty. Pass --test-command or set test_command.")
-    if argv[0] in ("python", "python3", Path(sys.executable).name):
-        argv[0] = sys.executable
-    return argv
+    return interpreter_argv(argv)
 
 
 def run_tests(
@@ -190,7 +188,7 @@ def run_tests(
 
     Output is read as it comes and only its first and last KEEP_OUTPUT_BYTES are kept; counts
     are parsed from those (the summary lines come last), `output_tail` is the last
-    OUTPUT_TAIL_CHARS. `env=None` runs the tests with `safe_environment()`.
+    OUTPUT_TAIL_CHARS. `env=None` runs the tests with `command_environment()`.
     """
     argv = split_command(command)
     ran_at = utc_now()

@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 
 from .errors import ToolError, UserError
 from .models import ToolSpec
-from .process import CommandOutcome, run_process
+from .process import CommandOutcome, interpreter_argv, run_process
 from .redaction import SECRET_ENV_PATTERNS, is_secret_env_name, safe_environment
 from .toolbox import (
     DEFAULT_MAX_OUTPUT_CHARS,
@@ -321,7 +321,7 @@ def run_command(
     timeout = default_timeout if timeout_seconds is None else float(timeout_seconds)
     try:
         outcome = run_process(
-            argv, cwd=workspace.root, timeout=timeout, env=safe_environment(),
+            interpreter_argv(argv), cwd=workspace.root, timeout=timeout, env=None,
             keep_bytes=keep_bytes,
         )
     except FileNotFoundError:
