@@ -25,8 +25,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import click  # noqa: E402
 from agent_team.agent_loop import run_agent  # noqa: E402
-from agent_team.cli import common_options, resolve_run_inputs, run_cli  # noqa: E402
-from agent_team.errors import EXIT_FAILED, EXIT_OK, AgentTeamError, GitError  # noqa: E402
+from agent_team.cli import (  # noqa: E402
+    common_options,
+    limit_options,
+    resolve_run_inputs,
+    run_cli,
+)
+from agent_team.errors import (  # noqa: E402
+    EXIT_FAILED,
+    EXIT_OK,
+    AgentTeamError,
+    GitError,
+    UsageLimitExceeded,
+)
 from agent_team.git_workspace import MergeResult  # noqa: E402
 from agent_team.orchestrator import BaseOrchestrator, fail_message  # noqa: E402
 from agent_team.plan import PRIORITY_RANK, extract_json  # noqa: E402
@@ -82,40 +93,89 @@ class FileBasedOrchestrator(BaseOrchestrator):
     def run_parallel(self, feature: str, max_workers: int = 3) -> dict[str, Any]:
         with self.running(feature):
             self.report_stale_worktrees()
-            tasks = self.manager_create_tasks(feature)
-            self.create_feature_branch()
-            self.integration_worktree = self.git.add_worktree(
-                self.feature_dir / "integration", self.feature_branch
-            )
-            finished = False
             try:
-                self.set_feature_status("in_progress")
-                self.log(f"Running {len(tasks)} tasks with up to {max_workers} agents at once.")
-                schedule = run_graph(
-                    [Job(t["task_id"], tuple(t["dependencies"]), PRIORITY_RANK[t["priority"]])
-                     for t in tasks],
-                    lambda job: self.agent_execute_task(
-                        self._task(job.id))["status"] == "completed",
-                    max_workers=max_workers,
-                    on_event=self._on_schedule_event,
-                    should_stop=self.should_stop,
-                )
-                self._record_schedule(schedule)
-                self.set_feature_status("integrating")
-                integration = self.manager_integrate(tasks)
-                ok = integration["success"]
-                self.set_feature_status("completed" if ok else "failed", completed_at=utc_now())
+                tasks = self.manager_create_tasks(feature)
+            except UsageLimitExceeded as exc:
+                return self.stop_for_budget(exc)
+            self.create_feature_branch()
+            return self._execute_and_integrate(tasks, max_workers)
+
+    def resume(self, max_workers: int | None = None) -> dict[str, Any]:
+        """Continue the feature recorded in the state file after a crash or a stop.
+
+        Completed and merged tasks are skipped; a task whose agent finished but whose merge
+        did not happen is merged; every other task restarts from its branch's last commit.
+        """
+        with self.resuming() as state:
+            self.git.prune_worktrees()
+            done = []
+            for task in state["tasks"]:
+                branch = self.task_branch(task)
+                if task["status"] == "completed" and task.get("merged", False):
+                    done.append(task["task_id"])
+                elif self.git.branch_exists(branch) and self.git.is_merged(
+                        branch, self.feature_branch) and task.get("result"):
+                    done.append(task["task_id"])  # merged just before the crash
+                    self.set_task(task["task_id"], status="completed", merged=True,
+                                  progress=100)
+                elif not self._agent_already_finished(task):
+                    self.set_task(task["task_id"], status="pending", error=None)
+            self.log(f"{len(done)} of {len(state['tasks'])} tasks already done.")
+            return self._execute_and_integrate(
+                state["tasks"], max_workers or self.max_workers, completed=done
+            )
+
+    def _execute_and_integrate(
+        self, tasks: list[dict[str, Any]], max_workers: int, completed: list[str] | None = None
+    ) -> dict[str, Any]:
+        self.integration_worktree = self._open_integration_worktree()
+        finished = False
+        try:
+            self.set_feature_status("in_progress")
+            self.log(f"Running {len(tasks) - len(completed or [])} tasks with up to "
+                     f"{max_workers} agents at once.")
+            schedule = run_graph(
+                [Job(t["task_id"], tuple(t["dependencies"]),
+                     PRIORITY_RANK[t.get("priority", "medium")]) for t in tasks],
+                lambda job: self.agent_execute_task(
+                    self._task(job.id))["status"] == "completed",
+                max_workers=max_workers,
+                on_event=self._on_schedule_event,
+                should_stop=self.should_stop,
+                completed=completed or (),
+            )
+            self._record_schedule(schedule)
+            if self.budget.tripped is not None:
                 finished = True
-            finally:
-                self.remove_own_worktree(self.integration_worktree, force=finished)
-                self.integration_worktree = None
-                self.remove_empty_dirs(self.feature_dir)
-            return self.finish_run("completed" if ok else "failed",
-                                   EXIT_OK if ok else EXIT_FAILED)
+                return self.stop_for_budget(self.budget.tripped)
+            self.set_feature_status("integrating")
+            integration = self.manager_integrate(tasks)
+            ok = integration["success"]
+            self.set_feature_status("completed" if ok else "failed", completed_at=utc_now())
+            finished = True
+        except UsageLimitExceeded as exc:  # during the integration pass
+            finished = True
+            return self.stop_for_budget(exc)
+        finally:
+            self.remove_own_worktree(self.integration_worktree, force=finished)
+            self.integration_worktree = None
+            self.remove_empty_dirs(self.feature_dir)
+        return self.finish_run("completed" if ok else "failed", EXIT_OK if ok else EXIT_FAILED)
+
+    def _open_integration_worktree(self) -> Path:
+        """The feature branch's checkout for merges; an interrupted run's one is reused."""
+        path = self.feature_dir / "integration"
+        for info in self.git.list_worktrees():
+            if info.path == path.resolve() and info.branch == self.feature_branch:
+                if self.git.merge_in_progress(path):
+                    self.git.abort_merge(path)
+                self.git.reset_worktree(path, "HEAD")
+                return path
+        return self.git.add_worktree(path, self.feature_branch)
 
     def should_stop(self) -> bool:
-        """Checked before each task starts; subclasses and budgets can end the run early."""
-        return False
+        """Checked before each task starts; a reached budget ends the run early."""
+        return self.budget.tripped is not None
 
     @property
     def feature_dir(self) -> Path:
@@ -129,13 +189,18 @@ class FileBasedOrchestrator(BaseOrchestrator):
         return next(t for t in self.state.read()["tasks"] if t["task_id"] == task_id)
 
     def _on_schedule_event(self, event: str, task_id: str, detail: str) -> None:
-        if event in ("blocked", "skipped"):
-            self.set_task(task_id, status=event, error=detail)
-            self.log(f"{task_id} {event}: {detail}")
+        if event not in ("blocked", "skipped"):
+            return
+        if self.budget.tripped is not None:  # not started because the run stopped
+            self.set_task(task_id, status="pending", error="not started: the run stopped")
+            return
+        self.set_task(task_id, status=event, error=detail)
+        self.log(f"{task_id} {event}: {detail}")
 
     def _record_schedule(self, schedule: Any) -> None:
+        """Record errors that escaped a task (e.g. a worktree that could not be created)."""
         for task_id, error in schedule.errors.items():
-            if self._task(task_id)["status"] != "failed":
+            if self._task(task_id)["status"] == "in_progress":
                 self.set_task(task_id, status="failed", error=error, completed_at=utc_now())
 
     # -- worktrees -------------------------------------------------------------------------
@@ -143,10 +208,17 @@ class FileBasedOrchestrator(BaseOrchestrator):
     def setup_worktrees(self, tasks: list[dict[str, Any]]) -> dict[str, Path]:
         """Create a worktree per task, branched from the feature branch as it is now."""
         worktrees = {}
+        registered = {info.path: info for info in self.git.list_worktrees()}
         for task in tasks:
             path = self.feature_dir / "tasks" / task["task_id"]
+            branch = self.task_branch(task)
+            info = registered.get(path.resolve())
+            if info is not None and info.branch == branch:  # left by an interrupted run
+                self.commit_task(task, path, "Work recovered from an interrupted run.")
+                worktrees[task["task_id"]] = path
+                continue
             worktrees[task["task_id"]] = self.git.add_worktree(
-                path, self.task_branch(task), start_point=self.feature_branch
+                path, branch, start_point=self.feature_branch
             )
         return worktrees
 
@@ -180,6 +252,10 @@ class FileBasedOrchestrator(BaseOrchestrator):
 
     def agent_execute_task(self, task: dict[str, Any]) -> dict[str, Any]:
         """The whole life of one task: worktree, agent, commit, merge, cleanup."""
+        if self._agent_already_finished(task):
+            self.log(f"{task['task_id']}: agent work already committed; merging it.")
+            branch = self.task_branch(task)
+            return self._merge_and_record(task, branch, task["result"]["files_modified"])
         worktree = self.setup_worktrees([task])[task["task_id"]]
         return self.execute_task_in_worktree(task, worktree)
 
@@ -187,22 +263,26 @@ class FileBasedOrchestrator(BaseOrchestrator):
         task_id, role = task["task_id"], task["assigned_to"]
         branch = self.task_branch(task)
         agent = self.agent_id(role, task_id)
-        start = self.git.head_commit(branch)
-        self.log(f"Executing {task_id} as {role} in {worktree.name} on {branch}")
+        start = self.git.merge_base(branch, self.feature_branch)
+        self.log(f"Executing {task_id} as {role} on {branch}")
         self.set_task(task_id, status="in_progress", started_at=utc_now(), branch=branch,
-                      worktree=str(worktree), attempts=task.get("attempts", 0) + 1)
+                      worktree=str(worktree), error=None)
         self.set_agent(agent, status="working", current_task=task_id, branch=branch,
                        worktree=str(worktree), turn=0)
         try:
-            report = self.run_task_agent(task, worktree).report
-            error = None if report["status"] == "completed" else (
-                "; ".join(report.get("blockers") or []) or report["summary"])
-        except Exception as exc:  # this task fails; independent tasks go on
-            report, error = None, fail_message(exc)
+            report, error = self._run_attempts(task, worktree)
+        except UsageLimitExceeded as exc:
+            commit = self.commit_task(task, worktree, f"Partial work; the run stopped: {exc}")
+            self._remove_worktree(worktree)
+            self.set_task(task_id, status="pending", commit=commit,
+                          error=f"stopped before finishing ({exc.limit}); work so far is on "
+                                f"{branch}")
+            self.set_agent(agent, status="stopped")
+            return {"task_id": task_id, "status": "stopped", "error": str(exc)}
 
         summary = report["summary"] if report else f"Partial work; the task failed: {error}"
         commit = self.commit_task(task, worktree, summary)
-        files = self.git.changed_files(start, commit) if commit else []
+        files = self.git.changed_files(start, branch)
         result = {
             "summary": summary,
             "completed_items": (report or {}).get("completed_items", []),
@@ -211,23 +291,63 @@ class FileBasedOrchestrator(BaseOrchestrator):
             "blockers": (report or {}).get("blockers", []),
             "notes": (report or {}).get("notes", ""),
         }
+        self._remove_worktree(worktree)
         if error is not None:
-            self._remove_worktree(worktree)
             self.set_task(task_id, status="failed", error=error, commit=commit, result=result,
                           completed_at=utc_now())
             self.set_agent(agent, status="failed")
             self.log(f"{task_id} failed: {error}" + (f" (work kept on {branch})" if commit else ""))
             return {"task_id": task_id, "status": "failed", "error": error}
+        self.set_task(task_id, progress=90, commit=self.git.head_commit(branch), result=result)
+        return self._merge_and_record(task, branch, files)
 
-        self.set_task(task_id, progress=90, commit=commit, result=result)
+    def _run_attempts(
+        self, task: dict[str, Any], worktree: Path
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """Run the agent up to max_task_attempts times; each retry sees the last error."""
+        attempts = int(self.config.coordination["max_task_attempts"])
+        current = dict(task)
+        used = int(self._task(task["task_id"]).get("attempts", 0))
+        report: dict[str, Any] | None = None
+        error: str | None = None
+        for attempt in range(1, attempts + 1):
+            used += 1
+            self.set_task(task["task_id"], attempts=used)
+            try:
+                report = self.run_task_agent(current, worktree).report
+                error = None if report["status"] == "completed" else (
+                    "; ".join(report.get("blockers") or []) or report["summary"])
+            except UsageLimitExceeded:
+                raise
+            except Exception as exc:  # this task fails; independent tasks go on
+                report, error = None, fail_message(exc)
+            if error is None or attempt == attempts:
+                break
+            self.log(f"{task['task_id']} attempt {attempt} failed ({error}); retrying.")
+            current["last_error"] = error
+        return report, error
+
+    def _agent_already_finished(self, task: dict[str, Any]) -> bool:
+        """On resume: the agent finished and its commit is on the branch, only the merge is due."""
+        branch = self.task_branch(task)
+        return bool(
+            task.get("status") == "in_progress" and task.get("result") and task.get("commit")
+            and self.git.branch_exists(branch)
+            and self.git.head_commit(branch) == task["commit"]
+        )
+
+    def _merge_and_record(
+        self, task: dict[str, Any], branch: str, files: list[str]
+    ) -> dict[str, Any]:
+        task_id = task["task_id"]
+        agent = self.agent_id(task["assigned_to"], task_id)
         merge = self.merge_task(task, branch)
-        self._remove_worktree(worktree)
         if merge["status"] in ("merged", "conflict_resolved"):
             self.set_task(task_id, status="completed", progress=100, merged=True,
                           merge_commit=merge["commit"], completed_at=utc_now())
             self.set_agent(agent, status="done")
             self.log(f"{task_id} complete and merged ({merge['status']}): {len(files)} file(s)")
-            return {"task_id": task_id, "status": "completed", "commit": commit}
+            return {"task_id": task_id, "status": "completed", "commit": task.get("commit")}
         error = f"merge into {self.feature_branch} failed: {merge['message']}"
         self.set_task(task_id, status="failed", merged=False, error=error,
                       completed_at=utc_now())
@@ -398,21 +518,30 @@ class FileBasedOrchestrator(BaseOrchestrator):
 @common_options
 @click.option("--max-workers", type=click.IntRange(1, 64),
               help="Most agents working at once (default: coordination.max_workers, 3).")
-def main(max_workers: int | None, **options: Any) -> None:
+@click.option("--resume", is_flag=True,
+              help="Continue the feature recorded in the state file after a crash or a stop.")
+def main(max_workers: int | None, resume: bool, **options: Any) -> None:
     """Plan a feature with a manager agent and build it with parallel agents."""
 
     def run() -> int:
-        feature, project_dir, provider, session = resolve_run_inputs(
-            options["feature"], options["project_dir"], options["demo"],
-            "file-based-demo.json", options["api_provider"], options["session"],
-        )
+        if resume:
+            if options["feature"] or options["demo"]:
+                raise click.UsageError("--resume continues the recorded feature; drop "
+                                       "--feature and --demo.")
+            project_dir, provider, session = (options["project_dir"] or Path.cwd(),
+                                              options["api_provider"], options["session"])
+        else:
+            feature, project_dir, provider, session = resolve_run_inputs(
+                options["feature"], options["project_dir"], options["demo"],
+                "file-based-demo.json", options["api_provider"], options["session"],
+            )
         orchestrator = FileBasedOrchestrator(
             project_dir, max_workers=max_workers, api_provider=provider,
             model_name=options["model_name"], base_url=options["base_url"], session=session,
             config_path=options["config_path"], test_command=options["test_command"],
-            max_iterations=options["max_iterations"],
+            max_iterations=options["max_iterations"], limits=limit_options(options),
         )
-        summary = orchestrator.run(feature)
+        summary = orchestrator.resume(max_workers) if resume else orchestrator.run(feature)
         click.echo(f"[Orchestrator] Result: branch {summary['feature_branch']} in {project_dir}")
         click.echo(f"[Orchestrator] See it with: git -C {project_dir} log --graph --oneline "
                    f"{summary['feature_branch']}")

@@ -20,8 +20,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import click  # noqa: E402
-from agent_team.cli import common_options, resolve_run_inputs, run_cli  # noqa: E402
-from agent_team.errors import EXIT_FAILED, EXIT_OK  # noqa: E402
+from agent_team.cli import (  # noqa: E402
+    common_options,
+    limit_options,
+    resolve_run_inputs,
+    run_cli,
+)
+from agent_team.errors import EXIT_FAILED, EXIT_OK, UsageLimitExceeded  # noqa: E402
 from agent_team.orchestrator import BaseOrchestrator, fail_message  # noqa: E402
 from agent_team.roles import MANAGER  # noqa: E402
 from agent_team.state import utc_now  # noqa: E402
@@ -35,7 +40,10 @@ class SimpleOrchestrator(BaseOrchestrator):
     def run(self, feature: str) -> dict[str, Any]:
         """Run the feature end to end and return the summary."""
         with self.running(feature):
-            tasks = self.manager_create_tasks(feature)
+            try:
+                tasks = self.manager_create_tasks(feature)
+            except UsageLimitExceeded as exc:
+                return self.stop_for_budget(exc)
             self.create_feature_branch()
             self.worktree = self.git.add_worktree(
                 self.worktree_root / self.feature_branch.split("/", 1)[1] / "feature",
@@ -45,7 +53,9 @@ class SimpleOrchestrator(BaseOrchestrator):
             try:
                 self.set_feature_status("in_progress")
                 for task in tasks:
-                    self.agent_execute_task(task)
+                    if self.agent_execute_task(task)["status"] == "stopped":
+                        finished = True
+                        return self.stop_for_budget(self.budget.tripped)
                 self.set_feature_status("integrating")
                 integration = self.manager_integrate(tasks)
                 ok = integration["success"]
@@ -81,6 +91,12 @@ class SimpleOrchestrator(BaseOrchestrator):
             report = result.report
             error = None if report["status"] == "completed" else (
                 "; ".join(report.get("blockers") or []) or report["summary"])
+        except UsageLimitExceeded as exc:  # the run stops; keep what the agent did
+            kept = self.keep_failed_work(task, before)
+            self.set_task(task_id, status="pending", branch=kept,
+                          error=f"stopped before finishing ({exc.limit})")
+            self.set_agent(agent, status="stopped")
+            return {"task_id": task_id, "status": "stopped", "error": str(exc)}
         except Exception as exc:  # the task fails; the run and the other tasks go on
             report, error = None, fail_message(exc)
 
@@ -113,7 +129,7 @@ class SimpleOrchestrator(BaseOrchestrator):
     def keep_failed_work(self, task: dict[str, Any], before: str) -> str | None:
         """Move a failed task's partial changes off the feature branch onto their own branch."""
         branch = self.task_branch(task)
-        commit = self.commit_task(task, self.worktree, "Partial work of a failed task.")
+        commit = self.commit_task(task, self.worktree, "Partial work of an unfinished task.")
         if commit is None:
             return None
         self.git.create_branch(branch, commit)
@@ -168,7 +184,7 @@ def main(**options: Any) -> None:
             project_dir, api_provider=provider, model_name=options["model_name"],
             base_url=options["base_url"], session=session,
             config_path=options["config_path"], test_command=options["test_command"],
-            max_iterations=options["max_iterations"],
+            max_iterations=options["max_iterations"], limits=limit_options(options),
         )
         summary = orchestrator.run(feature)
         click.echo(f"[Orchestrator] Result: branch {summary['feature_branch']} in {project_dir}")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageLimitExceeded
 from .models import Usage
 
 PRICES_PATH = Path(__file__).parent / "data" / "prices.json"
@@ -82,3 +84,75 @@ def estimate_cost(
         + usage.cache_read_tokens * prices.get("cache_read", prices["input"])
         + usage.cache_write_tokens * prices.get("cache_write", prices["input"])
     ) * per_token
+
+
+LIMIT_NAMES = ("max_api_calls", "token_budget", "cost_limit_usd")
+
+
+class BudgetGuard:
+    """Refuses a model call that would go over a run's limits; counts what was spent.
+
+    Totals start from what the state file already records for the feature, so a resumed run
+    counts the money spent before it. Token and cost checks add an estimate of the next
+    request's input (4 characters a token) to what was spent, so the call that would cross
+    the line is the one refused. Once a limit is hit the guard stays tripped: every agent
+    stops at its next turn.
+    """
+
+    def __init__(self, limits: Mapping[str, Any], spent: Mapping[str, Any] | None = None):
+        self.limits = {name: limits.get(name) for name in LIMIT_NAMES}
+        spent = spent or {}
+        self.api_calls = int(spent.get("api_calls", 0))
+        self.tokens = sum(int(spent.get(k, 0) or 0) for k in (
+            "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"))
+        self.cost: float | None = spent.get("cost_usd", 0.0)
+        if spent and spent.get("cost_known") is False:
+            self.cost = None
+        self.tripped: UsageLimitExceeded | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return any(value is not None for value in self.limits.values())
+
+    def record(self, usage: Usage, cost: float | None) -> None:
+        """Count one finished call."""
+        with self._lock:
+            self.api_calls += 1
+            self.tokens += usage.total_tokens
+            self.cost = None if cost is None or self.cost is None else self.cost + cost
+
+    def check(self, *, request_chars: int = 0, input_price: float | None = None) -> None:
+        """Raise UsageLimitExceeded when the next call would exceed a limit."""
+        with self._lock:
+            if self.tripped is not None:
+                raise self.tripped
+            estimate = request_chars // 4
+            maximum = self.limits["max_api_calls"]
+            if maximum is not None and self.api_calls + 1 > maximum:
+                self._trip("max_api_calls", self.api_calls, maximum,
+                           f"{self.api_calls} API calls made, limit {maximum}")
+            maximum = self.limits["token_budget"]
+            if maximum is not None and self.tokens + estimate > maximum:
+                self._trip("token_budget", self.tokens, maximum,
+                           f"{self.tokens:,} tokens used and the next request needs about "
+                           f"{estimate:,} more, budget {maximum:,}")
+            maximum = self.limits["cost_limit_usd"]
+            if maximum is not None and self.cost is not None:
+                next_cost = estimate * (input_price or 0.0) / 1_000_000
+                if self.cost + next_cost > maximum:
+                    self._trip("cost_limit_usd", self.cost, maximum,
+                               f"${self.cost:.4f} spent and the next request costs about "
+                               f"${next_cost:.4f}, limit ${maximum:.2f}")
+
+    def stop(self, reason: str) -> None:
+        """Trip the guard from outside (a user stop), so agents end at their next turn."""
+        with self._lock:
+            if self.tripped is None:
+                self.tripped = UsageLimitExceeded(reason, limit="stop")
+
+    def _trip(self, limit: str, value: float, maximum: float, detail: str) -> None:
+        self.tripped = UsageLimitExceeded(
+            f"Budget reached ({limit}): {detail}.", limit=limit, value=value, maximum=maximum
+        )
+        raise self.tripped

@@ -48,6 +48,17 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Most model turns one agent may take on one task.",
         ),
         click.option(
+            "--max-api-calls", type=click.IntRange(1), help="Stop after this many API calls.",
+        ),
+        click.option(
+            "--token-budget", type=click.IntRange(1),
+            help="Stop before the run's tokens (input, output, cache) exceed this.",
+        ),
+        click.option(
+            "--cost-limit", type=click.FloatRange(0), help="Stop before the estimated cost "
+            "in USD exceeds this.",
+        ),
+        click.option(
             "--demo", is_flag=True,
             help="Run offline on a copy of the example app with a scripted session.",
         ),
@@ -108,3 +119,12 @@ def resolve_run_inputs(
     if not feature:
         raise click.UsageError("Missing --feature. Describe the feature, or try --demo.")
     return feature, project_dir or Path.cwd(), api_provider, session
+
+
+def limit_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The budget flags in the config file's `limits` shape (None = not given)."""
+    return {
+        "max_api_calls": options.pop("max_api_calls", None),
+        "token_budget": options.pop("token_budget", None),
+        "cost_limit_usd": options.pop("cost_limit", None),
+    }

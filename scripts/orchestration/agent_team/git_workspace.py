@@ -479,6 +479,10 @@ class GitWorkspace:
         rng = f"{_check_rev(base)}..{_check_rev(head)}"
         return _split_z(self._run("diff", "--name-only", "-M", "-z", "--no-ext-diff", rng))
 
+    def merge_base(self, a: str, b: str) -> str:
+        """The best common ancestor of two commits."""
+        return self._run("merge-base", _check_rev(a), _check_rev(b)).strip()
+
     def tracked_files(self, ref: str = "HEAD", *, limit: int | None = None) -> list[str]:
         """Files in a commit's tree, sorted; the manager sees them when it plans."""
         files = _split_z(self._run("ls-tree", "-r", "-z", "--name-only", _check_rev(ref)))

@@ -10,11 +10,13 @@ The method names are the seams the usage guide shows (`run`, `manager_create_tas
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,18 @@ import filelock
 
 from . import report as report_mod
 from .agent_loop import AgentHooks, AgentResult, run_agent
-from .budget import estimate_cost
+from .budget import FREE_PROVIDERS, BudgetGuard, estimate_cost, price_for
 from .config import Config, build_config
-from .errors import EXIT_FAILED, AgentTeamError, ConfigError, GitError, PlanError, StateLockedError
+from .errors import (
+    EXIT_BUDGET,
+    EXIT_FAILED,
+    AgentTeamError,
+    ConfigError,
+    GitError,
+    PlanError,
+    StateLockedError,
+    UsageLimitExceeded,
+)
 from .git_workspace import GitWorkspace, slugify
 from .models import ChatModel, Message, Reply, create_model, detect_provider
 from .plan import Plan, parse_plan, plan_output_schema
@@ -55,6 +66,7 @@ class BaseOrchestrator:
         session: str | Path | None = None,
         test_command: str | None = None,
         max_iterations: int | None = None,
+        limits: Mapping[str, Any] | None = None,
         output: Callable[[str], None] | None = None,
     ) -> None:
         self.project_dir = Path(project_dir).expanduser().resolve()
@@ -69,6 +81,7 @@ class BaseOrchestrator:
                 "session": str(session) if session else None,
                 "test_command": test_command,
                 "coordination": {"max_iterations": max_iterations},
+                "limits": dict(limits or {}),
             },
         )
         self.output = output or (lambda line: print(line, flush=True))
@@ -84,6 +97,7 @@ class BaseOrchestrator:
         self.feature_branch = ""
         self.base_branch = ""
         self.started = 0.0
+        self.budget = BudgetGuard(self.config.limits)
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -159,7 +173,9 @@ class BaseOrchestrator:
         """
         model = self.model_for(role).for_agent(role, None if agent_id == role else agent_id)
         schema = getattr(self._call_options, "output_schema", None)
-        reply = model.complete(system_prompt, [Message.user(prompt)], output_schema=schema)
+        messages = [Message.user(prompt)]
+        self.check_budget(role, system_prompt, messages)
+        reply = model.complete(system_prompt, messages, output_schema=schema)
         self.record_usage(role, None, reply, model)
         return reply.text
 
@@ -173,6 +189,7 @@ class BaseOrchestrator:
             self.config["prices"], local=local,
         )
         counts = reply.usage.to_dict()
+        self.budget.record(reply.usage, cost)
 
         def apply(state: dict[str, Any]) -> None:
             known = any(t["task_id"] == task_id for t in state["tasks"])
@@ -181,6 +198,38 @@ class BaseOrchestrator:
             )
 
         self.state.update(apply)
+
+    def check_budget(self, role: str, system: str, messages: Sequence[Message]) -> None:
+        """Refuse the next request when it would go over a limit (UsageLimitExceeded)."""
+        if not self.budget.active and self.budget.tripped is None:
+            return
+        chars = len(system) + sum(
+            len(m.content) + sum(len(json.dumps(c.arguments)) for c in m.tool_calls)
+            for m in messages
+        )
+        self.budget.check(request_chars=chars, input_price=self._input_price(role))
+
+    def _input_price(self, role: str) -> float | None:
+        model = self.model_for(role)
+        prices = price_for(model.provider, model.model, self.config["prices"])
+        return prices["input"] if prices else None
+
+    def check_prices_for_cost_limit(self) -> None:
+        """A cost limit needs a price for every model in use: refuse to start without one."""
+        if self.config.limits.get("cost_limit_usd") is None:
+            return
+        for role in self.roles:
+            model = self.model_for(role)
+            local = any(host in (self.config["base_url"] or "") for host in LOCAL_HOSTS)
+            if model.provider in FREE_PROVIDERS or local:
+                continue
+            if price_for(model.provider, model.model, self.config["prices"]) is None:
+                raise ConfigError(
+                    f"cost_limit_usd is set, but model {model.model!r} ({model.provider}) used "
+                    f"by {role} has no price in the table, so its cost cannot be counted. Add "
+                    f"\"prices\": {{\"{model.provider}/{model.model}\": {{\"input\": ..., "
+                    "\"output\": ...}}} (USD per million tokens) to orchestrator-config.json."
+                )
 
     # -- planning --------------------------------------------------------------------------
 
@@ -394,16 +443,76 @@ class BaseOrchestrator:
         run record as failed in the state file before it propagates.
         """
         self.check_feature(feature)
+        self.check_prices_for_cost_limit()
+        with self._locked_run():
+            self.begin_feature(feature)
+            yield
+
+    @contextlib.contextmanager
+    def resuming(self) -> Iterator[dict[str, Any]]:
+        """The frame of a resumed run: continue the feature recorded in the state file."""
+        feature = self.check_resumable()
+        self.check_prices_for_cost_limit()
+        with self._locked_run():
+            yield self.begin_resume(feature)
+
+    @contextlib.contextmanager
+    def _locked_run(self) -> Iterator[None]:
         self.hide_run_files()
         self.acquire_run_lock()
         try:
-            self.begin_feature(feature)
             yield
         except BaseException as exc:
             self._close_run_after_error(exc)
             raise
         finally:
             self.release_run_lock()
+
+    def check_resumable(self) -> dict[str, Any]:
+        """The recorded feature, when it can be resumed; a clear error otherwise."""
+        feature = self.state.read()["current_feature"]
+        if feature is None:
+            raise ConfigError(
+                "Nothing to resume: the state file records no feature. Start a run with "
+                "--feature \"...\"."
+            )
+        if feature["status"] == "completed":
+            raise ConfigError(
+                f"Feature {feature['title']!r} is already completed on {feature['branch']}; "
+                "there is nothing to resume."
+            )
+        if not self.git.branch_exists(feature["branch"]):
+            raise ConfigError(
+                f"The recorded feature branch {feature['branch']} does not exist (it was "
+                "deleted, or planning never finished). Start a new run with --feature."
+            )
+        return feature
+
+    def begin_resume(self, feature: dict[str, Any]) -> dict[str, Any]:
+        """Record a new run of the recorded feature; budgets count what was already spent."""
+        self.feature_branch = feature["branch"]
+        self.base_branch = feature["base_branch"]
+        self.base_commit = feature.get("base_commit") or self.git.merge_base(
+            self.feature_branch, self.base_branch)
+        self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.started = time.monotonic()
+        now = utc_now()
+
+        def apply(state: dict[str, Any]) -> dict[str, Any]:
+            current = state["current_feature"]
+            current.update(status="in_progress", stop_reason=None, run_id=self.run_id,
+                           updated_at=now, completed_at=None)
+            state["runs"].append({
+                "run_id": self.run_id, "feature_id": current["id"],
+                "orchestrator": self.orchestrator_name, "started_at": now,
+                "status": "running",
+            })
+            return copy.deepcopy(state)
+
+        state = self.state.update(apply)
+        self.budget = BudgetGuard(self.config.limits, state["usage"])
+        self.log(f"Resuming {self.feature_branch}: {feature['title']}")
+        return state
 
     def check_feature(self, feature: str) -> None:
         """Refuse a run before anything is written: empty feature, taken branch, bad state."""
@@ -495,6 +604,7 @@ class BaseOrchestrator:
             })
 
         self.state.update(apply)
+        self.budget = BudgetGuard(self.config.limits)
 
     def _close_run_after_error(self, exc: BaseException) -> None:
         """Mark the feature and the run as failed (or stopped) after an error escaped."""
@@ -525,6 +635,16 @@ class BaseOrchestrator:
         """Create `feature/<slug>` at the base commit."""
         self.git.create_branch(self.feature_branch, self.base_commit)
         self.log(f"Feature branch {self.feature_branch} created from {self.base_branch}.")
+
+    def stop_for_budget(self, exc: UsageLimitExceeded) -> dict[str, Any]:
+        """End the run because a budget was reached: record it, write the summary, exit 3."""
+        reason = f"budget: {exc}"
+        self.set_feature_status("stopped", stop_reason=reason)
+        self._note("orchestrator", None, "stopped", reason,
+                   {"limit": exc.limit, "value": exc.value, "maximum": exc.maximum})
+        self.log(f"Stopped. {exc} Work so far is committed on the task branches; raise the "
+                 "limit and continue with --resume.")
+        return self.finish_run("stopped", EXIT_BUDGET)
 
     def remove_empty_dirs(self, root: Path) -> None:
         """Delete empty directories left under `root` (and `root` itself when empty)."""
@@ -608,7 +728,11 @@ class _StateHooks(AgentHooks):
         self.task_id = task_id
         self.model = model
         self.agent = orchestrator.agent_id(role, task_id)
+        self.system = orchestrator._get_system_prompt(role)
         self.tokens = 0
+
+    def before_model_call(self, turn: int, messages: Sequence[Message]) -> None:
+        self.orchestrator.check_budget(self.role, self.system, messages)
 
     def after_model_call(self, turn: int, reply: Reply) -> None:
         self.orchestrator.record_usage(self.role, self.task_id, reply, self.model)
