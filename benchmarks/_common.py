@@ -67,7 +67,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A Markdown table, columns padded so it also reads well in a terminal."""
     cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in cells
+    ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 
@@ -108,7 +111,11 @@ def git(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
 
 
 def make_repo(path: Path, files: Mapping[str, str]) -> Path:
-    """A repository with one commit holding `files`, with a local identity and no signing."""
+    """A repository with one commit holding `files`, packed the way a clone would be.
+
+    Left loose, thousands of new objects make git's automatic gc start in the middle of the
+    measured run, and every checkout read one file per object.
+    """
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", "main")
     for key, value in (("user.name", "Bench"), ("user.email", "bench@example.invalid"),
@@ -119,7 +126,8 @@ def make_repo(path: Path, files: Mapping[str, str]) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
     git(path, "add", "--all")
-    git(path, "commit", "-q", "-m", "initial commit")
+    git(path, "-c", "gc.auto=0", "commit", "-q", "-m", "initial commit")
+    git(path, "gc", "-q")
     return path
 
 

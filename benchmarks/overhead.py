@@ -12,6 +12,7 @@ inside another one is charged to the inner phase only, so the phases add up to t
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 import tempfile
 import threading
@@ -161,7 +162,7 @@ def main() -> None:
     print(table(headers, rows))
     print()
     growth = []
-    for before, after in zip(results, results[1:]):
+    for before, after in itertools.pairwise(results):
         factor = after["files"] / before["files"]
         growth.append([
             f"{before['files']} -> {after['files']} (x{factor:g})",

@@ -46,7 +46,7 @@ def test_guide_cost_calculation() -> None:
 
 
 def test_each_token_kind_uses_its_own_price() -> None:
-    prices = price_table()["models"]["openai/gpt-4o"]
+    prices = price_table()["models"]["anthropic/claude-sonnet-5-5"]
     for field, key in (
         ("input_tokens", "input"),
         ("output_tokens", "output"),
@@ -54,7 +54,15 @@ def test_each_token_kind_uses_its_own_price() -> None:
         ("cache_write_tokens", "cache_write"),
     ):
         usage = Usage(**{field: MILLION})
-        assert estimate_cost("openai", "gpt-4o", usage) == pytest.approx(prices[key]), field
+        assert estimate_cost("anthropic", "claude-sonnet-5-5", usage) == pytest.approx(
+            prices[key]), field
+
+
+def test_openai_cache_writes_are_billed_as_input() -> None:
+    """OpenAI publishes no separate cache-write rate: those tokens cost the input price."""
+    prices = price_table()["models"]["openai/gpt-6.1-sol"]
+    usage = Usage(cache_write_tokens=MILLION)
+    assert estimate_cost("openai", "gpt-6.1-sol", usage) == pytest.approx(prices["input"])
 
 
 def test_zero_usage_costs_zero_for_a_known_model() -> None:
@@ -73,7 +81,9 @@ def test_scripted_and_local_are_free() -> None:
     usage = Usage(5 * MILLION, MILLION, MILLION, MILLION)
     assert estimate_cost("scripted", "scripted", usage) == 0.0
     assert estimate_cost("openai", "llama3.1:8b", usage, local=True) == 0.0
-    assert estimate_cost("openai", "gpt-4o", usage, local=True) == 0.0
+    # A priced model behind a local proxy is still priced: the proxy forwards to the real API.
+    assert estimate_cost("openai", "gpt-4o", usage, local=True) == estimate_cost(
+        "openai", "gpt-4o", usage)
 
 
 def test_override_by_provider_and_model() -> None:

@@ -110,7 +110,7 @@ def test_plain_mode_prints_one_line_per_notable_event_and_no_ansi() -> None:
     assert "\x1b" not in stream.getvalue()
     assert stream.getvalue().splitlines() == [
         "[Orchestrator] Calling manager for a plan (attempt 1/3)...",
-        "[TASK-001] in_progress",
+        "[TASK-001] in_progress (backend-dev)",
         "[stuck] backend-dev@TASK-001: nudge (read_file repeated 3 times)",
         "[merge] TASK-001: conflict_resolved (conflicts: todo/cli.py)",
         "[TASK-001] completed",
@@ -147,7 +147,8 @@ def test_live_block_shows_each_agent_and_the_totals() -> None:
     output = stream.getvalue()
     assert "\x1b[" in output
     screen = Screen().feed(output).text
-    assert screen[:2] == ["[TASK-001] in_progress", "[Orchestrator] a permanent line"]
+    assert screen[:2] == ["[TASK-001] in_progress (backend-dev)",
+                          "[Orchestrator] a permanent line"]
     block = screen[2:]
     assert len(block) == 3
     assert block[0].split() == ["backend-dev", "TASK-001", "turn", "3", "edit_file", "1.5k",
@@ -168,7 +169,7 @@ def test_live_redraws_are_throttled_except_for_task_changes() -> None:
     stream = CountingStream()
     display = ProgressDisplay(stream, live=True, refresh_seconds=2.0, clock=clock, width=120)
     display(model_call("dev", "T-1", 1))
-    assert len(stream.chunks) == 1  # nothing drawn yet: the first draw is due
+    assert len(stream.chunks) == 1  # the first event draws at once
     clock.now += 0.5
     display(model_call("dev", "T-1", 2))
     display(ev("tool_call", role="dev", task_id="T-1", turn=2, tool="write_file"))
@@ -271,3 +272,13 @@ def test_eight_threads_through_an_event_log_never_garble_lines(live: bool) -> No
 
 def test_format_tokens() -> None:
     assert [format_tokens(n) for n in (0, 999, 1234, 2_500_000)] == ["0", "999", "1.2k", "2.50M"]
+
+
+def test_unparsed_test_counts_and_a_resumed_plan() -> None:
+    stream = io.StringIO()
+    display = ProgressDisplay(stream, live=False)
+    display(ev("test_run", command="make test", exit_code=2, passed=None, failed=None,
+               timed_out=True))
+    display(ev("plan_accepted", tasks=3, task_ids=["A", "B", "C"], completed=["A"]))
+    assert stream.getvalue() == "[tests] exit 2 (timed out): ? passed, ? failed (make test)\n"
+    assert display.summary().startswith("Tasks 1/3 done |")

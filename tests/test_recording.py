@@ -21,12 +21,24 @@ from agent_team.recording import (
 )
 from agent_team.retry import RetryPolicy
 from agent_team.scripted import ScriptedModel
+from file_based_orchestrator import FileBasedOrchestrator
 
+from tests.conftest import make_repo
 from tests.fake_api import (
     FakeAPI,
     anthropic_message,
     fake_api_server,  # noqa: F401
     openai_completion,
+)
+from tests.orchestration_helpers import (
+    PASSING_TESTS,
+    file_at,
+    integration_turn,
+    plan_turn,
+    read_call,
+    task,
+    tool_turn,
+    write_and_finish,
 )
 
 KEY = "sk-ant-api03-" + "Zx9" * 12
@@ -129,7 +141,7 @@ def test_a_recorded_session_replays_the_same_replies(
     replayed = run_conversations(ScriptedModel.from_file(path))
 
     assert len(replayed) == len(recorded) == 5
-    for original, again in zip(recorded, replayed):
+    for original, again in zip(recorded, replayed, strict=True):
         if isinstance(original, ModelAPIError):
             assert isinstance(again, ModelAPIError)
             assert (again.status, again.retryable) == (original.status, original.retryable)
@@ -298,3 +310,40 @@ def test_several_wrapped_models_share_one_session(tmp_path: Path) -> None:
     session = json.loads(recorder.close().read_text(encoding="utf-8"))  # type: ignore[union-attr]
     assert session["model"] == "big" and session["models"] == ["scripted/big", "scripted/small"]
     assert set(session["agents"]) == {"manager", "dev:T-1"}
+
+
+def test_a_recorded_orchestration_replays_to_the_same_result(tmp_path: Path) -> None:
+    agents = {
+        "manager:plan": [plan_turn([task("X", "backend-dev"), task("Y", "frontend-dev", ["X"])])],
+        "backend-dev:X": [tool_turn(read_call("app.txt")), *write_and_finish("x.txt", "x\n")],
+        "frontend-dev:Y": write_and_finish("y.txt", "y\n"),
+        "manager:integration": [integration_turn()],
+    }
+    feature = "Two files feature"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for project in (first, second):
+        make_repo(project, {"README.md": "# p\n", "app.txt": "hello\n"})
+    recorded, replayed = tmp_path / "recorded.json", tmp_path / "replayed.json"
+
+    recording = RecordingModel(ScriptedModel(agents), SessionRecorder(recorded))
+    recording.recorder.set_feature(feature)
+    FileBasedOrchestrator(first, model=recording, output=lambda _: None,
+                          test_command=PASSING_TESTS).run(feature)
+    recording.recorder.close()
+    replay = ScriptedModel.from_file(recorded)
+    watched = RecordingModel(replay, SessionRecorder(replayed))
+    summary = FileBasedOrchestrator(second, model=watched, output=lambda _: None,
+                                    test_command=PASSING_TESTS).run(feature)
+    watched.recorder.close()
+
+    replay.assert_complete()
+    assert summary["exit_code"] == 0
+    branch = "feature/two-files-feature"
+    for name in ("x.txt", "y.txt"):
+        assert file_at(first, branch, name) == file_at(second, branch, name) is not None
+    sessions = [json.loads(p.read_text(encoding="utf-8")) for p in (recorded, replayed)]
+    assert sessions[0]["feature"] == feature
+    assert list(sessions[0]["agents"]) == list(agents)
+    strip = [{k: [{**t, "request": {**t["request"], "duration_s": 0}} for t in turns]
+              for k, turns in s["agents"].items()} for s in sessions]
+    assert strip[0] == strip[1]

@@ -16,6 +16,7 @@ from agent_team.stuck import (
     StuckEscalation,
     StuckHooks,
     call_signature,
+    guidance_prompt,
     nudge_message,
 )
 from agent_team.tools import Toolbox, ToolResult, Workspace, build_toolbox
@@ -228,3 +229,11 @@ def test_defaults_and_limits() -> None:
     broken = ToolCall("1", "read_file", {}, arguments_error="not JSON")
     assert call_signature(broken) == "read_file <invalid arguments: not JSON>"
     assert "finish_task" in nudge_message("x was called 3 times")
+
+
+def test_guidance_prompt_names_the_task_the_loop_and_the_steps() -> None:
+    error = StuckEscalation("x was called 3 times", ["turn 1 called x {}", "turn 2 said: hm"])
+    prompt = guidance_prompt("TASK-001 - add login", error)
+    assert "TASK-001 - add login" in prompt and "x was called 3 times" in prompt
+    assert "- turn 1 called x {}\n- turn 2 said: hm" in prompt
+    assert "(none recorded)" in guidance_prompt("t", StuckEscalation("r"))

@@ -71,12 +71,17 @@ def estimate_cost(
     *,
     local: bool = False,
 ) -> float | None:
-    """USD estimate of one call, or None when the price is unknown."""
-    if provider in FREE_PROVIDERS or local:
+    """USD estimate of one call, or None when the price is unknown.
+
+    `local` means the base URL is on this machine: a model without a published price there is
+    a local model (Ollama, vLLM, llama.cpp) and costs nothing; a priced model behind a local
+    proxy is still priced.
+    """
+    if provider in FREE_PROVIDERS:
         return 0.0
     prices = price_for(provider, model, overrides)
     if prices is None:
-        return None
+        return 0.0 if local else None
     per_token = 1 / 1_000_000
     return (
         usage.input_tokens * prices["input"]

@@ -30,7 +30,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--api-provider", type=click.Choice(["anthropic", "openai", "scripted"]),
             help="Model provider (default: chosen from which API key is set).",
         ),
-        click.option("--model", "model_name", help="Model id, e.g. claude-sonnet-4-5 or gpt-4.1."),
+        click.option("--model", "model_name", help="Model id, e.g. claude-sonnet-5-5 or gpt-6.1-sol."),
         click.option(
             "--base-url", help="API base URL, e.g. http://localhost:11434/v1 for Ollama.",
         ),

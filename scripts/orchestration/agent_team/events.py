@@ -37,19 +37,21 @@ EVENT_KINDS: tuple[tuple[str, str], ...] = (
     ("run_started", "A run began: feature, branch, base_branch, orchestrator, provider, model."),
     ("plan_requested", "The manager was asked for a plan: attempt, max_attempts."),
     ("plan_rejected", "The manager's plan was invalid and goes back: attempt, errors."),
-    ("plan_accepted", "The plan was accepted: tasks (count), task_ids, roles per task."),
+    ("plan_accepted", "The plan was accepted (or reloaded to resume): tasks (count), "
+                      "task_ids, roles (task_id -> role), completed (task_ids already done)."),
     ("task_status", "A task changed status: task_id, status, error, role."),
     ("model_call", "A model replied: role, task_id, turn, usage, stop_reason, duration_s, "
                    "model, cost_usd."),
     ("tool_call", "An agent's tool call ran: role, task_id, turn, tool, is_error."),
     ("retry", "A transient API error will be retried: role, attempt, delay_s, error."),
     ("commit", "The orchestrator committed an agent's work: task_id, sha, files."),
-    ("merge", "A task branch was merged (or not): task_id, status, conflicts."),
-    ("test_run", "The orchestrator ran the tests: command, exit_code, passed, failed."),
+    ("merge", "A task branch was merged (or not): task_id, status, conflicts, commit."),
+    ("test_run", "The orchestrator ran the tests: command, exit_code, passed, failed "
+                 "(null when not parsed), timed_out."),
     ("budget_stop", "A budget stopped the run: limit, value, maximum."),
     ("stuck", "An agent looked stuck: role, task_id, action (nudge|escalate|fail), reason."),
     ("log", "A line of the orchestrator's own narration: message."),
-    ("run_finished", "The run ended: status, exit_code."),
+    ("run_finished", "The run ended: status, exit_code, error (when it ended by one)."),
 )
 
 #: Fields every line starts with; `emit` refuses them as event fields.

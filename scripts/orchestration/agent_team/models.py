@@ -166,7 +166,11 @@ class ChatModel(ABC):
 
 PROVIDERS = ("anthropic", "openai", "scripted")
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
-DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4.1", "scripted": "scripted"}
+DEFAULT_MODELS = {
+    "anthropic": "claude-sonnet-5-5",
+    "openai": "gpt-6.1-sol",
+    "scripted": "scripted",
+}
 
 
 def detect_provider(environ: Mapping[str, str] | None = None) -> str | None:

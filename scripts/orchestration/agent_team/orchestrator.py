@@ -29,6 +29,7 @@ from .config import Config, build_config
 from .errors import (
     EXIT_BUDGET,
     EXIT_FAILED,
+    AgentStuck,
     AgentTeamError,
     ConfigError,
     GitError,
@@ -41,6 +42,7 @@ from .models import ChatModel, Message, Reply, create_model, detect_provider
 from .plan import Plan, parse_plan, plan_output_schema
 from .roles import MANAGER, Role, build_roles, default_agent_types, load_prompt, read_context
 from .state import TeamState, new_state, utc_now
+from .stuck import StuckDetector, StuckEscalation, StuckHooks, guidance_prompt
 from .testrun import TestResults, detect_test_command, run_tests
 from .tools import Workspace, build_toolbox
 
@@ -354,11 +356,23 @@ class BaseOrchestrator:
         return f"{role}@{AGENT_EMAIL_DOMAIN}"
 
     def make_hooks(self, role: str, task_id: str, model: ChatModel) -> AgentHooks:
-        """Hooks that keep the state file's live view and usage up to date."""
-        return _StateHooks(self, role, task_id, model)
+        """Hooks that keep the state file's live view and usage up to date and catch loops."""
+        coordination = self.config.coordination
+        detector = StuckDetector(int(coordination["stuck_repeat_limit"]),
+                                 int(coordination["stuck_idle_turns"]))
+
+        def on_stuck(action: str, reason: str) -> None:
+            self.log(f"{self.agent_id(role, task_id)} looks stuck ({action}): {reason}")
+            self._note(role, task_id, f"stuck_{action}", reason)
+
+        return StuckHooks(_StateHooks(self, role, task_id, model), detector, on_stuck=on_stuck)
 
     def run_task_agent(self, task: Mapping[str, Any], workspace: Path) -> AgentResult:
-        """Run the task's agent with tools confined to `workspace` until it finishes."""
+        """Run the task's agent with tools confined to `workspace` until it finishes.
+
+        An agent that keeps looping after a nudge is escalated: the manager is asked for
+        guidance and the agent gets one more try with it; a second loop fails the task.
+        """
         role = self.roles[task["assigned_to"]]
         task_id = task["task_id"]
         model = self.model_for(role.name).for_agent(role.name, task_id)
@@ -370,14 +384,32 @@ class BaseOrchestrator:
             command_timeout=float(self.config.coordination["command_timeout_seconds"]),
         )
         max_turns = int(role.max_turns or self.config.coordination["max_iterations"])
-        return run_agent(
-            model,
-            self._get_system_prompt(role.name),
-            self._build_task_prompt(task),
-            toolbox,
-            max_turns=max_turns,
-            hooks=self.make_hooks(role.name, task_id, model),
-        )
+        system = self._get_system_prompt(role.name)
+
+        def attempt(view: Mapping[str, Any]) -> AgentResult:
+            return run_agent(model, system, self._build_task_prompt(view), toolbox,
+                             max_turns=max_turns,
+                             hooks=self.make_hooks(role.name, task_id, model))
+
+        try:
+            return attempt(task)
+        except StuckEscalation as stuck:
+            self._note(MANAGER, task_id, "stuck_guidance_requested", stuck.reason,
+                       {"transcript_tail": list(stuck.transcript_tail)})
+            guidance = self.call_agent(
+                f"guidance-{task_id}", MANAGER,
+                guidance_prompt(f"{task_id} - {task['description']}", stuck),
+                self._get_system_prompt(MANAGER),
+            ).strip()
+            self.log(f"{task_id}: retrying once with the manager's guidance")
+            retry = {**task, "additional_context": guidance, "last_error": stuck.reason}
+        try:
+            return attempt(retry)
+        except StuckEscalation as again:
+            self._note(role.name, task_id, "stuck_fail", again.reason)
+            raise AgentStuck(
+                f"{task_id} got stuck again after the manager's guidance: {again.reason}"
+            ) from again
 
     def commit_task(self, task: Mapping[str, Any], workspace: Path, summary: str) -> str | None:
         """Commit everything the agent changed, authored by its role."""

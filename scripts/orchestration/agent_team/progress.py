@@ -24,7 +24,6 @@ from typing import IO, Any
 
 __all__ = ["ProgressDisplay", "format_event", "format_tokens"]
 
-TERMINAL_TASK_STATUSES = frozenset({"completed", "failed", "blocked", "skipped", "cancelled"})
 _CURSOR_UP = "\x1b[{n}A"
 _CLEAR_DOWN = "\x1b[J"
 _DEFAULT_WIDTH = 100
@@ -56,16 +55,24 @@ def format_event(event: Mapping[str, Any], *, verbose: bool = False) -> str | No
     if kind == "log":
         return f"[Orchestrator] {event.get('message', '')}"
     if kind == "task_status":
-        error = event.get("error")
-        return f"[{event.get('task_id')}] {event.get('status')}" + (f": {error}" if error else "")
+        error, role = event.get("error"), event.get("role")
+        return (
+            f"[{event.get('task_id')}] {event.get('status')}"
+            + (f" ({role})" if role else "")
+            + (f": {error}" if error else "")
+        )
     if kind == "merge":
         conflicts = event.get("conflicts") or []
         detail = f" (conflicts: {', '.join(map(str, conflicts))})" if conflicts else ""
         return f"[merge] {event.get('task_id')}: {event.get('status')}{detail}"
     if kind == "test_run":
+        passed, failed = (
+            "?" if event.get(name) is None else event[name] for name in ("passed", "failed")
+        )
+        timed_out = " (timed out)" if event.get("timed_out") else ""
         return (
-            f"[tests] exit {event.get('exit_code')}: {event.get('passed', '?')} passed, "
-            f"{event.get('failed', '?')} failed ({event.get('command')})"
+            f"[tests] exit {event.get('exit_code')}{timed_out}: {passed} passed, "
+            f"{failed} failed ({event.get('command')})"
         )
     if kind == "budget_stop":
         return (
@@ -97,6 +104,8 @@ def format_event(event: Mapping[str, Any], *, verbose: bool = False) -> str | No
 
 @dataclass
 class _Agent:
+    """What the live block knows of one working agent."""
+
     role: str
     task_id: str | None
     turn: int = 0
@@ -222,14 +231,16 @@ class ProgressDisplay:
         if kind == "plan_accepted":
             for task_id in event.get("task_ids") or []:
                 self._tasks.setdefault(str(task_id), "pending")
+            for task_id in event.get("completed") or []:  # a resumed run's finished tasks
+                self._tasks[str(task_id)] = "completed"
             self._drop(lambda agent: agent.task_id not in self._tasks)
             return True
         if kind == "task_status":
             task_id, status = str(event.get("task_id")), str(event.get("status"))
             self._tasks[task_id] = status
-            if status in TERMINAL_TASK_STATUSES:
+            if status != "in_progress":  # finished, failed, or set back by a stop
                 self._drop(lambda agent: agent.task_id == task_id)
-            elif status == "in_progress" and event.get("role"):
+            elif event.get("role"):
                 self._agent(str(event["role"]), task_id)
             return True
         if kind == "model_call":

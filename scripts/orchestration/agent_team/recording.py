@@ -44,6 +44,7 @@ __all__ = [
     "reply_turn",
     "request_digest",
     "request_summary",
+    "session_key",
 ]
 
 #: How much of the newest user or tool message a turn's request summary keeps.

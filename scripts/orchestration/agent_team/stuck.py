@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .agent_loop import AgentHooks
 from .errors import AgentStuck
@@ -199,6 +198,12 @@ class StuckHooks(AgentHooks):
         self._note(self.detector.record_call(turn, call, result))
 
 
-def stuck_details(error: StuckEscalation) -> dict[str, Any]:
-    """The fields of an escalation as a state-file `details` object."""
-    return {"reason": error.reason, "transcript_tail": list(error.transcript_tail)}
+def guidance_prompt(task: str, error: StuckEscalation) -> str:
+    """What the manager is asked when an agent escalates: the task, the loop, its last steps."""
+    steps = "\n".join(f"- {line}" for line in error.transcript_tail) or "- (none recorded)"
+    return (
+        f"An agent working on this task got stuck and a nudge did not help.\n\nTask:\n{task}"
+        f"\n\nWhat it kept doing: {error.reason}.\n\nIts last steps:\n{steps}\n\n"
+        "Reply with short, concrete guidance for a fresh attempt at the task: what to do "
+        "differently, which files to look at or change, and what to avoid. Plain text only."
+    )
