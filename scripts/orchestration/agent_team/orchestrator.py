@@ -10,38 +10,30 @@ The method names are the seams the usage guide shows (`run`, `manager_create_tas
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
-import os
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import filelock
 
-from . import report as report_mod
 from .agent_loop import AgentHooks, AgentResult, run_agent
 from .budget import FREE_PROVIDERS, BudgetGuard, estimate_cost, price_for
 from .config import Config, build_config
 from .errors import (
-    EXIT_BUDGET,
-    EXIT_FAILED,
     AgentStuck,
-    AgentTeamError,
     ConfigError,
-    GitError,
     PlanError,
-    StateLockedError,
-    UsageLimitExceeded,
 )
-from .git_workspace import GitWorkspace, slugify
+from .git_workspace import GitWorkspace
+from .lifecycle import RunLifecycle, fail_message
+
+__all__ = ["BaseOrchestrator", "fail_message"]
 from .models import ChatModel, Message, Reply, create_model, detect_provider
 from .plan import Plan, parse_plan, plan_output_schema
 from .roles import MANAGER, Role, build_roles, default_agent_types, load_prompt, read_context
-from .state import TeamState, new_state, utc_now
+from .state import TeamState, utc_now
 from .stuck import StuckDetector, StuckEscalation, StuckHooks, guidance_prompt
 from .testrun import TestResults, detect_test_command, run_tests
 from .tools import Workspace, build_toolbox
@@ -50,7 +42,7 @@ AGENT_EMAIL_DOMAIN = "agent-team.invalid"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "0.0.0.0")
 
 
-class BaseOrchestrator:
+class BaseOrchestrator(RunLifecycle):
     """Shared machinery; subclasses decide where and in which order tasks run."""
 
     orchestrator_name = "base"
@@ -465,291 +457,6 @@ class BaseOrchestrator:
     def log(self, message: str) -> None:
         self.output(f"[Orchestrator] {message}")
 
-    # -- run lifecycle ---------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def running(self, feature: str) -> Iterator[None]:
-        """The frame of one run: checks before any write, the run lock, and an honest end.
-
-        Whatever escapes the body (an invalid plan, a crash, Ctrl-C) marks the feature and the
-        run record as failed in the state file before it propagates.
-        """
-        self.check_feature(feature)
-        self.check_prices_for_cost_limit()
-        with self._locked_run():
-            self.begin_feature(feature)
-            yield
-
-    @contextlib.contextmanager
-    def resuming(self) -> Iterator[dict[str, Any]]:
-        """The frame of a resumed run: continue the feature recorded in the state file."""
-        feature = self.check_resumable()
-        self.check_prices_for_cost_limit()
-        with self._locked_run():
-            yield self.begin_resume(feature)
-
-    @contextlib.contextmanager
-    def _locked_run(self) -> Iterator[None]:
-        self.hide_run_files()
-        self.acquire_run_lock()
-        try:
-            yield
-        except BaseException as exc:
-            self._close_run_after_error(exc)
-            raise
-        finally:
-            self.release_run_lock()
-
-    def check_resumable(self) -> dict[str, Any]:
-        """The recorded feature, when it can be resumed; a clear error otherwise."""
-        feature = self.state.read()["current_feature"]
-        if feature is None:
-            raise ConfigError(
-                "Nothing to resume: the state file records no feature. Start a run with "
-                "--feature \"...\"."
-            )
-        if feature["status"] == "completed":
-            raise ConfigError(
-                f"Feature {feature['title']!r} is already completed on {feature['branch']}; "
-                "there is nothing to resume."
-            )
-        if not self.git.branch_exists(feature["branch"]):
-            raise ConfigError(
-                f"The recorded feature branch {feature['branch']} does not exist (it was "
-                "deleted, or planning never finished). Start a new run with --feature."
-            )
-        return feature
-
-    def begin_resume(self, feature: dict[str, Any]) -> dict[str, Any]:
-        """Record a new run of the recorded feature; budgets count what was already spent."""
-        self.feature_branch = feature["branch"]
-        self.base_branch = feature["base_branch"]
-        self.base_commit = feature.get("base_commit") or self.git.merge_base(
-            self.feature_branch, self.base_branch)
-        self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self.started = time.monotonic()
-        now = utc_now()
-
-        def apply(state: dict[str, Any]) -> dict[str, Any]:
-            current = state["current_feature"]
-            current.update(status="in_progress", stop_reason=None, run_id=self.run_id,
-                           updated_at=now, completed_at=None)
-            state["runs"].append({
-                "run_id": self.run_id, "feature_id": current["id"],
-                "orchestrator": self.orchestrator_name, "started_at": now,
-                "status": "running",
-            })
-            return copy.deepcopy(state)
-
-        state = self.state.update(apply)
-        self.budget = BudgetGuard(self.config.limits, state["usage"])
-        self.log(f"Resuming {self.feature_branch}: {feature['title']}")
-        return state
-
-    def check_feature(self, feature: str) -> None:
-        """Refuse a run before anything is written: empty feature, taken branch, bad state."""
-        if not feature or not feature.strip():
-            raise ConfigError("The feature description is empty. Pass --feature \"...\".")
-        self.feature_branch = f"feature/{slugify(feature)}"
-        if self.git.branch_exists(self.feature_branch):
-            raise ConfigError(
-                f"Branch {self.feature_branch} already exists, probably from an earlier run of "
-                "this feature. Nothing was changed. Delete or rename it "
-                f"(git branch -m {self.feature_branch} {self.feature_branch}-old), "
-                "or describe the feature differently."
-            )
-        self.state.read()
-
-    def hide_run_files(self) -> None:
-        """Keep worktrees, logs, reports and lock files out of the user's `git status`."""
-        for pattern in (
-            self.worktree_root_pattern(), "/.ai-agents/logs/", "/.ai-agents/reports/",
-            "/.ai-agents/state/*.lock", "/.ai-agents/state/.*.tmp",
-        ):
-            self.git.exclude(pattern)
-
-    def acquire_run_lock(self) -> None:
-        """Refuse to start while another orchestrator runs on this project.
-
-        The lock file lives in the repository's git directory, so it never shows in the
-        working tree; the operating system releases it when the process ends, even on a crash.
-        """
-        lock_path = Path(self.git.common_dir) / "agent-team-run.lock"
-        lock = filelock.FileLock(str(lock_path), timeout=0)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise StateLockedError(
-                f"Another orchestrator is already running on {self.project_dir} (it holds "
-                f"{lock_path}). Wait for it to finish, or watch it with "
-                "`python scripts/orchestration/team.py status`; the lock is released "
-                "automatically when that process ends."
-            ) from None
-        self._run_lock = lock
-
-    def release_run_lock(self) -> None:
-        if self._run_lock is not None:
-            self._run_lock.release()
-            self._run_lock = None
-
-    def begin_feature(self, feature: str) -> None:
-        """Record the feature and a new run in the state file; git is not touched yet.
-
-        Tasks, agents, decisions, merges and usage describe one feature, so they start empty;
-        earlier runs stay summarised in `runs`.
-        """
-        slug = self.feature_branch.split("/", 1)[1]
-        self.base_branch = self.git.current_branch() or "HEAD"
-        self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self.started = time.monotonic()
-        self.base_commit = base_commit = self.git.head_commit()
-        now = utc_now()
-
-        def apply(state: dict[str, Any]) -> None:
-            state["current_feature"] = {
-                "id": slug,
-                "title": feature.strip().splitlines()[0][:200],
-                "description": feature.strip(),
-                "branch": self.feature_branch,
-                "base_branch": self.base_branch,
-                "base_commit": base_commit,
-                "status": "planning",
-                "orchestrator": self.orchestrator_name,
-                "run_id": self.run_id,
-                "started_at": now,
-                "updated_at": now,
-                "completed_at": None,
-            }
-            state["tasks"] = []
-            state["agents"] = {}
-            state["decisions"] = []
-            state["integration"] = {"status": "not_started", "branch": self.feature_branch,
-                                    "merges": []}
-            limits = state["usage"].get("limits")
-            state["usage"] = new_state(state["project_name"])["usage"]
-            if limits:
-                state["usage"]["limits"] = limits
-            state.setdefault("runs", []).append({
-                "run_id": self.run_id, "feature_id": slug,
-                "orchestrator": self.orchestrator_name, "started_at": now,
-                "status": "running",
-            })
-
-        self.state.update(apply)
-        self.budget = BudgetGuard(self.config.limits)
-
-    def _close_run_after_error(self, exc: BaseException) -> None:
-        """Mark the feature and the run as failed (or stopped) after an error escaped."""
-        stopped = isinstance(exc, KeyboardInterrupt)
-        code = 130 if stopped else getattr(exc, "exit_code", EXIT_FAILED)
-        reason = "interrupted" if stopped else fail_message(exc)[:500]
-
-        def apply(state: dict[str, Any]) -> None:
-            feature = state.get("current_feature")
-            if feature and feature.get("run_id") == self.run_id and feature["status"] not in (
-                "completed", "failed", "stopped"
-            ):
-                feature.update(status="stopped" if stopped else "failed",
-                               stop_reason=reason, updated_at=utc_now())
-            for run in state.get("runs", []):
-                if run["run_id"] == self.run_id and run["status"] == "running":
-                    run.update(status="stopped" if stopped else "failed", exit_code=code,
-                               finished_at=utc_now())
-
-        if not self.run_id:
-            return
-        try:
-            self.state.update(apply)
-        except AgentTeamError as state_error:  # the state file itself is the problem
-            self.log(f"Could not record the failed run in the state file: {state_error}")
-
-    def create_feature_branch(self) -> None:
-        """Create `feature/<slug>` at the base commit."""
-        self.git.create_branch(self.feature_branch, self.base_commit)
-        self.log(f"Feature branch {self.feature_branch} created from {self.base_branch}.")
-
-    def stop_for_budget(self, exc: UsageLimitExceeded) -> dict[str, Any]:
-        """End the run because a budget was reached: record it, write the summary, exit 3."""
-        reason = f"budget: {exc}"
-        self.set_feature_status("stopped", stop_reason=reason)
-        self._note("orchestrator", None, "stopped", reason,
-                   {"limit": exc.limit, "value": exc.value, "maximum": exc.maximum})
-        self.log(f"Stopped. {exc} Work so far is committed on the task branches; raise the "
-                 "limit and continue with --resume.")
-        return self.finish_run("stopped", EXIT_BUDGET)
-
-    def remove_empty_dirs(self, root: Path) -> None:
-        """Delete empty directories left under `root` (and `root` itself when empty)."""
-        if not root.is_dir():
-            return
-        found = []
-        for directory, subdirs, files in os.walk(root):
-            if ".git" in files or ".git" in subdirs:  # a worktree that was kept: leave it be
-                subdirs.clear()
-                continue
-            found.append(Path(directory))
-        for directory in reversed(found):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        with contextlib.suppress(OSError):
-            root.rmdir()
-
-    def remove_own_worktree(self, path: Path | None, *, force: bool) -> None:
-        """Remove a worktree of the orchestrator's (feature or integration checkout).
-
-        `force` is for a run that ended normally: all work is committed and what is left are
-        files the test command wrote. After an error the worktree is kept when it has changes.
-        """
-        if path is None or not path.exists():
-            return
-        if self.git.merge_in_progress(path):
-            self.git.abort_merge(path)
-        try:
-            self.git.remove_worktree(path, force=force)
-        except GitError as exc:
-            self.log(f"Kept worktree {path}: {exc}")
-
-    def worktree_root_pattern(self) -> str:
-        root = str(self.config.coordination["worktree_root"]).strip("/")
-        return f"/{root}/"
-
-    @property
-    def worktree_root(self) -> Path:
-        return self.project_dir / str(self.config.coordination["worktree_root"])
-
-    def set_feature_status(self, status: str, **fields: Any) -> None:
-        def apply(state: dict[str, Any]) -> None:
-            feature = state["current_feature"]
-            if feature is None:
-                return
-            feature["status"] = status
-            feature["updated_at"] = utc_now()
-            feature.update(fields)
-
-        self.state.update(apply)
-
-    def finish_run(self, status: str, exit_code: int) -> dict[str, Any]:
-        """Write the summary (console, Markdown, JSON) and close the run in the state file."""
-        duration = time.monotonic() - self.started if self.started else 0.0
-        snapshot = self.state.read()
-        summary = report_mod.build_summary(snapshot, run_id=self.run_id,
-                                           duration_seconds=duration, status=status,
-                                           exit_code=exit_code)
-        paths = report_mod.write_reports(self.project_dir, self.run_id, summary)
-
-        def apply(state: dict[str, Any]) -> None:
-            for run in state.get("runs", []):
-                if run["run_id"] == self.run_id:
-                    run.update(status=status, exit_code=exit_code, finished_at=utc_now(),
-                               report=str(paths["markdown"].relative_to(self.project_dir)),
-                               summary=report_mod.compact(summary))
-
-        self.state.update(apply)
-        self.output(report_mod.render_console(summary))
-        self.log(f"Report written to {paths['markdown']}")
-        return summary
-
-
 class _StateHooks(AgentHooks):
     """Mirror an agent's progress into the state file and account its usage."""
 
@@ -773,10 +480,3 @@ class _StateHooks(AgentHooks):
 
     def after_tool_call(self, turn: int, call: Any, result: Any) -> None:
         self.orchestrator.set_agent(self.agent, last_tool=call.name)
-
-
-def fail_message(exc: BaseException) -> str:
-    """A one-line reason for a failed task, with the exception type when it is not ours."""
-    if isinstance(exc, AgentTeamError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
