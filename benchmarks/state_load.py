@@ -16,6 +16,7 @@ transaction per change, and reports the file's size and how the cost of one writ
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine_line, median, parser, table, write_json
-from agent_team.state import TeamState, new_state
+from agent_team.state import TeamState
 
 USAGE = {"input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 9000,
          "cache_write_tokens": 400}
@@ -98,9 +99,9 @@ def run_writers(path: Path, threads: int, processes: int, count: int) -> dict[st
 
 def verify(path: Path, threads: int, processes: int, count: int) -> dict[str, Any]:
     data = TeamState(path).read()
-    seen = Counter(update["message"] for update in data["agent_updates"])
     expected = {f"thread-{t}#{i}" for t in range(threads) for i in range(count)}
     expected |= {f"proc-{p}#{i}" for p in range(processes) for i in range(count)}
+    seen = Counter(u["message"] for u in data["agent_updates"] if u["message"] in expected)
     return {
         "expected": len(expected),
         "lost": len(expected - set(seen)),
@@ -200,7 +201,7 @@ def main() -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--updates", type=int, help="transactions per writer (default 25)")
     ap.add_argument("--tasks", type=int, help="tasks in the simulated run (default 200)")
-    ap.add_argument("--worker", nargs=3, metavar=("PATH", "NAME", "COUNT"), help=ap.SUPPRESS)
+    ap.add_argument("--worker", nargs=3, metavar=("PATH", "NAME", "COUNT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         raise SystemExit(worker_main(args.worker[0], args.worker[1], int(args.worker[2])))

@@ -181,7 +181,7 @@ def served_from_cache(history: Sequence[Sequence[Block]], now: Sequence[Block],
 
 
 def placement(body: Mapping[str, Any]) -> dict[str, bool]:
-    """Whether the breakpoints sit where the adapter means them to: last tool, system, last block."""
+    """Whether the breakpoints sit on the last tool, the system prompt and the last block."""
     tools = body.get("tools", [])
     system = body.get("system", [])
     messages = body["messages"]

@@ -28,6 +28,7 @@ from agent_team.agent_loop import run_agent  # noqa: E402
 from agent_team.cli import (  # noqa: E402
     common_options,
     limit_options,
+    make_display,
     resolve_run_inputs,
     run_cli,
 )
@@ -433,6 +434,8 @@ class FileBasedOrchestrator(BaseOrchestrator):
         }
         self.state.update(lambda state: state["integration"].setdefault("merges", []).append(
             entry))
+        self.events.emit("merge", task_id=task["task_id"], status=status,
+                         conflicts=list(conflicts), commit=commit)
         return entry
 
     # -- integration pass ------------------------------------------------------------------
@@ -523,6 +526,8 @@ class FileBasedOrchestrator(BaseOrchestrator):
 def main(max_workers: int | None, resume: bool, **options: Any) -> None:
     """Plan a feature with a manager agent and build it with parallel agents."""
 
+    display = make_display(options)
+
     def run() -> int:
         if resume:
             if options["feature"] or options["demo"]:
@@ -540,14 +545,22 @@ def main(max_workers: int | None, resume: bool, **options: Any) -> None:
             model_name=options["model_name"], base_url=options["base_url"], session=session,
             config_path=options["config_path"], test_command=options["test_command"],
             max_iterations=options["max_iterations"], limits=limit_options(options),
+            output=display.write_line, progress=display, record=options["record"],
         )
+        display.refresh_seconds = float(
+            orchestrator.config.coordination["check_interval_seconds"])
         summary = orchestrator.resume(max_workers) if resume else orchestrator.run(feature)
-        click.echo(f"[Orchestrator] Result: branch {summary['feature_branch']} in {project_dir}")
-        click.echo(f"[Orchestrator] See it with: git -C {project_dir} log --graph --oneline "
-                   f"{summary['feature_branch']}")
+        display.write_line(
+            f"[Orchestrator] Result: branch {summary['feature_branch']} in {project_dir}")
+        display.write_line(
+            f"[Orchestrator] See it with: git -C {project_dir} log --graph --oneline "
+            f"{summary['feature_branch']}")
         return int(summary["exit_code"])
 
-    run_cli(run)
+    try:
+        run_cli(run)
+    finally:
+        display.close()
 
 
 if __name__ == "__main__":

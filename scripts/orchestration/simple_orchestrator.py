@@ -23,6 +23,7 @@ import click  # noqa: E402
 from agent_team.cli import (  # noqa: E402
     common_options,
     limit_options,
+    make_display,
     resolve_run_inputs,
     run_cli,
 )
@@ -175,6 +176,8 @@ class SimpleOrchestrator(BaseOrchestrator):
 def main(**options: Any) -> None:
     """Plan a feature with a manager agent and build it task by task on one branch."""
 
+    display = make_display(options)
+
     def run() -> int:
         feature, project_dir, provider, session = resolve_run_inputs(
             options["feature"], options["project_dir"], options["demo"],
@@ -185,12 +188,19 @@ def main(**options: Any) -> None:
             base_url=options["base_url"], session=session,
             config_path=options["config_path"], test_command=options["test_command"],
             max_iterations=options["max_iterations"], limits=limit_options(options),
+            output=display.write_line, progress=display, record=options["record"],
         )
+        display.refresh_seconds = float(
+            orchestrator.config.coordination["check_interval_seconds"])
         summary = orchestrator.run(feature)
-        click.echo(f"[Orchestrator] Result: branch {summary['feature_branch']} in {project_dir}")
+        display.write_line(
+            f"[Orchestrator] Result: branch {summary['feature_branch']} in {project_dir}")
         return int(summary["exit_code"])
 
-    run_cli(run)
+    try:
+        run_cli(run)
+    finally:
+        display.close()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import click
 import git
 
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, AgentTeamError, PlanError, UserError
+from .progress import ProgressDisplay
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
 DEMO_APP = EXAMPLES_DIR / "demo-app"
@@ -30,7 +32,9 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--api-provider", type=click.Choice(["anthropic", "openai", "scripted"]),
             help="Model provider (default: chosen from which API key is set).",
         ),
-        click.option("--model", "model_name", help="Model id, e.g. claude-sonnet-5-5 or gpt-6.1-sol."),
+        click.option(
+            "--model", "model_name", help="Model id, e.g. claude-sonnet-5-5 or gpt-6.1-sol.",
+        ),
         click.option(
             "--base-url", help="API base URL, e.g. http://localhost:11434/v1 for Ollama.",
         ),
@@ -58,6 +62,13 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--cost-limit", type=click.FloatRange(0), help="Stop before the estimated cost "
             "in USD exceeds this.",
         ),
+        click.option(
+            "--record", type=click.Path(dir_okay=False, path_type=Path),
+            help="Write every model exchange to FILE; replay it with --api-provider scripted "
+            "--session FILE.",
+        ),
+        click.option("--no-progress", is_flag=True, help="Plain log lines, no live display."),
+        click.option("-v", "--verbose", is_flag=True, help="Also print every model and tool call."),
         click.option(
             "--demo", is_flag=True,
             help="Run offline on a copy of the example app with a scripted session.",
@@ -128,3 +139,10 @@ def limit_options(options: dict[str, Any]) -> dict[str, Any]:
         "token_budget": options.pop("token_budget", None),
         "cost_limit_usd": options.pop("cost_limit", None),
     }
+
+
+def make_display(options: dict[str, Any]) -> ProgressDisplay:
+    """The live progress display (a terminal) or plain lines (--no-progress, pipes, CI)."""
+    no_progress = options.pop("no_progress", False)
+    verbose = options.pop("verbose", False)
+    return ProgressDisplay(sys.stdout, live=False if no_progress else None, verbose=verbose)

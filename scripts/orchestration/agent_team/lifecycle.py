@@ -29,6 +29,7 @@ from .errors import (
     StateLockedError,
     UsageLimitExceeded,
 )
+from .events import EventLog, log_path
 from .git_workspace import slugify
 from .state import new_state, utc_now
 
@@ -81,6 +82,9 @@ class RunLifecycle(_Base):
             self._close_run_after_error(exc)
             raise
         finally:
+            if self.recorder is not None:
+                self.recorder.close()
+            self.events.close()
             self.release_run_lock()
 
     def check_resumable(self) -> dict[str, Any]:
@@ -126,6 +130,7 @@ class RunLifecycle(_Base):
 
         state = self.state.update(apply)
         self.budget = BudgetGuard(self.config.limits, state["usage"])
+        self._open_event_log(feature["title"], resumed=True)
         self.log(f"Resuming {self.feature_branch}: {feature['title']}")
         return state
 
@@ -220,6 +225,21 @@ class RunLifecycle(_Base):
 
         self.state.update(apply)
         self.budget = BudgetGuard(self.config.limits)
+        self._open_event_log(feature.strip(), resumed=False)
+
+    def _open_event_log(self, feature: str, *, resumed: bool) -> None:
+        """Start this run's JSON-lines log under .ai-agents/logs/ and announce the run."""
+        self.events.close()
+        self.events = EventLog(log_path(self.project_dir, self.run_id), run_id=self.run_id)
+        if self.progress is not None:
+            self.events.add_listener(self.progress)
+        if self.recorder is not None:
+            self.recorder.set_feature(feature)
+        self.events.emit(
+            "run_started", feature=feature, branch=self.feature_branch,
+            base_branch=self.base_branch, orchestrator=self.orchestrator_name,
+            provider=self.provider, resumed=resumed,
+        )
 
     def _close_run_after_error(self, exc: BaseException) -> None:
         """Mark the feature and the run as failed (or stopped) after an error escaped."""
@@ -241,6 +261,8 @@ class RunLifecycle(_Base):
 
         if not self.run_id:
             return
+        self.events.emit("run_finished", status="stopped" if stopped else "failed",
+                         exit_code=code, error=reason)
         try:
             self.state.update(apply)
         except AgentTeamError as state_error:  # the state file itself is the problem
@@ -254,6 +276,7 @@ class RunLifecycle(_Base):
     def stop_for_budget(self, exc: UsageLimitExceeded) -> dict[str, Any]:
         """End the run because a budget was reached: record it, write the summary, exit 3."""
         reason = f"budget: {exc}"
+        self.events.emit("budget_stop", limit=exc.limit, value=exc.value, maximum=exc.maximum)
         self.set_feature_status("stopped", stop_reason=reason)
         self._note("orchestrator", None, "stopped", reason,
                    {"limit": exc.limit, "value": exc.value, "maximum": exc.maximum})
@@ -315,9 +338,12 @@ class RunLifecycle(_Base):
         """Write the summary (console, Markdown, JSON) and close the run in the state file."""
         duration = time.monotonic() - self.started if self.started else 0.0
         snapshot = self.state.read()
+        files = None
+        if self.feature_branch and self.git.branch_exists(self.feature_branch):
+            files = self.git.changed_files(self.base_commit, self.feature_branch)
         summary = report_mod.build_summary(snapshot, run_id=self.run_id,
                                            duration_seconds=duration, status=status,
-                                           exit_code=exit_code)
+                                           exit_code=exit_code, files_changed=files)
         paths = report_mod.write_reports(self.project_dir, self.run_id, summary)
 
         def apply(state: dict[str, Any]) -> None:
@@ -328,6 +354,7 @@ class RunLifecycle(_Base):
                                summary=report_mod.compact(summary))
 
         self.state.update(apply)
+        self.events.emit("run_finished", status=status, exit_code=exit_code)
         self.output(report_mod.render_console(summary))
         self.log(f"Report written to {paths['markdown']}")
         return summary

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,15 @@ from .errors import (
     ConfigError,
     PlanError,
 )
+from .events import EventLog
 from .git_workspace import GitWorkspace
 from .lifecycle import RunLifecycle, fail_message
 
 __all__ = ["BaseOrchestrator", "fail_message"]
 from .models import ChatModel, Message, Reply, create_model, detect_provider
 from .plan import Plan, parse_plan, plan_output_schema
+from .progress import ProgressDisplay
+from .recording import RecordingModel, SessionRecorder
 from .roles import MANAGER, Role, build_roles, default_agent_types, load_prompt, read_context
 from .state import TeamState, utc_now
 from .stuck import StuckDetector, StuckEscalation, StuckHooks, guidance_prompt
@@ -62,6 +66,8 @@ class BaseOrchestrator(RunLifecycle):
         max_iterations: int | None = None,
         limits: Mapping[str, Any] | None = None,
         output: Callable[[str], None] | None = None,
+        record: str | Path | None = None,
+        progress: ProgressDisplay | None = None,
     ) -> None:
         self.project_dir = Path(project_dir).expanduser().resolve()
         self.git = GitWorkspace(self.project_dir)
@@ -79,6 +85,13 @@ class BaseOrchestrator(RunLifecycle):
             },
         )
         self.output = output or (lambda line: print(line, flush=True))
+        self.recorder = SessionRecorder(Path(record)) if record else None
+        self.progress = progress
+        self.events = EventLog(None, run_id="")
+        if progress is not None:
+            self.events.add_listener(progress)
+        if model is not None and self.recorder is not None:
+            model = RecordingModel(model, self.recorder)
         self._injected_model = model
         self.provider = self._resolve_provider(model)
         self.state = TeamState.for_project(self.project_dir, create=False, must_exist=False)
@@ -129,7 +142,7 @@ class BaseOrchestrator(RunLifecycle):
         with self._models_lock:
             key = f"{provider}|{spec.model}|{spec.base_url}|{spec.max_tokens}|{spec.temperature}"
             if key not in self._models:
-                self._models[key] = create_model(
+                created = create_model(
                     provider,
                     model=spec.model or self.config["model"],
                     base_url=spec.base_url or self.config["base_url"],
@@ -137,10 +150,11 @@ class BaseOrchestrator(RunLifecycle):
                     max_tokens=spec.max_tokens,
                     temperature=spec.temperature,
                     retry=self.config["retry"],
-                    on_retry=lambda n, delay, error: self.log(
-                        f"{role}: API error ({error}); retry {n} in {delay:.1f}s"
-                    ),
+                    on_retry=lambda n, delay, error: self._on_retry(role, n, delay, error),
                 )
+                if self.recorder is not None:
+                    created = RecordingModel(created, self.recorder)
+                self._models[key] = created
                 if provider == "scripted":
                     # One replay shared by all roles, so every queue is consumed once.
                     self._models = {k: self._models[key] for k in (key, "scripted")}
@@ -169,12 +183,19 @@ class BaseOrchestrator(RunLifecycle):
         schema = getattr(self._call_options, "output_schema", None)
         messages = [Message.user(prompt)]
         self.check_budget(role, system_prompt, messages)
+        started = time.monotonic()
         reply = model.complete(system_prompt, messages, output_schema=schema)
-        self.record_usage(role, None, reply, model)
+        self.record_usage(role, None, reply, model, duration_s=time.monotonic() - started)
         return reply.text
 
+    def _on_retry(self, role: str, attempt: int, delay: float, error: Exception) -> None:
+        self.events.emit("retry", role=role, attempt=attempt, delay_s=round(delay, 2),
+                         error=str(error))
+        self.log(f"{role}: API error ({error}); retry {attempt} in {delay:.1f}s")
+
     def record_usage(
-        self, role: str, task_id: str | None, reply: Reply, model: ChatModel
+        self, role: str, task_id: str | None, reply: Reply, model: ChatModel, *,
+        turn: int | None = None, duration_s: float | None = None,
     ) -> None:
         """Add one call's real token counts (and cost estimate) to the state file."""
         local = any(host in (self.config["base_url"] or "") for host in LOCAL_HOSTS)
@@ -184,6 +205,11 @@ class BaseOrchestrator(RunLifecycle):
         )
         counts = reply.usage.to_dict()
         self.budget.record(reply.usage, cost)
+        self.events.emit(
+            "model_call", role=role, task_id=task_id, turn=turn, usage=counts,
+            stop_reason=reply.stop_reason, model=reply.model or model.model, cost_usd=cost,
+            duration_s=None if duration_s is None else round(duration_s, 3),
+        )
 
         def apply(state: dict[str, Any]) -> None:
             known = any(t["task_id"] == task_id for t in state["tasks"])
@@ -256,12 +282,14 @@ class BaseOrchestrator(RunLifecycle):
         errors: list[str] = []
         for attempt in range(1, attempts + 1):
             self.log(f"Calling manager for a plan (attempt {attempt}/{attempts})...")
+            self.events.emit("plan_requested", attempt=attempt, max_attempts=attempts)
             with self._structured_output(plan_output_schema(workers)):
                 reply = self.call_agent("plan", MANAGER, prompt, system)
             try:
                 return parse_plan(reply, workers, max_tasks=max_tasks)
             except PlanError as exc:
                 errors = exc.errors
+                self.events.emit("plan_rejected", attempt=attempt, errors=errors)
                 self.log(f"Plan rejected: {'; '.join(errors)}")
                 self._note("manager", None, "plan_rejected", "Plan rejected", {"errors": errors})
                 prompt = (
@@ -295,6 +323,9 @@ class BaseOrchestrator(RunLifecycle):
             )
 
         self.state.update(apply)
+        self.events.emit("plan_accepted", tasks=len(tasks),
+                         task_ids=[t["task_id"] for t in tasks],
+                         roles=sorted({t["assigned_to"] for t in tasks}))
         self.log(f"{len(tasks)} tasks created: " + ", ".join(
             f"{t['task_id']} ({t['assigned_to']})" for t in tasks
         ))
@@ -354,6 +385,7 @@ class BaseOrchestrator(RunLifecycle):
                                  int(coordination["stuck_idle_turns"]))
 
         def on_stuck(action: str, reason: str) -> None:
+            self.events.emit("stuck", role=role, task_id=task_id, action=action, reason=reason)
             self.log(f"{self.agent_id(role, task_id)} looks stuck ({action}): {reason}")
             self._note(role, task_id, f"stuck_{action}", reason)
 
@@ -399,6 +431,8 @@ class BaseOrchestrator(RunLifecycle):
             return attempt(retry)
         except StuckEscalation as again:
             self._note(role.name, task_id, "stuck_fail", again.reason)
+            self.events.emit("stuck", role=role.name, task_id=task_id, action="fail",
+                             reason=again.reason)
             raise AgentStuck(
                 f"{task_id} got stuck again after the manager's guidance: {again.reason}"
             ) from again
@@ -410,9 +444,13 @@ class BaseOrchestrator(RunLifecycle):
         if len(title) > 72:
             title = title[:69] + "..."
         message = f"{title}\n\n{summary}\n\nRole: {role}\nTask: {task['task_id']}\n"
-        return self.git.commit_all(
+        sha = self.git.commit_all(
             workspace, message, author_name=role, author_email=self.agent_email(role)
         )
+        if sha is not None:
+            self.events.emit("commit", task_id=task["task_id"], role=role, sha=sha,
+                             files=self.git.changed_files(f"{sha}^", sha))
+        return sha
 
     # -- tests and state helpers -----------------------------------------------------------
 
@@ -429,11 +467,17 @@ class BaseOrchestrator(RunLifecycle):
             command, directory,
             timeout=float(self.config.coordination["test_timeout_seconds"]), ref=ref,
         )
+        self.events.emit("test_run", command=results.command, exit_code=results.exit_code,
+                         passed=results.passed, failed=results.failed,
+                         timed_out=results.timed_out)
         self.log(f"Tests: {results.describe()}")
         return results
 
     def set_task(self, task_id: str, **fields: Any) -> None:
-        self.state.update(lambda state: TeamState.set_task_in(state, task_id, **fields))
+        task = self.state.update(lambda state: TeamState.set_task_in(state, task_id, **fields))
+        if "status" in fields:
+            self.events.emit("task_status", task_id=task_id, status=fields["status"],
+                             error=fields.get("error"), role=(task or {}).get("assigned_to"))
 
     @staticmethod
     def agent_id(role: str, task_id: str | None) -> str:
@@ -455,7 +499,10 @@ class BaseOrchestrator(RunLifecycle):
         )
 
     def log(self, message: str) -> None:
-        self.output(f"[Orchestrator] {message}")
+        """A progress line: to the event log, and printed (by the display when there is one)."""
+        self.events.emit("log", message=message)
+        if self.progress is None:
+            self.output(f"[Orchestrator] {message}")
 
 class _StateHooks(AgentHooks):
     """Mirror an agent's progress into the state file and account its usage."""
@@ -469,14 +516,19 @@ class _StateHooks(AgentHooks):
         self.agent = orchestrator.agent_id(role, task_id)
         self.system = orchestrator._get_system_prompt(role)
         self.tokens = 0
+        self.started = time.monotonic()
 
     def before_model_call(self, turn: int, messages: Sequence[Message]) -> None:
         self.orchestrator.check_budget(self.role, self.system, messages)
+        self.started = time.monotonic()
 
     def after_model_call(self, turn: int, reply: Reply) -> None:
-        self.orchestrator.record_usage(self.role, self.task_id, reply, self.model)
+        self.orchestrator.record_usage(self.role, self.task_id, reply, self.model, turn=turn,
+                                       duration_s=time.monotonic() - self.started)
         self.tokens += reply.usage.total_tokens
         self.orchestrator.set_agent(self.agent, turn=turn, tokens=self.tokens)
 
     def after_tool_call(self, turn: int, call: Any, result: Any) -> None:
+        self.orchestrator.events.emit("tool_call", role=self.role, task_id=self.task_id,
+                                      turn=turn, tool=call.name, is_error=result.is_error)
         self.orchestrator.set_agent(self.agent, last_tool=call.name)

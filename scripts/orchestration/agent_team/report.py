@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,13 @@ def build_summary(
     duration_seconds: float,
     status: str,
     exit_code: int,
+    files_changed: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready summary of the current feature's run."""
+    """A JSON-ready summary of the current feature's run.
+
+    `files_changed` is the feature branch's diff against its base, from git; without it the
+    union of the tasks' git-recorded files is used.
+    """
     feature = state.get("current_feature") or {}
     usage = state.get("usage") or {}
     integration = state.get("integration") or {}
@@ -43,7 +49,8 @@ def build_summary(
         }
         for t in state.get("tasks", [])
     ]
-    files = sorted({f for t in tasks for f in t["files_modified"]})
+    files = sorted(files_changed if files_changed is not None else {
+        f for t in tasks for f in t["files_modified"]})
     calls_by_role = {
         role: counts.get("api_calls", 0) for role, counts in (usage.get("by_agent") or {}).items()
     }
@@ -68,10 +75,44 @@ def build_summary(
         "cost_known": usage.get("cost_known", usage.get("cost_usd") is not None),
         "tasks": tasks,
         "files_changed": files,
+        "schedule": schedule_figures(state.get("tasks", [])),
         "merges": integration.get("merges", []),
         "test_results": integration.get("test_results"),
         "integration_summary": integration.get("summary", ""),
         "merged_into_base": integration.get("merged_into_base", False),
+    }
+
+
+def _seconds(timestamp: str | None) -> float | None:
+    if not timestamp:
+        return None
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def schedule_figures(tasks: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Makespan of the tasks against the critical path of their measured durations.
+
+    The critical path is the longest dependency chain when each task takes as long as it
+    really took: no schedule can finish sooner, so the ratio shows how close the run came.
+    """
+    from .scheduler import Job, critical_path_length
+
+    timed = {}
+    for task in tasks:
+        start, end = _seconds(task.get("started_at")), _seconds(task.get("completed_at"))
+        if start is not None and end is not None and end >= start:
+            timed[task["task_id"]] = (start, end)
+    if not timed:
+        return None
+    jobs = [Job(t["task_id"], tuple(d for d in t.get("dependencies", []) if d in timed))
+            for t in tasks if t["task_id"] in timed]
+    length, path = critical_path_length(jobs, {k: e - s for k, (s, e) in timed.items()})
+    makespan = max(e for _, e in timed.values()) - min(s for s, _ in timed.values())
+    return {
+        "makespan_seconds": round(makespan, 2),
+        "critical_path_seconds": round(length, 2),
+        "critical_path": path,
+        "ratio": round(makespan / length, 2) if length > 0 else None,
     }
 
 
@@ -95,6 +136,8 @@ def _tokens_line(summary: Mapping[str, Any]) -> str:
 def _cost_line(summary: Mapping[str, Any]) -> str:
     if not summary["cost_known"] or (summary["cost_usd"] is None and summary["api_calls"]):
         return "unknown (a model without a price in the table was used)"
+    if not summary["cost_usd"] and not any(summary["tokens"].values()):
+        return "$0.00 (no tokens were billed)"
     return f"~${summary['cost_usd'] or 0.0:.4f} (estimate from list prices)"
 
 
@@ -147,6 +190,13 @@ def render_console(summary: Mapping[str, Any]) -> str:
         f"  Merges: {_merges_line(summary['merges'])}",
         f"  Tests: {_tests_line(summary['test_results'])}",
     ]
+    schedule = summary.get("schedule")
+    if schedule and schedule.get("ratio"):
+        lines.append(
+            f"  Schedule: tasks took {schedule['makespan_seconds']:.1f} s; critical path "
+            f"{' -> '.join(schedule['critical_path'])} {schedule['critical_path_seconds']:.1f} s"
+            f" (x{schedule['ratio']:.2f})"
+        )
     if summary.get("stop_reason"):
         lines.append(f"  Stopped: {summary['stop_reason']}")
     verdict = "SUCCESS - ready to review" if summary["exit_code"] == 0 else "FAILED"
@@ -167,6 +217,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         f"- Tokens: {_tokens_line(summary)}",
         f"- Estimated cost: {_cost_line(summary)}",
         f"- Tests: {_tests_line(summary['test_results'])}",
+        f"- Files changed (git): {len(summary['files_changed'])}",
         "",
         "## Tasks",
         "",
