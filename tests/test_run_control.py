@@ -344,3 +344,74 @@ def test_agent_stuck_again_after_guidance_fails_its_task_with_the_reason(
     assert "got stuck again after the manager's guidance" in tasks["A"]["error"]
     assert "read_file" in tasks["A"]["error"]
     assert tasks["B"]["status"] == "blocked" and tasks["C"]["status"] == "blocked"
+
+
+def enqueue_simple_run(fake_api: Any, model: str) -> None:
+    fake_api.enqueue(anthropic_message(text=plan(("T1", "backend-dev", []))["text"],
+                                       model=model))
+    fake_api.enqueue(anthropic_message(tool_uses=[("write_file", {
+        "path": "t1.txt", "content": "hello\n"})], model=model))
+    fake_api.enqueue(anthropic_message(tool_uses=[("finish_task", {
+        "status": "completed", "summary": "t1.txt written."})], model=model))
+    fake_api.enqueue(anthropic_message(text="T1 added t1.txt.", model=model))
+
+
+def test_record_then_replay_reaches_the_same_tree_and_writes_no_key(
+    tmp_path: Path, fake_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "sk-ant-api03-recording-test-not-real-0123456789"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    enqueue_simple_run(fake_api, "claude-sonnet-5-5")
+    recorded = tmp_path / "recorded"
+    make_repo(recorded, FILES)
+    session = tmp_path / "session.json"
+    first = SimpleOrchestrator(
+        recorded, api_provider="anthropic", base_url=fake_api.anthropic_base_url,
+        test_command="python -m pytest -q", output=lambda _: None, record=session,
+    ).run(FEATURE)
+    assert first["exit_code"] == 0
+    text = session.read_text()
+    assert key not in text and "authorization" not in text.lower()
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    replayed = tmp_path / "replayed"
+    make_repo(replayed, FILES)
+    second = SimpleOrchestrator(
+        replayed, api_provider="scripted", session=session,
+        test_command="python -m pytest -q", output=lambda _: None,
+    ).run(FEATURE)
+    assert second["exit_code"] == 0
+    assert tree(replayed, second["feature_branch"]) == tree(recorded, first["feature_branch"])
+
+
+def test_event_log_has_one_event_per_call_commit_merge_and_state_change(
+    tmp_path: Path,
+) -> None:
+    from agent_team.events import read_events
+
+    project = tmp_path / "project"
+    make_repo(project, FILES)
+    summary = orchestrator(project, ScriptedModel(chain_session())).run(FEATURE)
+    events = read_events(project / ".ai-agents" / "logs" / f"{summary['run_id']}.jsonl")
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert kinds.count("model_call") == summary["api_calls"] == 8
+    assert kinds.count("tool_call") == 6 and kinds.count("commit") == 3
+    assert kinds.count("merge") == 3 and "test_run" in kinds
+    statuses = [(e["task_id"], e["status"]) for e in events if e["kind"] == "task_status"]
+    assert statuses.count(("A", "completed")) == 1
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+
+
+def test_verbose_plain_output_shows_tool_calls(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    make_repo(project, FILES)
+    session = tmp_path / "session.json"
+    session.write_text(json.dumps({"agents": chain_session()}))
+    result = CliRunner().invoke(main, [
+        "--feature", FEATURE, "--project-dir", str(project), "--api-provider", "scripted",
+        "--session", str(session), "--test-command", "python -m pytest -q",
+        "--no-progress", "-v",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "write_file" in result.output and "\x1b[" not in result.output

@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "test_command": None,
     "agents": {},
     "coordination": {
-        "check_interval_seconds": 2,
+        "check_interval_seconds": 1,
         "max_iterations": 30,
         "auto_merge": False,
         "parallel_execution": True,

@@ -354,7 +354,7 @@ class RunLifecycle(_Base):
                                summary=report_mod.compact(summary))
 
         self.state.update(apply)
-        self.events.emit("run_finished", status=status, exit_code=exit_code)
         self.output(report_mod.render_console(summary))
         self.log(f"Report written to {paths['markdown']}")
+        self.events.emit("run_finished", status=status, exit_code=exit_code)
         return summary
