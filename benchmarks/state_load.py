@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,12 @@ def fresh_file(directory: Path, name: str, base: dict[str, Any] | None = None) -
 # -- part 2: a simulated run ----------------------------------------------------------------------
 
 
-def simulate_run(path: Path, tasks: int, turns: int) -> dict[str, Any]:
-    """Write what the orchestrator writes for `tasks` tasks; time every transaction."""
-    state = TeamState(path)
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+
+
+def run_changes(tasks: int, turns: int) -> Iterator[Callable[[dict[str, Any]], Any]]:
+    """The state changes of a run, in order, one per transaction the orchestrator makes."""
     roles = ("backend-dev", "frontend-dev", "qa-tester")
     plan = [
         {"task_id": f"TASK-{i + 1:03d}",
@@ -137,53 +141,53 @@ def simulate_run(path: Path, tasks: int, turns: int) -> dict[str, Any]:
          "priority": "medium", "status": "pending"}
         for i in range(tasks)
     ]
-    timings: list[float] = []
-
-    def write(fn: Any) -> None:
-        started = time.perf_counter()
-        state.update(fn)
-        timings.append(time.perf_counter() - started)
-
-    def now() -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-
-    write(lambda s: s.update(tasks=plan))
+    yield lambda s: s.update(tasks=plan)
     for i, item in enumerate(plan):
         task_id, role = item["task_id"], item["assigned_to"]
         agent = f"{role}@{task_id}"
         branch = f"feature/state-load-agents/{role}/{task_id}"
         worktree = f"/home/user/project/.ai-agents/worktrees/state-load/tasks/{task_id}"
-        write(lambda s, t=task_id, b=branch, w=worktree: TeamState.set_task_in(
-            s, t, status="in_progress", started_at=now(), branch=b, worktree=w, attempts=1))
-        write(lambda s, a=agent, t=task_id, b=branch, w=worktree: TeamState.set_agent_in(
-            s, a, status="working", current_task=t, branch=b, worktree=w, turn=0))
+        yield lambda s, t=task_id, b=branch, w=worktree: TeamState.set_task_in(
+            s, t, status="in_progress", started_at=now(), branch=b, worktree=w, attempts=1)
+        yield lambda s, a=agent, t=task_id, b=branch, w=worktree: TeamState.set_agent_in(
+            s, a, status="working", current_task=t, branch=b, worktree=w, turn=0)
         for turn in range(1, turns + 1):
-            write(lambda s, r=role, t=task_id: TeamState.add_usage_to(
-                s, r, USAGE, cost_usd=0.012, task_id=t))
-            write(lambda s, a=agent, n=turn: TeamState.set_agent_in(
-                s, a, turn=n, tokens=n * 10900))
-            write(lambda s, a=agent: TeamState.set_agent_in(s, a, last_tool="edit_file"))
+            yield lambda s, r=role, t=task_id: TeamState.add_usage_to(
+                s, r, USAGE, cost_usd=0.012, task_id=t)
+            yield lambda s, a=agent, n=turn: TeamState.set_agent_in(
+                s, a, turn=n, tokens=n * 10900)
+            yield lambda s, a=agent: TeamState.set_agent_in(s, a, last_tool="edit_file")
             if turn % 3 == 0:
-                write(lambda s, r=role, t=task_id, n=turn: TeamState.append_update_to(
+                yield lambda s, r=role, t=task_id, n=turn: TeamState.append_update_to(
                     s, r, t, "in_progress",
-                    f"Turn {n}: models and endpoint written, running the unit tests now"))
+                    f"Turn {n}: models and endpoint written, running the unit tests now")
         result = {
             "summary": "Added the part's model, endpoint and tests; all new tests pass.",
             "completed_items": item["deliverables"],
             "files_modified": [*item["deliverables"], "src/feature/__init__.py"],
             "test_results": None, "blockers": [], "notes": "",
         }
-        write(lambda s, t=task_id, r=result, n=i: TeamState.set_task_in(
-            s, t, progress=90, commit=f"{n:040x}", result=r))
+        yield lambda s, t=task_id, r=result, n=i: TeamState.set_task_in(
+            s, t, progress=90, commit=f"{n:040x}", result=r)
         merge = {"task_id": task_id, "branch": branch, "into": "feature/state-load",
                  "status": "merged", "commit": f"{i + 7:040x}", "conflicts": [],
                  "message": "", "timestamp": now()}
-        write(lambda s, m=merge: s["integration"].setdefault("merges", []).append(m))
-        write(lambda s, t=task_id, n=i: TeamState.set_task_in(
+        yield lambda s, m=merge: s["integration"].setdefault("merges", []).append(m)
+        yield lambda s, t=task_id, n=i: TeamState.set_task_in(
             s, t, status="completed", progress=100, merged=True, merge_commit=f"{n + 7:040x}",
-            completed_at=now()))
-        write(lambda s, a=agent: TeamState.set_agent_in(s, a, status="done"))
-    data = TeamState(path).read()
+            completed_at=now())
+        yield lambda s, a=agent: TeamState.set_agent_in(s, a, status="done")
+
+
+def simulate_run(path: Path, tasks: int, turns: int) -> dict[str, Any]:
+    """Write what the orchestrator writes for `tasks` tasks, one transaction per change."""
+    state = TeamState(path)
+    timings: list[float] = []
+    for change in run_changes(tasks, turns):
+        started = time.perf_counter()
+        state.update(change)
+        timings.append(time.perf_counter() - started)
+    data = state.read()
     tenth = max(1, len(timings) // 10)
     return {
         "tasks": tasks,

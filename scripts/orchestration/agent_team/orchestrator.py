@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import filelock
 
@@ -43,7 +45,7 @@ from .testrun import TestResults, detect_test_command, run_tests
 from .tools import Workspace, build_toolbox
 
 AGENT_EMAIL_DOMAIN = "agent-team.invalid"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "0.0.0.0")
+LOCAL_HOSTS = ("localhost", "::1", "0.0.0.0")
 
 
 class BaseOrchestrator(RunLifecycle):
@@ -198,7 +200,7 @@ class BaseOrchestrator(RunLifecycle):
         turn: int | None = None, duration_s: float | None = None,
     ) -> None:
         """Add one call's real token counts (and cost estimate) to the state file."""
-        local = any(host in (self.config["base_url"] or "") for host in LOCAL_HOSTS)
+        local = self.is_local(role)
         cost = estimate_cost(
             model.provider, reply.model or model.model, reply.usage,
             self.config["prices"], local=local,
@@ -218,6 +220,14 @@ class BaseOrchestrator(RunLifecycle):
             )
 
         self.state.update(apply)
+
+    def is_local(self, role: str) -> bool:
+        """Whether the role's model is served from this machine (a local server or proxy)."""
+        spec = self.roles.get(role)
+        url = (spec.base_url if spec else None) or self.config["base_url"] or os.environ.get(
+            "OPENAI_BASE_URL", "")
+        host = urlsplit(url).hostname or ""
+        return host in LOCAL_HOSTS or host.startswith("127.")
 
     def check_budget(self, role: str, system: str, messages: Sequence[Message]) -> None:
         """Refuse the next request when it would go over a limit (UsageLimitExceeded)."""
@@ -240,7 +250,7 @@ class BaseOrchestrator(RunLifecycle):
             return
         for role in self.roles:
             model = self.model_for(role)
-            local = any(host in (self.config["base_url"] or "") for host in LOCAL_HOSTS)
+            local = self.is_local(role)
             if model.provider in FREE_PROVIDERS or local:
                 continue
             if price_for(model.provider, model.model, self.config["prices"]) is None:

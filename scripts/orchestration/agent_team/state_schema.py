@@ -11,6 +11,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -73,6 +74,13 @@ _DATE_TIME = re.compile(
 )
 _FORMATS = FormatChecker(formats=())
 _ARRAYS = ("tasks", "decisions", "agent_updates", "runs")
+#: Containers below or beside the arrays whose entries are also checked one by one: the live
+#: view of the agents (one entry per agent of the run, one rewritten every turn) and the merge
+#: log (one entry per task). Validating them whole made every write cost O(tasks).
+_NESTED: tuple[tuple[str, ...], ...] = (("agents",), ("integration", "merges"))
+_PLAIN_ARRAY_KEYS = frozenset({"type", "items", "description", "title", "$comment"})
+_PLAIN_MAP_KEYS = frozenset({"type", "additionalProperties", "propertyNames", "description",
+                             "title", "$comment"})
 _MEMO_LIMIT = 20_000
 
 
@@ -123,12 +131,18 @@ def _ordered(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
+#: Built once: `json.dumps` with options builds a new encoder per call, and every write
+#: compacts every item of the state to find it in the memo.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_PRETTY = json.JSONEncoder(indent=2, ensure_ascii=False, allow_nan=False).encode
+
+
 def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _COMPACT(value)
 
 
 def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
+    return _PRETTY(value)
 
 
 def _indent(text: str, prefix: str) -> str:
@@ -156,7 +170,10 @@ class _Encoder:
             k: Draft202012Validator(s, format_checker=_FORMATS)
             for k, s in self.item_schemas.items()
         }
-        self._memo: dict[tuple[str, str], str] = {}
+        self.nested = {
+            path: spec for path in _NESTED if (spec := _nested_spec(self.schema, path))
+        }
+        self._memo: dict[tuple[Any, str], str] = {}
         self._memo_pattern: re.Pattern[str] | None = None
 
     def first_error(self, data: Any) -> ValidationError:
@@ -183,7 +200,7 @@ class _Encoder:
         if secret is not self._memo_pattern or len(self._memo) > _MEMO_LIMIT:
             self._memo, self._memo_pattern = {}, secret
         memo = self._memo
-        pieces: dict[str, str] = {}
+        pieces: dict[tuple[Any, ...], str] = {}
         for key in _ARRAYS:
             out = []
             for item in state.get(key, ()):
@@ -197,17 +214,110 @@ class _Encoder:
                         raise self.first_error(state)
                     text = memo[(key, compact)] = _indent(_pretty(value), "    ")
                 out.append(text)
-            pieces[key] = "[\n" + ",\n".join(out) + "\n  ]" if out else "[]"
-        rest = _ordered({k: [] if k in _ARRAYS else v for k, v in state.items()}, self.schema)
+            pieces[(key,)] = "[\n" + ",\n".join(out) + "\n  ]" if out else "[]"
+        shell = {k: [] if k in _ARRAYS else v for k, v in state.items()}
+        for path, spec in self.nested.items():
+            container = _lookup(shell, path)
+            if not isinstance(container, spec.kind):
+                continue  # left in place: the whole-document check reports it
+            if spec.kind is dict and any(secret.search(_compact(k)) for k in container):
+                continue
+            if spec.keys is not None and not spec.keys.is_valid(dict.fromkeys(container)):
+                raise self.first_error(state)
+            pieces[path] = self._nested_piece(path, spec, container, secret, state)
+            shell = _replaced(shell, path, spec.kind())
+        rest = _ordered(shell, self.schema)
         if secret.search(_compact(rest)):
             rest = redact_value(rest)
         if not self.validator.is_valid(rest):
             raise self.first_error(state)
-        fields = (
-            f"  {_compact(k)}: " + (pieces[k] if k in pieces else _indent(_pretty(v), "  ")[2:])
-            for k, v in rest.items()
-        )
-        return "{\n" + ",\n".join(fields) + "\n}\n"
+        return _format(rest, (), pieces) + "\n"
+
+    def _nested_piece(self, path: tuple[str, ...], spec: _Nested, container: Any,
+                      secret: re.Pattern[str], state: Any) -> str:
+        """One container's text, each entry checked and formatted once per distinct value."""
+        prefix = "  " * (len(path) + 1)
+        entries = container.items() if spec.kind is dict else ((None, v) for v in container)
+        out = []
+        for key, item in entries:
+            compact = _compact(item)
+            text = self._memo.get((path, compact))
+            if text is None:
+                value = _ordered(item, spec.schema)
+                if secret.search(compact):
+                    value = redact_value(value)
+                if not spec.validator.is_valid(value):
+                    raise self.first_error(state)
+                text = self._memo[(path, compact)] = _indent(_pretty(value), prefix)
+            out.append(text if key is None else f"{prefix}{_compact(key)}: {text[len(prefix):]}")
+        if not out:
+            return "{}" if spec.kind is dict else "[]"
+        close = "}" if spec.kind is dict else "]"
+        return ("{" if spec.kind is dict else "[") + "\n" + ",\n".join(out) + "\n" \
+            + "  " * len(path) + close
+
+
+@dataclass(frozen=True)
+class _Nested:
+    """How to check the entries of one container: a map of entries or an array of items."""
+
+    kind: type
+    schema: dict
+    validator: Draft202012Validator
+    keys: Draft202012Validator | None
+
+
+def _nested_spec(schema: Mapping[str, Any], path: tuple[str, ...]) -> _Nested | None:
+    """The container's entry schema, when checking entries alone is the same as the whole.
+
+    Only plain containers qualify (an array with nothing but `items`, an object with nothing
+    but `additionalProperties` and `propertyNames`); any other shape is left to the
+    whole-document check, so a schema change can never weaken validation.
+    """
+    node: Any = schema
+    for key in path:
+        if not isinstance(node, dict) or set(node) & {"oneOf", "anyOf", "allOf", "$ref"}:
+            return None
+        node = node.get("properties", {}).get(key)
+    if not isinstance(node, dict):
+        return None
+    if isinstance(node.get("items"), dict) and set(node) <= _PLAIN_ARRAY_KEYS:
+        item = node["items"]
+        return _Nested(list, item, Draft202012Validator(item, format_checker=_FORMATS), None)
+    entry = node.get("additionalProperties")
+    if isinstance(entry, dict) and set(node) <= _PLAIN_MAP_KEYS:
+        shell = {k: v for k, v in node.items() if k != "additionalProperties"}
+        return _Nested(dict, entry, Draft202012Validator(entry, format_checker=_FORMATS),
+                       Draft202012Validator(shell, format_checker=_FORMATS))
+    return None
+
+
+def _lookup(value: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _replaced(value: dict, path: tuple[str, ...], new: Any) -> dict:
+    """A copy of `value` with the container at `path` replaced, parents copied, not changed."""
+    head, *tail = path
+    return {**value, head: _replaced(value[head], tuple(tail), new) if tail else new}
+
+
+def _format(value: Any, path: tuple[str, ...], pieces: Mapping[tuple[Any, ...], str]) -> str:
+    """`json.dumps(value, indent=2)` at the depth of `path`, with pre-formatted containers."""
+    if path in pieces:
+        return pieces[path]
+    depth = len(path)
+    inside = [p for p in pieces if len(p) > depth and p[:depth] == path]
+    if not isinstance(value, dict) or not value or not inside:
+        text = _indent(_pretty(value), "  " * depth)
+        return text[2 * depth:]
+    prefix = "  " * (depth + 1)
+    fields = (f"{prefix}{_compact(k)}: {_format(v, (*path, k), pieces)}" for k, v in value.items())
+    return "{\n" + ",\n".join(fields) + "\n" + "  " * depth + "}"
 
 
 @lru_cache(maxsize=1)
