@@ -212,8 +212,10 @@ def main() -> None:
     count = args.updates or (4 if args.quick else 25)
     tasks = args.tasks or (10 if args.quick else 200)
     turns = 6
-    scenarios = (("16 threads", 16, 0), ("16 processes", 0, 16),
-                 ("8 threads + 8 processes", 8, 8))
+    scenarios: tuple[tuple[str, int, int], ...] = (
+        ("16 threads", 16, 0), ("16 processes", 0, 16), ("8 threads + 8 processes", 8, 8))
+    if args.quick:
+        scenarios = (("16 threads", 16, 0), ("2 threads + 2 processes", 2, 2))
     print(machine_line())
     print(f"Part 2 first: a simulated {tasks}-task run, {turns} model turns per task.\n")
     with tempfile.TemporaryDirectory(prefix="agent-team-state-") as tmp:
@@ -231,7 +233,8 @@ def main() -> None:
               f"on the {tasks}-task file.\n")
         rows = []
         writers: list[dict[str, Any]] = []
-        for start, base in (("fresh", None), (f"{tasks}-task file", big)):
+        starts = (("fresh", None), (f"{tasks}-task file", big))
+        for start, base in starts[:1] if args.quick else starts:
             for name, threads, processes in scenarios:
                 path = fresh_file(directory, f"{name}-{start}".replace(" ", "_"), base)
                 result = run_writers(path, threads, processes, count)

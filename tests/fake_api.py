@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -42,13 +44,18 @@ _ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class ScriptedResponse:
-    """One response the server will send: status, JSON body (or raw text), headers, delay."""
+    """One response the server will send: status, JSON body (or raw text), headers, delay.
+
+    `drop` closes the connection with a TCP reset instead of answering: `"reset"` before any
+    byte of the response, `"partial"` after the headers and half of the body.
+    """
 
     status: int = 200
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
     path: str | None = None
+    drop: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,10 +128,20 @@ class FakeAPI:
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
         path: str | None = None,
+        drop: bool | str = False,
     ) -> None:
-        """Queue one response; `path` restricts it to requests to that path."""
+        """Queue one response; `path` restricts it to requests to that path.
+
+        `drop=True` (or `"reset"`) resets the connection instead of answering; `"partial"`
+        resets it in the middle of the body (see `ScriptedResponse`).
+        """
+        mode = "reset" if drop is True else (drop or None)
+        if mode not in (None, "reset", "partial"):
+            raise ValueError(f"drop must be True, 'reset' or 'partial', not {drop!r}")
         with self._lock:
-            self._queue.append(ScriptedResponse(status, body, dict(headers or {}), delay, path))
+            self._queue.append(
+                ScriptedResponse(status, body, dict(headers or {}), delay, path, mode)
+            )
 
     def enqueue_error(
         self,
@@ -201,9 +218,15 @@ def _make_handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
             scripted = api._next(request)
             if scripted.delay:
                 time.sleep(scripted.delay)
-            self._send(scripted.status, scripted.body, scripted.headers)
+            if scripted.drop == "reset":
+                self._reset()
+                return
+            self._send(scripted.status, scripted.body, scripted.headers,
+                       cut=scripted.drop == "partial")
 
-        def _send(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
+        def _send(
+            self, status: int, body: Any, headers: Mapping[str, str], *, cut: bool = False
+        ) -> None:
             if isinstance(body, bytes):
                 payload, content_type = body, "application/octet-stream"
             elif isinstance(body, str):
@@ -217,9 +240,25 @@ def _make_handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
+                if cut:
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.wfile.flush()
+                    self._reset()
+                    return
                 self.wfile.write(payload)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
+
+        def _reset(self) -> None:
+            """Close the socket with an RST (linger 0), as a crashed proxy or peer does."""
+            self.close_connection = True
+            try:
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.connection.close()
+            except OSError:
+                pass
 
     return Handler
 

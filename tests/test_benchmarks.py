@@ -16,7 +16,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 EXPECTED = {
     "makespan": ["Makespan / critical path", "| graph", "FileBasedOrchestrator"],
-    "overhead": ["| files", "worktree add", "Target < 0.5 s per task"],
+    "overhead": ["| files", "worktree add", "Growth of the per-task time"],
     "tokens": ["| turn", "cacheable share", "breakpoints ok"],
     "state_load": ["| writers", "| tasks", "Lost updates across all scenarios: 0."],
 }
@@ -40,7 +40,7 @@ def test_quick_modes_print_their_tables(tmp_path: Path) -> None:
     for name, needles in EXPECTED.items():
         out = outputs[name]
         assert out.startswith("machine: "), out[:200]
-        assert "|---" in out or "|-" in out, f"{name} printed no table:\n{out}"
+        assert "\n|-" in out, f"{name} printed no table:\n{out}"
         for needle in needles:
             assert needle in out, f"{name}: {needle!r} missing from:\n{out}"
         data = json.loads((tmp_path / f"{name}.json").read_text(encoding="utf-8"))

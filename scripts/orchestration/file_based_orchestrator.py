@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,17 @@ from agent_team.errors import (  # noqa: E402
     EXIT_OK,
     AgentTeamError,
     GitError,
+    StateError,
+    ToolError,
     UsageLimitExceeded,
 )
-from agent_team.git_workspace import MergeResult  # noqa: E402
+from agent_team.git_workspace import CommitRefused, MergeResult  # noqa: E402
 from agent_team.orchestrator import BaseOrchestrator, fail_message  # noqa: E402
 from agent_team.plan import PRIORITY_RANK, extract_json  # noqa: E402
 from agent_team.roles import MANAGER  # noqa: E402
 from agent_team.scheduler import Job, run_graph  # noqa: E402
 from agent_team.state import utc_now  # noqa: E402
-from agent_team.tools import Workspace, build_toolbox  # noqa: E402
+from agent_team.tools import Tool, Workspace, build_toolbox, define_tool  # noqa: E402
 
 INTEGRATION_SCHEMA = {
     "type": "object",
@@ -84,6 +87,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
         self.max_workers = int(max_workers or coordination["max_workers"])
         self.integration_worktree: Path | None = None
         self._merge_lock = threading.Lock()
+        self._fatal: StateError | None = None
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -109,13 +113,23 @@ class FileBasedOrchestrator(BaseOrchestrator):
         """
         with self.resuming() as state:
             self.git.prune_worktrees()
+            if not self.git.branch_exists(self.feature_branch):  # stopped while planning
+                feature = state["current_feature"]
+                try:
+                    tasks = state["tasks"] or self.manager_create_tasks(
+                        feature.get("description") or feature["title"])
+                except UsageLimitExceeded as exc:
+                    return self.stop_for_budget(exc)
+                self.create_feature_branch()
+                return self._execute_and_integrate(tasks, max_workers or self.max_workers)
             done = []
             for task in state["tasks"]:
                 branch = self.task_branch(task)
                 if task["status"] == "completed" and task.get("merged", False):
                     done.append(task["task_id"])
-                elif self.git.branch_exists(branch) and self.git.is_merged(
-                        branch, self.feature_branch) and task.get("result"):
+                elif (task["status"] == "in_progress" and task.get("result")
+                      and task.get("commit") and self.git.branch_exists(branch)
+                      and self.git.is_merged(branch, self.feature_branch)):
                     done.append(task["task_id"])  # merged just before the crash
                     self.set_task(task["task_id"], status="completed", merged=True,
                                   progress=100)
@@ -130,6 +144,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
         self, tasks: list[dict[str, Any]], max_workers: int, completed: list[str] | None = None
     ) -> dict[str, Any]:
         self.integration_worktree = self._open_integration_worktree()
+        self._fatal = None
         finished = False
         try:
             self.set_feature_status("in_progress")
@@ -138,13 +153,14 @@ class FileBasedOrchestrator(BaseOrchestrator):
             schedule = run_graph(
                 [Job(t["task_id"], tuple(t["dependencies"]),
                      PRIORITY_RANK[t.get("priority", "medium")]) for t in tasks],
-                lambda job: self.agent_execute_task(
-                    self._task(job.id))["status"] == "completed",
+                self._run_job,
                 max_workers=max_workers,
                 on_event=self._on_schedule_event,
                 should_stop=self.should_stop,
                 completed=completed or (),
             )
+            if self._fatal is not None:
+                raise self._fatal
             self._record_schedule(schedule)
             if self.budget.tripped is not None:
                 finished = True
@@ -174,9 +190,19 @@ class FileBasedOrchestrator(BaseOrchestrator):
                 return path
         return self.git.add_worktree(path, self.feature_branch)
 
+    def _run_job(self, job: Job) -> bool:
+        """One task of the schedule; a state file that cannot be used stops the whole run."""
+        if self._fatal is not None:
+            return False
+        try:
+            return self.agent_execute_task(self._task(job.id))["status"] == "completed"
+        except StateError as exc:
+            self._fatal = self._fatal or exc
+            raise
+
     def should_stop(self) -> bool:
-        """Checked before each task starts; a reached budget ends the run early."""
-        return self.budget.tripped is not None
+        """Checked before each task starts; a reached budget or a state error ends the run."""
+        return self.budget.tripped is not None or self._fatal is not None
 
     @property
     def feature_dir(self) -> Path:
@@ -190,7 +216,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
         return next(t for t in self.state.read()["tasks"] if t["task_id"] == task_id)
 
     def _on_schedule_event(self, event: str, task_id: str, detail: str) -> None:
-        if event not in ("blocked", "skipped"):
+        if event not in ("blocked", "skipped") or self._fatal is not None:
             return
         if self.budget.tripped is not None:  # not started because the run stopped
             self.set_task(task_id, status="pending", error="not started: the run stopped")
@@ -215,9 +241,17 @@ class FileBasedOrchestrator(BaseOrchestrator):
             branch = self.task_branch(task)
             info = registered.get(path.resolve())
             if info is not None and info.branch == branch:  # left by an interrupted run
-                self.commit_task(task, path, "Work recovered from an interrupted run.")
+                try:
+                    self.commit_task(task, path, "Work recovered from an interrupted run.")
+                except CommitRefused as exc:
+                    self.log(f"{task['task_id']}: {exc}")
                 worktrees[task["task_id"]] = path
                 continue
+            if info is None and path.exists():  # no longer a worktree: keep its files
+                aside = path.with_name(f"{path.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+                path.rename(aside)
+                self.log(f"{path} is not a git worktree any more (deleted during an earlier "
+                         f"run?); its files were moved to {aside}.")
             worktrees[task["task_id"]] = self.git.add_worktree(
                 path, branch, start_point=self.feature_branch
             )
@@ -273,16 +307,26 @@ class FileBasedOrchestrator(BaseOrchestrator):
         try:
             report, error = self._run_attempts(task, worktree)
         except UsageLimitExceeded as exc:
-            commit = self.commit_task(task, worktree, f"Partial work; the run stopped: {exc}")
+            commit, problem = self._save_work(task, worktree,
+                                              f"Partial work; the run stopped: {exc}")
             self._remove_worktree(worktree)
             self.set_task(task_id, status="pending", commit=commit,
-                          error=f"stopped before finishing ({exc.limit}); work so far is on "
-                                f"{branch}")
+                          error=problem or f"stopped before finishing ({exc.limit}); work so "
+                                           f"far is on {branch}")
             self.set_agent(agent, status="stopped")
             return {"task_id": task_id, "status": "stopped", "error": str(exc)}
+        except StateError as exc:  # the run stops; git keeps the work, the state cannot
+            commit, problem = self._save_work(
+                task, worktree, "Partial work; the run stopped: the team state file could not "
+                                "be used.")
+            self._remove_worktree(worktree)
+            self.log(f"{task_id}: {problem or f'work so far is on {branch}'}")
+            raise exc
 
         summary = report["summary"] if report else f"Partial work; the task failed: {error}"
-        commit = self.commit_task(task, worktree, summary)
+        commit, problem = self._save_work(task, worktree, summary)
+        if problem is not None:
+            error = f"{error}; {problem}" if error else problem
         files = self.git.changed_files(start, branch)
         result = {
             "summary": summary,
@@ -318,7 +362,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
                 report = self.run_task_agent(current, worktree).report
                 error = None if report["status"] == "completed" else (
                     "; ".join(report.get("blockers") or []) or report["summary"])
-            except UsageLimitExceeded:
+            except (UsageLimitExceeded, StateError):
                 raise
             except Exception as exc:  # this task fails; independent tasks go on
                 report, error = None, fail_message(exc)
@@ -327,6 +371,20 @@ class FileBasedOrchestrator(BaseOrchestrator):
             self.log(f"{task['task_id']} attempt {attempt} failed ({error}); retrying.")
             current["last_error"] = error
         return report, error
+
+    def _save_work(
+        self, task: dict[str, Any], worktree: Path, summary: str
+    ) -> tuple[str | None, str | None]:
+        """Commit what the agent left: (new commit or None, why the work is not on its branch)."""
+        if not self.git.is_worktree(worktree):
+            return None, (
+                f"the task's worktree {worktree} was deleted while the agent worked (by a "
+                f"command it ran?); what it committed before is kept on {self.task_branch(task)}"
+            )
+        try:
+            return self.commit_task(task, worktree, summary), None
+        except CommitRefused as exc:
+            return None, str(exc)
 
     def _agent_already_finished(self, task: dict[str, Any]) -> bool:
         """On resume: the agent finished and its commit is on the branch, only the merge is due."""
@@ -386,8 +444,8 @@ class FileBasedOrchestrator(BaseOrchestrator):
         for path in merge.conflicts:
             side = self.git.conflict_sides(worktree, path)
             if side.get("binary"):
-                sides.append(f"### {path}\n(binary file: keep one side by writing it whole, "
-                             "or report the conflict as blocked)")
+                sides.append(f"### {path}\n(binary file: settle it with keep_side, choosing "
+                             "'ours' or 'theirs', or report the conflict as blocked)")
                 continue
             sides.append(
                 f"### {path}\n--- feature branch (ours) ---\n{side.get('ours') or '(absent)'}\n"
@@ -400,12 +458,16 @@ class FileBasedOrchestrator(BaseOrchestrator):
             "Your workspace is the feature branch with the merge in progress; the conflicted "
             "files contain conflict markers. Write each file so that it keeps the intent of "
             "both sides, with no conflict markers left, then call finish_task with status "
-            "completed. If the two sides cannot be reconciled, call finish_task with status "
-            "blocked and explain why.\n\n" + "\n\n".join(sides)
+            "completed. To take one side of a file whole, call keep_side. If the two sides "
+            "cannot be reconciled, call finish_task with status blocked and explain why.\n\n"
+            + "\n\n".join(sides)
         )
         model = self.model_for(MANAGER).for_agent(MANAGER, "merge")
-        toolbox = build_toolbox(Workspace(worktree), command_timeout=float(
-            self.config.coordination["command_timeout_seconds"]))
+        toolbox = build_toolbox(
+            Workspace(worktree),
+            command_timeout=float(self.config.coordination["command_timeout_seconds"]),
+            extra_tools=[self._keep_side_tool(worktree, merge.conflicts)],
+        )
         message = (f"Merge {task['task_id']} ({task['assigned_to']}), conflicts resolved by "
                    f"manager\n\nBranch: {branch}\nConflicts: {', '.join(merge.conflicts)}\n")
         try:
@@ -424,6 +486,30 @@ class FileBasedOrchestrator(BaseOrchestrator):
                                       merge.conflicts, fail_message(exc))
         return self._record_merge(task, branch, "conflict_resolved", commit, merge.conflicts,
                                   report["summary"])
+
+    def _keep_side_tool(self, worktree: Path, conflicts: list[str]) -> Tool:
+        """The manager's way to settle a conflicted file, binary ones included: one side whole."""
+
+        def keep_side(path: str, side: str) -> str:
+            if path not in conflicts:
+                raise ToolError(f"{path} is not a conflicted file; those are: "
+                                f"{', '.join(conflicts)}.")
+            try:
+                self.git.resolve_conflict(worktree, path, side)  # type: ignore[arg-type]
+            except GitError as exc:
+                raise ToolError(f"Could not keep the {side} side of {path}: {exc}") from None
+            where = "the feature branch" if side == "ours" else "the task branch"
+            return f"{path}: kept the {side} version ({where}) whole."
+
+        return define_tool(
+            "keep_side",
+            "Settle one conflicted file by keeping one side whole: 'ours' is the feature "
+            "branch, 'theirs' the task branch being merged. The way to settle a binary file.",
+            {"path": {"type": "string", "minLength": 1},
+             "side": {"type": "string", "enum": ["ours", "theirs"]}},
+            keep_side,
+            required=["path", "side"],
+        )
 
     def _record_merge(self, task: dict[str, Any], branch: str, status: str,
                       commit: str | None, conflicts: list[str], message: str) -> dict[str, Any]:
@@ -507,9 +593,15 @@ class FileBasedOrchestrator(BaseOrchestrator):
             self.log(f"auto_merge: {base} is checked out in {holder}; not moving it under your "
                      f"working tree. Merge with: git merge {feature}")
             return False
+        now = self.git.resolve(base)
+        if now != self.base_commit:
+            self.log(f"auto_merge: {base} moved since the run started ({self.base_commit[:10]} "
+                     f"-> {(now or 'deleted')[:10]}); not moving it. Merge with: "
+                     f"git merge {feature}")
+            return False
         try:
             self.git.update_branch_ref(base, self.git.head_commit(feature),
-                                       expected_old=self.git.head_commit(base))
+                                       expected_old=self.base_commit)
         except GitError as exc:
             self.log(f"auto_merge: {base} was not fast-forwarded: {exc}")
             return False

@@ -27,7 +27,8 @@ from agent_team.cli import (  # noqa: E402
     resolve_run_inputs,
     run_cli,
 )
-from agent_team.errors import EXIT_FAILED, EXIT_OK, UsageLimitExceeded  # noqa: E402
+from agent_team.errors import EXIT_FAILED, EXIT_OK, GitError, UsageLimitExceeded  # noqa: E402
+from agent_team.git_workspace import CommitRefused  # noqa: E402
 from agent_team.orchestrator import BaseOrchestrator, fail_message  # noqa: E402
 from agent_team.roles import MANAGER  # noqa: E402
 from agent_team.state import utc_now  # noqa: E402
@@ -101,6 +102,13 @@ class SimpleOrchestrator(BaseOrchestrator):
         except Exception as exc:  # the task fails; the run and the other tasks go on
             report, error = None, fail_message(exc)
 
+        commit = None
+        if error is None:
+            self.check_worktree(task_id)
+            try:
+                commit = self.commit_task(task, self.worktree, report["summary"])
+            except CommitRefused as exc:
+                error = str(exc)
         if error is not None:
             kept = self.keep_failed_work(task, before)
             self.set_task(task_id, status="failed", error=error, completed_at=utc_now(),
@@ -109,7 +117,6 @@ class SimpleOrchestrator(BaseOrchestrator):
             self.log(f"{task_id} failed: {error}" + (f" (work kept on {kept})" if kept else ""))
             return {"task_id": task_id, "status": "failed", "error": error}
 
-        commit = self.commit_task(task, self.worktree, report["summary"])
         files = self.git.changed_files(before, commit) if commit else []
         self.set_task(
             task_id, status="completed", progress=100, commit=commit, merged=True,
@@ -130,7 +137,12 @@ class SimpleOrchestrator(BaseOrchestrator):
     def keep_failed_work(self, task: dict[str, Any], before: str) -> str | None:
         """Move a failed task's partial changes off the feature branch onto their own branch."""
         branch = self.task_branch(task)
-        commit = self.commit_task(task, self.worktree, "Partial work of an unfinished task.")
+        self.check_worktree(task["task_id"])
+        try:
+            commit = self.commit_task(task, self.worktree, "Partial work of an unfinished task.")
+        except CommitRefused as exc:  # saved on its own branch; the worktree is clean again
+            self.git.reset_worktree(self.worktree, before)
+            return exc.branch
         if commit is None:
             return None
         self.git.create_branch(branch, commit)
@@ -139,6 +151,15 @@ class SimpleOrchestrator(BaseOrchestrator):
 
     def task_branch(self, task: dict[str, Any]) -> str:
         return f"{self.feature_branch}-agents/{task['assigned_to']}/{task['task_id']}"
+
+    def check_worktree(self, task_id: str) -> None:
+        """Stop the run when an agent deleted the one worktree every task shares."""
+        if not self.git.is_worktree(self.worktree):
+            raise GitError(
+                f"The feature worktree {self.worktree} was deleted while {task_id} ran (by a "
+                f"command of its agent?). The run cannot go on: every task completed before is "
+                f"committed on {self.feature_branch}."
+            )
 
     def manager_integrate(self, tasks: list[dict[str, Any]]) -> dict[str, Any]:
         """Run the tests on the feature branch, then ask the manager for the summary."""

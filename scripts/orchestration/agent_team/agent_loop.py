@@ -24,6 +24,11 @@ CUT_OFF_REMINDER = (
     "End the task by calling finish_task with your report."
 )
 SKIPPED_AFTER_FINISH = "Not run: finish_task already ended the task earlier in this reply."
+CUT_OFF_CALL = (
+    "Not run: your reply was cut off at the output token limit while this call was being "
+    "written, so its arguments may be incomplete. Send it again, smaller: write large files "
+    "in parts (write_file, then edit_file)."
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,9 @@ def run_agent(
 ) -> AgentResult:
     """Run one agent until a successful finish_task; raise MaxTurnsExceeded after max_turns.
 
-    A turn is one model request. Tool errors go back to the model as error results; model
-    and hook exceptions propagate.
+    A turn is one model request. Tool errors go back to the model as error results, and so
+    does the last call of a reply cut at the output token limit, which is not run; model and
+    hook exceptions propagate.
     """
     hooks = hooks or AgentHooks()
     messages: list[Message] = [Message.user(prompt)]
@@ -84,9 +90,14 @@ def run_agent(
             messages.append(Message.user(CUT_OFF_REMINDER if cut else NO_TOOL_CALL_REMINDER))
             continue
         report: dict[str, Any] | None = None
+        # A reply cut at the token limit ends inside its last call: never run half a call.
+        cut_call = reply.tool_calls[-1] if reply.stop_reason == MAX_TOKENS else None
         for call in reply.tool_calls:
             if report is not None:
                 messages.append(Message.tool(call, SKIPPED_AFTER_FINISH, is_error=True))
+                continue
+            if call is cut_call:
+                messages.append(Message.tool(call, CUT_OFF_CALL, is_error=True))
                 continue
             result = toolbox.call(call)
             tool_calls += 1

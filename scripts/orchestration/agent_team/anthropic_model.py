@@ -18,14 +18,7 @@ from typing import Any
 
 from .errors import ConfigError, MissingDependency, ModelAPIError
 from .models import END_TURN, ChatModel, Message, Reply, ToolCall, ToolSpec, Usage
-from .retry import (
-    DEFAULT_RETRY,
-    OnRetry,
-    RetryPolicy,
-    call_with_retries,
-    is_retryable_status,
-    parse_retry_after,
-)
+from .retry import DEFAULT_RETRY, OnRetry, RetryPolicy, api_error, brief, call_with_retries
 
 KEY_VARIABLE = "ANTHROPIC_API_KEY"
 EPHEMERAL = {"type": "ephemeral"}
@@ -156,25 +149,41 @@ class AnthropicModel(ChatModel):
     def _send(self, request: dict[str, Any]) -> Any:
         anthropic = _sdk()
         try:
-            return self._client.messages.create(**request)
+            response = self._client.messages.create(**request)
         except anthropic.APIStatusError as exc:
             raise _status_error(exc) from exc
+        except anthropic.APITimeoutError as exc:
+            raise api_error(
+                f"The Anthropic API at {exc.request.url} did not answer within the client "
+                f"timeout ({self._timeout()}): {exc.message}",
+                status=None,
+            ) from exc
         except anthropic.APIConnectionError as exc:
             cause = exc.__cause__ or exc.__context__
-            error = ModelAPIError(
+            raise api_error(
                 f"Could not reach the Anthropic API at {exc.request.url}: {exc.message}"
                 + (f" ({cause})" if cause else ""),
                 status=None,
-                retryable=True,
-            )
-            error.retry_after = None  # type: ignore[attr-defined]
-            raise error from exc
+            ) from exc
         except anthropic.AnthropicError as exc:
-            raise ModelAPIError(f"Anthropic SDK error: {exc}", retryable=False) from exc
+            raise api_error(f"Anthropic SDK error: {exc}", status=None, retryable=False) from exc
+        if not hasattr(response, "content"):
+            # A 200 whose body is not a message (a proxy's page, a body cut in transit).
+            raise api_error(
+                f"The Anthropic API answered 200 with a body that is not a message: "
+                f"{brief(response)!r}",
+                status=None,
+            )
+        return response
+
+    def _timeout(self) -> str:
+        timeout = getattr(self._client, "timeout", None)
+        seconds = getattr(timeout, "read", timeout)
+        return f"{seconds:g} s" if isinstance(seconds, (int, float)) else str(seconds)
 
 
 def _status_error(exc: Any) -> ModelAPIError:
-    """A ModelAPIError carrying the API's own message, the status and `retry_after`."""
+    """A ModelAPIError carrying the API's own message (one line, masked), status, retry_after."""
     status = int(exc.status_code)
     headers = exc.response.headers
     body = exc.body
@@ -184,15 +193,13 @@ def _status_error(exc: Any) -> ModelAPIError:
     message = f"Anthropic API error {status}"
     if error_type:
         message += f" ({error_type})"
-    message += f": {api_message or body or exc.message}"
+    message += f": {brief(api_message or body or exc.message)}"
     if status in _HINTS:
         message += f" {_HINTS[status]}"
     request_id = headers.get("request-id")
     if request_id:
         message += f" [request id {request_id}]"
-    error = ModelAPIError(message, status=status, retryable=is_retryable_status(status, headers))
-    error.retry_after = parse_retry_after(headers)  # type: ignore[attr-defined]
-    return error
+    return api_error(message, status=status, headers=headers)
 
 
 # -- conversions ---------------------------------------------------------------------------------

@@ -171,6 +171,15 @@ def _check_rev(ref: str) -> str:
     return ref
 
 
+class CommitRefused(GitError):
+    """A hook refused an agent's commit; the work was saved on `branch` at `sha` instead."""
+
+    def __init__(self, message: str, *, branch: str, sha: str) -> None:
+        super().__init__(message)
+        self.branch = branch
+        self.sha = sha
+
+
 class GitWorkspace:
     """The orchestrator's only door to git for one repository."""
 
@@ -231,7 +240,30 @@ class GitWorkspace:
         directory = Path(cwd).expanduser().resolve()
         if not directory.is_dir():
             raise GitError(f"worktree {directory} does not exist")
+        if not self.is_worktree(directory):
+            raise GitError(
+                f"{directory} is no longer a worktree of {self.root}: its .git file is missing or "
+                "points elsewhere (was the directory deleted and re-created?). git was not run "
+                "there, because it would have acted on the enclosing repository instead."
+            )
         return git.Git(str(directory)), directory
+
+    def is_worktree(self, path: str | Path) -> bool:
+        """Whether `path` is the top of a linked worktree of this repository, read from its
+        `.git` file alone. The user's own working tree is never one: commands the orchestrator
+        runs in a worktree (add, reset, merge) must never reach the user's checkout.
+        """
+        marker = Path(path).expanduser() / ".git"
+        try:
+            text = marker.read_text(encoding="utf-8") if marker.is_file() else ""
+        except (OSError, UnicodeDecodeError):
+            return False
+        if not text.startswith("gitdir:"):
+            return False
+        admin = Path(text.removeprefix("gitdir:").strip())
+        if not admin.is_absolute():
+            admin = marker.parent / admin
+        return (self.common_dir / "worktrees") in admin.resolve().parents
 
     def _git(
         self,
@@ -502,19 +534,60 @@ class GitWorkspace:
         author_name: str,
         author_email: str,
         verify: bool = True,
+        rescue_branch: str | None = None,
     ) -> str | None:
         """Stage everything in `worktree` and commit it as the given agent.
 
         Returns the new sha, or None when there was nothing to commit. A failing hook raises
-        GitError with the hook's output.
+        GitError with the hook's output; with `rescue_branch`, the refused work is first saved
+        on that branch (see `_rescue`) and CommitRefused is raised instead.
         """
         env = _identity(author_name, author_email)
         self._run("add", "--all", "--", ".", *JUNK_PATHSPECS, cwd=worktree)
         if self._status("diff", "--cached", "--quiet", cwd=worktree) == 0:
             return None
         args = ["--no-verify"] if not verify else []
-        self._run("commit", "-q", *args, "-m", message, cwd=worktree, env=env)
+        status, out, err = self._git(
+            "commit", "-q", *args, "-m", message, cwd=worktree, env=env, check=False
+        )
+        if status != 0:
+            output = "\n".join(t.strip() for t in (err, out) if t.strip()) or "no output"
+            if rescue_branch is None:
+                raise GitError(f"`git commit` failed in {worktree} (exit {status}): {output}")
+            branch, sha = self._rescue(worktree, rescue_branch, message, env)
+            raise CommitRefused(
+                f"git refused the commit in {worktree} (a pre-commit or commit-msg hook, exit "
+                f"{status}): {output[-2000:]}. The work was saved without running hooks as "
+                f"{sha[:10]} on branch {branch}, which is never merged; the worktree was reset "
+                "to its last commit.",
+                branch=branch,
+                sha=sha,
+            )
         return self._run("rev-parse", "HEAD", cwd=worktree).strip()
+
+    def _rescue(
+        self, worktree: str | Path, branch: str, message: str, env: Mapping[str, str]
+    ) -> tuple[str, str]:
+        """Save what is staged in `worktree` as a commit on a new branch, bypassing hooks.
+
+        `commit-tree` runs no hooks and moves no branch, so the worktree's own branch keeps
+        only commits that passed them. The worktree is then reset, so it can be removed.
+        """
+        self._run("add", "--all", "--", ".", *JUNK_PATHSPECS, cwd=worktree)
+        tree = self._run("write-tree", cwd=worktree).strip()
+        parent = self._run("rev-parse", "HEAD", cwd=worktree).strip()
+        note = "\n\nSaved by agent-team without running hooks: a hook refused this commit.\n"
+        sha = self._run(
+            "commit-tree", tree, "-p", parent, "-m", message.rstrip() + note, cwd=worktree, env=env
+        ).strip()
+        with self._lock:
+            name, number = branch, 1
+            while self.branch_exists(name):
+                number += 1
+                name = f"{branch}-{number}"
+            self.create_branch(name, sha)
+        self.reset_worktree(worktree, "HEAD")
+        return name, sha
 
     def changed_files(self, base: str, head: str) -> list[str]:
         """Paths that differ between two commits; a rename is listed once, by its new path."""

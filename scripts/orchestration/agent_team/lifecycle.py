@@ -77,10 +77,12 @@ class RunLifecycle(_Base):
         self.hide_run_files()
         self.acquire_run_lock()
         try:
-            yield
-        except BaseException as exc:
-            self._close_run_after_error(exc)
-            raise
+            with self.state.exclusive():
+                try:
+                    yield
+                except BaseException as exc:
+                    self._close_run_after_error(exc)
+                    raise
         finally:
             if self.recorder is not None:
                 self.recorder.close()
@@ -100,6 +102,16 @@ class RunLifecycle(_Base):
                 f"Feature {feature['title']!r} is already completed on {feature['branch']}; "
                 "there is nothing to resume."
             )
+        if feature["status"] == "planning" or (
+            feature["status"] in ("failed", "stopped") and not self.state.read()["tasks"]
+        ):
+            if self.git.branch_exists(feature["branch"]):
+                raise ConfigError(
+                    f"The recorded feature is still being planned, yet branch "
+                    f"{feature['branch']} already exists; it is not this run's. Rename it or "
+                    "start a new run with --feature."
+                )
+            return feature  # stopped while planning: the plan is asked for again
         if not self.git.branch_exists(feature["branch"]):
             raise ConfigError(
                 f"The recorded feature branch {feature['branch']} does not exist (it was "
@@ -116,11 +128,13 @@ class RunLifecycle(_Base):
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.started = time.monotonic()
         now = utc_now()
+        planned = self.git.branch_exists(self.feature_branch)
 
         def apply(state: dict[str, Any]) -> dict[str, Any]:
             current = state["current_feature"]
-            current.update(status="in_progress", stop_reason=None, run_id=self.run_id,
-                           updated_at=now, completed_at=None)
+            current.update(status="in_progress" if planned else "planning", stop_reason=None,
+                           run_id=self.run_id, updated_at=now, completed_at=None)
+            self.close_dead_runs(state)
             state["runs"].append({
                 "run_id": self.run_id, "feature_id": current["id"],
                 "orchestrator": self.orchestrator_name, "started_at": now,
@@ -217,6 +231,7 @@ class RunLifecycle(_Base):
             state["usage"] = new_state(state["project_name"])["usage"]
             if limits:
                 state["usage"]["limits"] = limits
+            self.close_dead_runs(state)
             state.setdefault("runs", []).append({
                 "run_id": self.run_id, "feature_id": slug,
                 "orchestrator": self.orchestrator_name, "started_at": now,
@@ -226,6 +241,17 @@ class RunLifecycle(_Base):
         self.state.update(apply)
         self.budget = BudgetGuard(self.config.limits)
         self._open_event_log(feature.strip(), resumed=False)
+
+    @staticmethod
+    def close_dead_runs(state: dict[str, Any]) -> None:
+        """Mark runs still recorded as running as crashed.
+
+        This run holds the run lock, so their processes ended without closing them (killed, or
+        the machine went down).
+        """
+        for run in state.get("runs", []):
+            if run.get("status") == "running":
+                run.update(status="crashed", exit_code=None)
 
     def _open_event_log(self, feature: str, *, resumed: bool) -> None:
         """Start this run's JSON-lines log under .ai-agents/logs/ and announce the run."""
@@ -306,7 +332,12 @@ class RunLifecycle(_Base):
         `force` is for a run that ended normally: all work is committed and what is left are
         files the test command wrote. After an error the worktree is kept when it has changes.
         """
-        if path is None or not path.exists():
+        if path is None:
+            return
+        if not self.git.is_worktree(path):  # deleted (and maybe re-created) during the run
+            self.git.prune_worktrees()
+            if path.exists():
+                self.log(f"Kept {path}: it is no longer a git worktree (deleted during the run?).")
             return
         if self.git.merge_in_progress(path):
             self.git.abort_merge(path)

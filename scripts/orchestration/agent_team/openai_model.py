@@ -28,14 +28,7 @@ from .models import (
     ToolSpec,
     Usage,
 )
-from .retry import (
-    DEFAULT_RETRY,
-    OnRetry,
-    RetryPolicy,
-    call_with_retries,
-    is_retryable_status,
-    parse_retry_after,
-)
+from .retry import DEFAULT_RETRY, OnRetry, RetryPolicy, api_error, brief, call_with_retries
 
 KEY_VARIABLE = "OPENAI_API_KEY"
 BASE_URL_VARIABLE = "OPENAI_BASE_URL"
@@ -195,26 +188,42 @@ class OpenAIModel(ChatModel):
     def _send(self, request: dict[str, Any]) -> Any:
         openai = _sdk()
         try:
-            return self._client.chat.completions.create(**request)
+            response = self._client.chat.completions.create(**request)
         except openai.APIStatusError as exc:
             raise _status_error(exc) from exc
+        except openai.APITimeoutError as exc:
+            raise api_error(
+                f"The OpenAI-compatible API at {exc.request.url} did not answer within the "
+                f"client timeout ({self._timeout()}): {exc.message}",
+                status=None,
+            ) from exc
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc.__context__
-            error = ModelAPIError(
+            raise api_error(
                 f"Could not reach the OpenAI-compatible API at {exc.request.url}: {exc.message}"
                 + (f" ({cause})" if cause else "")
                 + " Is the server running and is the base URL right?",
                 status=None,
-                retryable=True,
-            )
-            error.retry_after = None  # type: ignore[attr-defined]
-            raise error from exc
+            ) from exc
         except openai.OpenAIError as exc:
-            raise ModelAPIError(f"OpenAI SDK error: {exc}", retryable=False) from exc
+            raise api_error(f"OpenAI SDK error: {exc}", status=None, retryable=False) from exc
+        if isinstance(response, (str, bytes)) or not hasattr(response, "choices"):
+            # A 200 whose body is not a completion (a proxy's page, a body cut in transit).
+            raise api_error(
+                "The OpenAI-compatible API answered 200 with a body that is not a chat "
+                f"completion: {brief(response)!r}",
+                status=None,
+            )
+        return response
+
+    def _timeout(self) -> str:
+        timeout = getattr(self._client, "timeout", None)
+        seconds = getattr(timeout, "read", timeout)
+        return f"{seconds:g} s" if isinstance(seconds, (int, float)) else str(seconds)
 
 
 def _status_error(exc: Any) -> ModelAPIError:
-    """A ModelAPIError carrying the API's own message, the status and `retry_after`."""
+    """A ModelAPIError carrying the API's own message (one line, masked), status, retry_after."""
     status = int(exc.status_code)
     headers = exc.response.headers
     body = exc.body  # the SDK already unwrapped {"error": {...}}
@@ -224,15 +233,13 @@ def _status_error(exc: Any) -> ModelAPIError:
     message = f"OpenAI API error {status}"
     if code:
         message += f" ({code})"
-    message += f": {api_message or body or exc.message}"
+    message += f": {brief(api_message or body or exc.message)}"
     if status in _HINTS:
         message += f" {_HINTS[status]}"
     request_id = headers.get("x-request-id")
     if request_id:
         message += f" [request id {request_id}]"
-    error = ModelAPIError(message, status=status, retryable=is_retryable_status(status, headers))
-    error.retry_after = parse_retry_after(headers)  # type: ignore[attr-defined]
-    return error
+    return api_error(message, status=status, headers=headers)
 
 
 # -- conversions ---------------------------------------------------------------------------------

@@ -447,15 +447,25 @@ class BaseOrchestrator(RunLifecycle):
                 f"{task_id} got stuck again after the manager's guidance: {again.reason}"
             ) from again
 
+    def task_branch(self, task: Mapping[str, Any]) -> str:
+        """`feature/<slug>-agents/<role>/<task>`: git cannot nest refs under `feature/<slug>`."""
+        return f"{self.feature_branch}-agents/{task['assigned_to']}/{task['task_id']}"
+
     def commit_task(self, task: Mapping[str, Any], workspace: Path, summary: str) -> str | None:
-        """Commit everything the agent changed, authored by its role."""
+        """Commit everything the agent changed, authored by its role.
+
+        The repository's hooks run. When one refuses, the work is saved on
+        `<task branch>-hook-refused` without them and CommitRefused is raised: the task fails
+        with the hook's output, and nothing it refused reaches the feature branch.
+        """
         role = task["assigned_to"]
         title = f"{task['task_id']}: {task['description']}"
         if len(title) > 72:
             title = title[:69] + "..."
         message = f"{title}\n\n{summary}\n\nRole: {role}\nTask: {task['task_id']}\n"
         sha = self.git.commit_all(
-            workspace, message, author_name=role, author_email=self.agent_email(role)
+            workspace, message, author_name=role, author_email=self.agent_email(role),
+            rescue_branch=f"{self.task_branch(task)}-hook-refused",
         )
         if sha is not None:
             self.events.emit("commit", task_id=task["task_id"], role=role, sha=sha,

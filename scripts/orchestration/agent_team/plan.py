@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 
 from .errors import PlanError
+from .redaction import redact
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "plan.schema.json"
 PRIORITY_RANK = {"high": 2, "medium": 1, "low": 0}
@@ -244,6 +245,9 @@ def _task_id_problem(task_id: str) -> str | None:
         return "use letters, digits, '.', '_' or '-', starting with a letter or digit"
     if ".." in task_id or task_id.endswith((".", ".lock")):
         return "git branch names cannot contain '..' or end with '.' or '.lock'"
+    if redact(task_id) != task_id:
+        # Ids become branch names and state keys, which can be neither masked nor leaked.
+        return "it contains a secret (an API key or token); use an id such as TASK-001"
     return None
 
 
@@ -306,6 +310,8 @@ def validate_plan_data(
 
 
 def _capped(errors: list[str]) -> list[str]:
+    """At most MAX_ERROR_MESSAGES messages, secrets masked: they quote the model's values."""
+    errors = [redact(error) for error in errors]
     if len(errors) <= MAX_ERROR_MESSAGES:
         return errors
     kept = errors[: MAX_ERROR_MESSAGES - 1]
@@ -318,7 +324,12 @@ def parse_plan(
     *,
     max_tasks: int = DEFAULT_MAX_TASKS,
 ) -> Plan:
-    """Parse and validate a plan; raise PlanError with every problem found."""
+    """Parse and validate a plan; raise PlanError with every problem found.
+
+    A secret the model wrote into a description, deliverable or decision is masked here, so
+    no prompt, commit message or file the plan reaches carries it; a task id holding one is
+    an error, because ids become branch names.
+    """
     data = extract_json(text_or_data) if isinstance(text_or_data, str) else text_or_data
     errors = validate_plan_data(data, roles, max_tasks=max_tasks)
     if errors:
@@ -326,18 +337,18 @@ def parse_plan(
     tasks = tuple(
         Task(
             task_id=t["task_id"],
-            description=t["description"].strip(),
+            description=redact(t["description"].strip()),
             assigned_to=t["assigned_to"],
             dependencies=tuple(t.get("dependencies", [])),
-            deliverables=tuple(t.get("deliverables", [])),
+            deliverables=tuple(redact(d) for d in t.get("deliverables", [])),
             priority=t.get("priority", "medium"),
         )
         for t in data["tasks"]
     )
     decisions = tuple(
         Decision(
-            decision=d["decision"],
-            rationale=d.get("rationale", ""),
+            decision=redact(d["decision"]),
+            rationale=redact(d.get("rationale", "")),
             affected_agents=tuple(d.get("affected_agents", [])),
         )
         for d in data.get("decisions", [])

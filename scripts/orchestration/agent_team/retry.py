@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import ModelAPIError
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, ModelAPIError
+from .redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,15 @@ T = TypeVar("T")
 #: are retryable too; adapters mark them with `retryable=True, status=None`.
 RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
+#: Statuses that say the run is set up wrongly (key, permission, model name or base URL):
+#: retrying cannot help, and on the planning call they end the run as bad input (exit 2).
+BAD_INPUT_STATUSES: frozenset[int] = frozenset({401, 403, 404})
+
 #: Non-standard header both providers use to override the status table.
 SHOULD_RETRY_HEADER = "x-should-retry"
+
+#: Most characters of a provider's error body quoted in a message (a proxy's HTML page).
+MAX_DETAIL_CHARS = 300
 
 OnRetry = Callable[[int, float, ModelAPIError], None]
 
@@ -77,6 +85,37 @@ def is_retryable_status(status: int | None, headers: Mapping[str, str] | None = 
         if override == "false":
             return False
     return status in RETRYABLE_STATUSES
+
+
+def brief(text: object, limit: int = MAX_DETAIL_CHARS) -> str:
+    """One line of at most `limit` characters from an error body, secrets masked."""
+    line = " ".join(str(text).split())
+    if len(line) > limit:
+        line = line[: limit - 3] + "..."
+    return redact(line)
+
+
+def api_error(
+    message: str,
+    *,
+    status: int | None,
+    headers: Mapping[str, str] | None = None,
+    retryable: bool | None = None,
+) -> ModelAPIError:
+    """A ModelAPIError classified by the tables above.
+
+    The message is masked (a proxy or local server may echo the key it was sent); the error
+    carries `retry_after` and an `exit_code`: 2 for a status in BAD_INPUT_STATUSES, else 1.
+    `retryable` defaults to the status table (None means a connection error: retryable).
+    """
+    if retryable is None:
+        retryable = True if status is None else is_retryable_status(status, headers)
+    error = ModelAPIError(redact(message), status=status, retryable=retryable)
+    error.retry_after = parse_retry_after(headers)  # type: ignore[attr-defined]
+    error.exit_code = (  # type: ignore[misc]
+        EXIT_BAD_INPUT if status in BAD_INPUT_STATUSES else EXIT_FAILED
+    )
+    return error
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -142,6 +181,7 @@ def call_with_retries(
                 )
                 final.retry_after = getattr(error, "retry_after", None)  # type: ignore[attr-defined]
                 final.attempts = retry_number + 1  # type: ignore[attr-defined]
+                final.exit_code = error.exit_code  # type: ignore[misc]
                 raise final from error
             retry_number += 1
             delay = policy.delay(retry_number, getattr(error, "retry_after", None))

@@ -20,7 +20,9 @@ the queue named `role`, else from `*`. Queues are consumed in order and independ
 running in parallel replay deterministically whatever the thread timing. A turn may also carry
 `usage` (token counts to report), `stop_reason`, and `delay` (seconds to wait, to simulate
 latency). A turn with `error` raises that error instead of replying (status and message), which
-lets tests inject provider faults.
+lets tests inject provider faults; its exit code follows the status as the real adapters' does
+(401, 403 and 404 are bad input). A tool call may carry `arguments_error` (what a recording
+keeps of arguments that were not a JSON object), so it replays as the same error result.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModelAPIError, ScriptExhausted
+from .errors import ConfigError, ScriptExhausted
 from .models import END_TURN, TOOL_USE, ChatModel, Message, Reply, ToolCall, ToolSpec, Usage
+from .retry import api_error
 
 SESSION_FORMAT = "agent-team-session"
 SESSION_VERSION = 1
@@ -104,6 +107,8 @@ def _turn_problem(turn: Mapping[str, Any]) -> str | None:
                 return f"tool_calls[{i}] needs a \"name\" string"
             if not isinstance(call.get("arguments", {}), (dict, type(None))):
                 return f"tool_calls[{i}].arguments must be an object"
+            if not isinstance(call.get("arguments_error", ""), (str, type(None))):
+                return f"tool_calls[{i}].arguments_error must be a string"
     if "error" in turn and not isinstance(turn["error"], (dict, type(None))):
         return "error must be an object such as {\"status\": 529, \"message\": \"overloaded\"}"
     if not isinstance(turn.get("usage", {}), (dict, type(None))):
@@ -213,7 +218,7 @@ class ScriptedModel(ChatModel):
             call_number = len(self._script.calls)
         if "error" in turn:
             error = turn["error"] or {}
-            raise ModelAPIError(
+            raise api_error(
                 str(error.get("message", "scripted error")),
                 status=error.get("status"),
                 retryable=bool(error.get("retryable", False)),
@@ -226,6 +231,7 @@ class ScriptedModel(ChatModel):
                 id=str(raw.get("id") or f"call_{call_number}_{i}"),
                 name=str(raw["name"]),
                 arguments=dict(raw.get("arguments") or {}),
+                arguments_error=raw.get("arguments_error") or None,
             )
             for i, raw in enumerate(turn.get("tool_calls") or [])
         )

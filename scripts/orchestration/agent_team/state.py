@@ -242,6 +242,8 @@ class TeamState:
         self.lock_timeout = lock_timeout
         self.missing_project_name: str | None = None
         self._shared = _shared_for(self.path)
+        self._owned = False
+        self._written: bytes | None = None
 
     def __repr__(self) -> str:
         return f"TeamState({str(self.path)!r})"
@@ -289,7 +291,32 @@ class TeamState:
 
     def read(self) -> dict:
         """A validated private copy of the state as it is on disk now."""
+        if self._owned and getattr(self._shared.local, "state", None) is None:
+            with self._locked():
+                return self._load()[0]
         return self._load()[0]
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Make this object the file's only writer while the body runs (a run, under its lock).
+
+        Nothing else writes the file during a run, so any change found by a later read or
+        transaction came from elsewhere (an agent's command can write anywhere): it is refused,
+        valid or not, and never overwritten; see `_changed_elsewhere`.
+        """
+        with self._locked():
+            try:
+                self._written = self.path.read_bytes()
+            except FileNotFoundError:
+                self._written = None
+            except OSError as exc:
+                raise StateError(f"Cannot read {self.path}: {exc.strerror or exc}.") from exc
+            self._owned = True
+        try:
+            yield
+        finally:
+            self._owned = False
+            self._written = None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict]:
@@ -487,6 +514,8 @@ class TeamState:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
+            if self._owned and self._written is not None:
+                raise self._changed_elsewhere(None) from None
             if self.missing_project_name is not None:
                 return new_state(self.missing_project_name), SCHEMA_VERSION, b""
             raise StateError(
@@ -494,6 +523,8 @@ class TeamState:
             ) from None
         except OSError as exc:
             raise StateError(f"Cannot read {self.path}: {exc.strerror or exc}.") from exc
+        if self._owned and self._written is not None and raw != self._written:
+            raise self._changed_elsewhere(raw)
         if raw == self._shared.known:
             return json.loads(raw), SCHEMA_VERSION, raw
         try:
@@ -546,6 +577,28 @@ class TeamState:
             f"and {kept}. Fix it by hand (schema: {SCHEMA_PATH}) or move it away to start fresh."
         )
 
+    def _changed_elsewhere(self, raw: bytes | None) -> StateError:
+        """The error for a file changed or deleted during a run, after keeping both versions."""
+        assert self._written is not None
+        try:
+            self._make_directory()
+            copy_path = _backup(self.path, self._written, "last-good")
+            last = f"this run's last version is saved at {copy_path}"
+        except (OSError, StateError) as exc:
+            last = f"saving this run's last version failed ({exc})"
+        if raw is None:
+            what, kept = "deleted", "It was not re-created"
+        else:
+            what, kept = "changed", "It was not overwritten"
+            with contextlib.suppress(OSError):
+                kept += f" (a copy of the changed file is at {_backup(self.path, raw, 'changed')})"
+        return StateError(
+            f"The team state file {self.path} was {what} by something other than this run "
+            "while it was running (agents' commands are not sandboxed and can write anywhere). "
+            f"{kept}, and {last}. The run stops here: put back the version you trust, e.g. "
+            f"`cp <that copy> {self.path}`, and continue with --resume."
+        )
+
     def _save(self, state: dict) -> None:
         """Order, redact, validate, then write; a state that fails validation is never written."""
         try:
@@ -563,3 +616,5 @@ class TeamState:
         payload = text.encode("utf-8")
         _write_atomic(self.path, payload)
         self._shared.known = payload
+        if self._owned:
+            self._written = payload

@@ -106,6 +106,7 @@ class Workspace:
         Symlinks are resolved before the confinement check, so a link planted in the
         workspace (or a linked parent directory) cannot lead outside it.
         """
+        self.check_present()
         if not isinstance(path, str) or not path.strip():
             raise ToolError("The path is empty. Use a path relative to the workspace root.")
         if "\0" in path:
@@ -140,6 +141,19 @@ class Workspace:
                     "orchestrator writes. Write somewhere else."
                 )
         return real
+
+    def check_present(self) -> None:
+        """Refuse to work once the root is gone, rather than quietly re-creating it.
+
+        A deleted worktree re-created by write_file would be a plain directory inside the
+        user's repository, where git would then act on the user's checkout.
+        """
+        if not self.root.is_dir():
+            raise ToolError(
+                f"The workspace {self.root} no longer exists (it was deleted, perhaps by a "
+                "command you ran). Nothing more can be done in it: call finish_task with status "
+                "failed and say what happened."
+            )
 
     def relative(self, path: Path) -> str:
         """The workspace-relative POSIX form of a path under the root, as tools print it."""
@@ -319,6 +333,7 @@ def run_command(
 ) -> ToolResult:
     """The run_command tool: a non-zero exit is a normal result, a timeout is an error."""
     timeout = default_timeout if timeout_seconds is None else float(timeout_seconds)
+    workspace.check_present()
     try:
         outcome = run_process(
             interpreter_argv(argv), cwd=workspace.root, timeout=timeout, env=None,
