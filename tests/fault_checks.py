@@ -2,8 +2,9 @@
 
 "Nothing lost" is checked with git itself: every commit that existed before the run still
 exists, every ref that existed still points where it pointed, and the user's checkout (HEAD,
-index, working tree) is as it was. A run may add refs (its feature and task branches); it may
-never move or delete one it did not create.
+index, working tree) is as it was, apart from the team state file the run exists to write. A
+run may add refs (its feature and task branches); it may never move or delete one it did not
+create.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from agent_team.state import STATE_RELATIVE_PATH, TeamState, validate_state
+
+STATE_STATUS_LINE = f"?? {Path(STATE_RELATIVE_PATH).as_posix()}"
 
 
 def git(repo: Path, *args: str, check: bool = True) -> str:
@@ -47,7 +50,9 @@ def git_snapshot(repo: Path) -> GitSnapshot:
         commits=frozenset(git(repo, "rev-list", "--all").split()),
         head=git(repo, "rev-parse", "HEAD").strip(),
         symbolic_head=git(repo, "symbolic-ref", "-q", "HEAD", check=False).strip(),
-        status=git(repo, "status", "--porcelain", "--untracked-files=all"),
+        status="".join(line for line in git(repo, "status", "--porcelain",
+                                            "--untracked-files=all").splitlines(keepends=True)
+                       if line.rstrip("\n") != STATE_STATUS_LINE),
     )
 
 

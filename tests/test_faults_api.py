@@ -14,10 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from file_based_orchestrator import FileBasedOrchestrator, main
-from simple_orchestrator import SimpleOrchestrator
-
 from agent_team.agent_loop import CUT_OFF_CALL, CUT_OFF_REMINDER, NO_TOOL_CALL_REMINDER, run_agent
 from agent_team.anthropic_model import AnthropicModel
 from agent_team.errors import EXIT_BAD_INPUT, EXIT_FAILED, ConfigError, ModelAPIError
@@ -28,6 +24,10 @@ from agent_team.recording import request_digest
 from agent_team.retry import RetryPolicy
 from agent_team.scripted import ScriptedModel
 from agent_team.tools import Workspace, build_toolbox
+from click.testing import CliRunner
+from file_based_orchestrator import FileBasedOrchestrator, main
+from simple_orchestrator import SimpleOrchestrator
+
 from tests.conftest import make_repo
 from tests.fake_api import (
     FakeAPI,
@@ -268,7 +268,7 @@ def test_transient_faults_in_a_run_are_retried_and_the_run_completes(
     faults = [["429-retry-after", "429-no-retry-after"], ["500", "503"],
               ["529-overloaded", "502-html-page"],
               ["connection-reset", "reset-mid-body", "200-not-json"]]
-    for reply, injected in zip(replies, faults):
+    for reply, injected in zip(replies, faults, strict=True):
         for fault in injected:
             TRANSIENT[fault][0](fake_api, provider)
         fake_api.enqueue(reply)
@@ -282,7 +282,7 @@ def test_transient_faults_in_a_run_are_retried_and_the_run_completes(
                           kinds=["retry"])
     expected = [fault for group in faults for fault in group]
     assert len(retries) == len(expected)
-    for event, fault in zip(retries, expected):
+    for event, fault in zip(retries, expected, strict=True):
         assert TRANSIENT[fault][1] in event["error"], (fault, event["error"])
     assert retries[0]["delay_s"] == 0.05  # retry-after 7 s honoured, up to the ceiling
     assert sum("API error" in line and "retry 1" in line for line in lines) == 4
@@ -325,7 +325,7 @@ def test_model_misbehaviour_goes_back_to_the_model_and_the_agent_finishes(
     assert summary["exit_code"] == 0, "\n".join(lines)
     fake_api.assert_all_used()
     agent_requests = fake_api.bodies()[2:2 + len(steps)]
-    for body, (_, expected) in zip(agent_requests, steps):
+    for body, (_, expected) in zip(agent_requests, steps, strict=True):
         assert any(expected in text for text in feedback(provider, body)), (
             expected, feedback(provider, body))
     assert any(t.startswith("Created a.txt") for t in feedback(provider, agent_requests[1]))
@@ -376,7 +376,8 @@ def test_fatal_api_errors_fail_their_task_and_independent_tasks_go_on(
                for line in lines)
     after = assert_nothing_lost(project, before)
     feature = summary["feature_branch"]
-    assert file_at(project, feature, "d.txt") == "d\n" and file_at(project, feature, "a.txt") is None
+    assert file_at(project, feature, "d.txt") == "d\n"
+    assert file_at(project, feature, "a.txt") is None
     a_branch = f"{feature}-agents/backend-dev/A"
     assert a_branch in new_branches(before, after)
     assert file_at(project, a_branch, "a.txt") == "partial work\n"  # A's work is kept

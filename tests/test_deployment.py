@@ -1,0 +1,34 @@
+"""The container layout of the usage guide: only scripts/orchestration/ is copied, elsewhere."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("script", ["file_based_orchestrator.py", "simple_orchestrator.py",
+                                    "team.py"])
+def test_scripts_run_from_a_copy_of_the_orchestration_directory(
+    script: str, tmp_path: Path
+) -> None:
+    app = tmp_path / "app" / "orchestration"
+    shutil.copytree(ROOT / "scripts" / "orchestration", app,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    result = subprocess.run([sys.executable, str(app / script), "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_dockerfile_copies_what_the_entrypoint_needs() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "COPY scripts/orchestration/ /app/orchestration/" in text
+    assert '"/app/orchestration/file_based_orchestrator.py"' in text
+    assert "apt-get install" in text and " git" in text, "the engine needs git in the image"
+    assert "API_KEY" not in text.split("ENTRYPOINT")[0].replace("-e ANTHROPIC_API_KEY", "")
