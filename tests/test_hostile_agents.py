@@ -7,13 +7,15 @@ What is guaranteed, and checked here:
   `..`, absolute paths, `~`, symbolic links planted in the repository (to a directory, a file,
   a missing file, the real `.git`) and `.git` itself are refused with an error the model reads.
 - `run_command` is not a sandbox: it runs what the agent asks, as the user, in the worktree,
-  with a bounded output, a timeout that ends its whole process group, and an environment
-  without keys. What it does outside the worktree is beyond any file-tool check, so the
-  orchestrator defends its own records instead: git is never run in a directory that is not
-  one of its worktrees (a deleted and re-created worktree would otherwise let `git add`,
-  `git reset` or `git merge --abort` act on the user's checkout), and during a run the state
-  file is written by that run only: a change by anyone else, valid or not, is kept aside,
-  never overwritten, and stops the run with the path of the run's last good version.
+  with a bounded output, a timeout that ends every process it started (also those that left
+  its process group), and an environment without keys; the keys are masked in the
+  orchestrator's own /proc environ too. What it does outside the worktree is beyond any
+  file-tool check, so the orchestrator defends its own records instead: git is never run in a
+  directory that is not one of its worktrees (a deleted and re-created worktree would
+  otherwise let `git add`, `git reset` or `git merge --abort` act on the user's checkout), and
+  during a run the state file is written by that run only: a change by anyone else, valid or
+  not, is kept aside, never overwritten, and stops the run with the path of the run's last
+  good version.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -35,6 +39,7 @@ from simple_orchestrator import SimpleOrchestrator
 
 from tests.conftest import make_repo
 from tests.fault_helpers import (
+    FILE_BASED,
     assert_nothing_lost,
     assert_state_valid,
     dirty_the_checkout,
@@ -211,7 +216,9 @@ def test_a_command_that_never_ends_is_killed_with_its_children_at_the_timeout(
     project: Path, tmp_path: Path
 ) -> None:
     pids = tmp_path / "pids.txt"
-    hang = f"echo $$ > {pids}; sleep 300 & echo $! >> {pids}; wait"
+    escape = f"{sys.executable} -c 'import os, time; os.setsid(); time.sleep(300)'"
+    hang = (f"echo $$ > {pids}; sleep 300 & echo $! >> {pids}; {escape} & echo $! >> {pids}; "
+            "wait")
     agents = {
         "manager:plan": [plan_turn([task("A", "backend-dev")])],
         "backend-dev:A": [
@@ -236,7 +243,8 @@ def test_a_command_that_never_ends_is_killed_with_its_children_at_the_timeout(
     numbers = [int(n) for n in pids.read_text().split()]
     while any(map(_alive, numbers)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(map(_alive, numbers)), "the command or its background child survived"
+    assert len(numbers) == 3
+    assert not any(map(_alive, numbers)), "the command or one of its children survived"
 
 
 def test_commands_reading_the_environment_find_no_keys(
@@ -272,6 +280,58 @@ def test_commands_reading_the_environment_find_no_keys(
         for name, value in keys.items():
             assert value not in text
             assert f"{name}=" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_a_command_cannot_read_the_key_from_the_orchestrators_own_environment(
+    project: Path, tmp_path: Path
+) -> None:
+    key = "sk-ant-api03-" + "P" * 40
+    grab = "tr '\\0' '\\n' < /proc/$PPID/environ | grep API_KEY > found.txt; true"
+    session = tmp_path / "session.json"
+    session.write_text(json.dumps({"agents": {
+        "manager:plan": [plan_turn([task("A", "backend-dev")])],
+        "backend-dev:A": [tool_turn(command("sh", "-c", grab)), tool_turn(finish_call())],
+        "manager:integration": [integration_turn()],
+    }}), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    done = subprocess.run([sys.executable, str(FILE_BASED), "--project-dir", str(project),
+                           "--api-provider", "scripted", "--session", str(session),
+                           "--feature", "Prying feature", "--test-command", PASSING_TESTS,
+                           "--no-progress"], env={**env, "ANTHROPIC_API_KEY": key},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = file_at(project, "feature/prying-feature-agents/backend-dev/A", "found.txt")
+    assert found == "ANTHROPIC_API_KEY=" + "*" * len(key) + "\n"
+
+
+HIDDEN = """\
+import ctypes, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from agent_team.process import hide_secrets_from_proc
+print(hide_secrets_from_proc(), hide_secrets_from_proc())
+libc = ctypes.CDLL(None)
+libc.getenv.restype = ctypes.c_char_p
+print(os.environ["ANTHROPIC_API_KEY"])
+print(libc.getenv(b"ANTHROPIC_API_KEY").decode())
+print(subprocess.run(["sh", "-c", "echo $ANTHROPIC_API_KEY"], capture_output=True,
+                     text=True).stdout.strip())
+print(b"sk-ant" in open("/proc/self/environ", "rb").read())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_hiding_the_keys_from_proc_keeps_them_for_the_process_and_its_children() -> None:
+    key = "sk-ant-api03-" + "H" * 40
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    done = subprocess.run([sys.executable, "-c", HIDDEN, str(FILE_BASED.parent)],
+                          env={**env, "ANTHROPIC_API_KEY": key}, capture_output=True, text=True,
+                          timeout=30, check=True)
+    counts, *rest = done.stdout.splitlines()
+    first, second = map(int, counts.split())
+    assert first >= 1 and second == 0  # masked once; a second call finds nothing left
+    assert rest == [key, key, key, "False"]
 
 
 # -- deleting the worktree ---------------------------------------------------------------------

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_team.state import TeamState
 from simple_orchestrator import SimpleOrchestrator
 
-from agent_team.state import TeamState
 from tests.conftest import make_repo
 from tests.fake_api import fake_api_server, openai_completion  # noqa: F401
 

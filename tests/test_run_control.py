@@ -13,13 +13,13 @@ from typing import Any
 
 import git
 import pytest
+from agent_team.errors import ConfigError
+from agent_team.scripted import ScriptedModel
+from agent_team.state import TeamState
 from click.testing import CliRunner
 from file_based_orchestrator import FileBasedOrchestrator, main
 from simple_orchestrator import SimpleOrchestrator
 
-from agent_team.errors import ConfigError
-from agent_team.scripted import ScriptedModel
-from agent_team.state import TeamState
 from tests.conftest import make_repo
 from tests.fake_api import anthropic_message, fake_api_server  # noqa: F401
 

@@ -113,6 +113,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
         """
         with self.resuming() as state:
             self.git.prune_worktrees()
+            self.clear_stale_locks()
             if not self.git.branch_exists(self.feature_branch):  # stopped while planning
                 feature = state["current_feature"]
                 try:
@@ -139,6 +140,14 @@ class FileBasedOrchestrator(BaseOrchestrator):
             return self._execute_and_integrate(
                 state["tasks"], max_workers or self.max_workers, completed=done
             )
+
+    def clear_stale_locks(self) -> None:
+        """Remove index locks a killed run's git left in this feature's worktrees."""
+        root = self.feature_dir.resolve()
+        for info in self.git.list_worktrees()[1:]:
+            if root in info.path.parents:
+                for lock in self.git.clear_stale_locks(info.path):
+                    self.log(f"Removed {lock}, left by a git command of the interrupted run.")
 
     def _execute_and_integrate(
         self, tasks: list[dict[str, Any]], max_workers: int, completed: list[str] | None = None
@@ -315,13 +324,13 @@ class FileBasedOrchestrator(BaseOrchestrator):
                                            f"far is on {branch}")
             self.set_agent(agent, status="stopped")
             return {"task_id": task_id, "status": "stopped", "error": str(exc)}
-        except StateError as exc:  # the run stops; git keeps the work, the state cannot
+        except StateError:  # the run stops; git keeps the work, the state cannot
             commit, problem = self._save_work(
                 task, worktree, "Partial work; the run stopped: the team state file could not "
                                 "be used.")
             self._remove_worktree(worktree)
             self.log(f"{task_id}: {problem or f'work so far is on {branch}'}")
-            raise exc
+            raise
 
         summary = report["summary"] if report else f"Partial work; the task failed: {error}"
         commit, problem = self._save_work(task, worktree, summary)
@@ -407,7 +416,8 @@ class FileBasedOrchestrator(BaseOrchestrator):
             self.set_agent(agent, status="done")
             self.log(f"{task_id} complete and merged ({merge['status']}): {len(files)} file(s)")
             return {"task_id": task_id, "status": "completed", "commit": task.get("commit")}
-        error = f"merge into {self.feature_branch} failed: {merge['message']}"
+        conflicts = f" (conflicts in {', '.join(merge['conflicts'])})" if merge["conflicts"] else ""
+        error = f"merge into {self.feature_branch} failed{conflicts}: {merge['message']}"
         self.set_task(task_id, status="failed", merged=False, error=error,
                       completed_at=utc_now())
         self.set_agent(agent, status="failed")
@@ -495,7 +505,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
                 raise ToolError(f"{path} is not a conflicted file; those are: "
                                 f"{', '.join(conflicts)}.")
             try:
-                self.git.resolve_conflict(worktree, path, side)  # type: ignore[arg-type]
+                self.git.resolve_conflict(worktree, path, "ours" if side == "ours" else "theirs")
             except GitError as exc:
                 raise ToolError(f"Could not keep the {side} side of {path}: {exc}") from None
             where = "the feature branch" if side == "ours" else "the task branch"
@@ -554,8 +564,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
             "failed, what to check before merging) and any follow-up \"decisions\"."
         )
         with self._structured_output(INTEGRATION_SCHEMA):
-            reply = self.call_agent("integration", MANAGER, prompt,
-                                    self._get_system_prompt(MANAGER))
+            reply = self.ask_manager("integration", prompt)
         try:
             review = extract_json(reply)
             summary, decisions = str(review.get("summary", "")), review.get("decisions") or []

@@ -30,7 +30,6 @@ from agent_team.cli import (  # noqa: E402
 from agent_team.errors import EXIT_FAILED, EXIT_OK, GitError, UsageLimitExceeded  # noqa: E402
 from agent_team.git_workspace import CommitRefused  # noqa: E402
 from agent_team.orchestrator import BaseOrchestrator, fail_message  # noqa: E402
-from agent_team.roles import MANAGER  # noqa: E402
 from agent_team.state import utc_now  # noqa: E402
 
 
@@ -102,15 +101,15 @@ class SimpleOrchestrator(BaseOrchestrator):
         except Exception as exc:  # the task fails; the run and the other tasks go on
             report, error = None, fail_message(exc)
 
-        commit = None
+        commit = kept = None
         if error is None:
             self.check_worktree(task_id)
             try:
                 commit = self.commit_task(task, self.worktree, report["summary"])
-            except CommitRefused as exc:
-                error = str(exc)
+            except CommitRefused as exc:  # the work is on its own branch, the worktree clean
+                error, kept = str(exc), exc.branch
         if error is not None:
-            kept = self.keep_failed_work(task, before)
+            kept = kept or self.keep_failed_work(task, before)
             self.set_task(task_id, status="failed", error=error, completed_at=utc_now(),
                           branch=kept)
             self.set_agent(agent, status="failed")
@@ -176,8 +175,7 @@ class SimpleOrchestrator(BaseOrchestrator):
             + "\n\nWrite a short integration summary for the reviewer: what was built, what "
             "is missing or failed, and what to check before merging."
         )
-        summary = self.call_agent("integration", MANAGER, prompt,
-                                  self._get_system_prompt(MANAGER))
+        summary = self.ask_manager("integration", prompt)
         all_done = all(t["status"] == "completed" for t in state["tasks"])
         success = all_done and results is not None and results.success
 

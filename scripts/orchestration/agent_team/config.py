@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
         "base_delay_seconds": 1.0,
         "max_delay_seconds": 30.0,
         "retry_after_ceiling_seconds": 60.0,
+        "request_timeout_seconds": 600.0,
     },
     "prices": {},
 }

@@ -21,6 +21,7 @@ import git
 from git.exc import GitCommandError, GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 
 from .errors import GitError, NotAGitRepository
+from .redaction import redact
 
 _GIT_ERRORS = (GitCommandError, GitCommandNotFound)
 _OPEN_ERRORS = (InvalidGitRepositoryError, NoSuchPathError)
@@ -249,21 +250,27 @@ class GitWorkspace:
         return git.Git(str(directory)), directory
 
     def is_worktree(self, path: str | Path) -> bool:
-        """Whether `path` is the top of a linked worktree of this repository, read from its
-        `.git` file alone. The user's own working tree is never one: commands the orchestrator
-        runs in a worktree (add, reset, merge) must never reach the user's checkout.
+        """Whether `path` is the top of a linked worktree of this repository.
+
+        Read from its `.git` file alone. The user's own working tree is never one: what the
+        orchestrator runs in a worktree (add, reset, merge) must never reach the user's checkout.
         """
+        return self._admin_dir(path) is not None
+
+    def _admin_dir(self, path: str | Path) -> Path | None:
+        """The `<common dir>/worktrees/<name>` directory a linked worktree's `.git` names."""
         marker = Path(path).expanduser() / ".git"
         try:
             text = marker.read_text(encoding="utf-8") if marker.is_file() else ""
         except (OSError, UnicodeDecodeError):
-            return False
+            return None
         if not text.startswith("gitdir:"):
-            return False
+            return None
         admin = Path(text.removeprefix("gitdir:").strip())
         if not admin.is_absolute():
             admin = marker.parent / admin
-        return (self.common_dir / "worktrees") in admin.resolve().parents
+        admin = admin.resolve()
+        return admin if (self.common_dir / "worktrees") in admin.parents else None
 
     def _git(
         self,
@@ -383,21 +390,44 @@ class GitWorkspace:
         """Check `branch` out in a new worktree at `path`, creating the branch when missing.
 
         An existing branch is checked out as it is and `start_point` is ignored; git refuses
-        when that branch is already checked out in another worktree.
+        when that branch is already checked out in another worktree. A failing post-checkout
+        hook makes git exit non-zero after the worktree was made; that worktree is used.
         """
         target = Path(path).expanduser().resolve()
         self._check_branch_name(branch)
         env = self._checkout_env()
         with self._lock:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if self.branch_exists(branch):
-                self._run("worktree", "add", str(target), branch, env=env)
-            else:
-                start = _check_rev(start_point or "HEAD")
-                self._run(
-                    "worktree", "add", "--no-track", "-b", branch, str(target), start, env=env
+            try:
+                if self.branch_exists(branch):
+                    self._run("worktree", "add", str(target), branch, env=env)
+                else:
+                    start = _check_rev(start_point or "HEAD")
+                    self._run(
+                        "worktree", "add", "--no-track", "-b", branch, str(target), start,
+                        env=env,
+                    )
+            except GitError:
+                made = self.is_worktree(target) and any(
+                    info.path == target and info.branch == branch
+                    for info in self.list_worktrees()
                 )
+                if not made:
+                    raise
         return target
+
+    def clear_stale_locks(self, worktree: str | Path) -> list[Path]:
+        """Remove `index.lock` of one of the orchestrator's worktrees, left by a killed git.
+
+        Only for worktrees no git process can be using: the caller holds the run lock and no
+        run of its own is under way. The user's own index is never touched.
+        """
+        admin = self._admin_dir(worktree)
+        lock = admin / "index.lock" if admin is not None else None
+        if lock is None or not lock.exists():
+            return []
+        lock.unlink()
+        return [lock]
 
     def _checkout_env(self) -> dict[str, str] | None:
         """Parallel checkout for new worktrees, unless the repository sets checkout.workers.
@@ -542,6 +572,7 @@ class GitWorkspace:
         GitError with the hook's output; with `rescue_branch`, the refused work is first saved
         on that branch (see `_rescue`) and CommitRefused is raised instead.
         """
+        message = redact(message)  # agents' summaries end up in messages
         env = _identity(author_name, author_email)
         self._run("add", "--all", "--", ".", *JUNK_PATHSPECS, cwd=worktree)
         if self._status("diff", "--cached", "--quiet", cwd=worktree) == 0:
@@ -556,8 +587,8 @@ class GitWorkspace:
                 raise GitError(f"`git commit` failed in {worktree} (exit {status}): {output}")
             branch, sha = self._rescue(worktree, rescue_branch, message, env)
             raise CommitRefused(
-                f"git refused the commit in {worktree} (a pre-commit or commit-msg hook, exit "
-                f"{status}): {output[-2000:]}. The work was saved without running hooks as "
+                f"git refused the commit in {worktree} (exit {status}; a pre-commit or "
+                f"commit-msg hook, usually): {output[-2000:]}. The work was saved without hooks as "
                 f"{sha[:10]} on branch {branch}, which is never merged; the worktree was reset "
                 "to its last commit.",
                 branch=branch,
@@ -657,6 +688,7 @@ class GitWorkspace:
         `conclude_merge` or undo it with `abort_merge`. Any other failure (local changes in the
         way, a refusing pre-merge-commit hook) leaves no merge in progress and raises GitError.
         """
+        message = redact(message)  # agents' summaries end up in messages
         env = _identity(author_name, author_email)
         with self._lock:
             merged = self._status(
@@ -764,6 +796,7 @@ class GitWorkspace:
         A conflicted text file counts as resolved once its conflict markers are gone; binary,
         deleted or symlinked conflicted paths must be staged explicitly (resolve_conflict).
         """
+        message = redact(message)  # agents' summaries end up in messages
         env = _identity(author_name, author_email)
         directory = Path(worktree).expanduser().resolve()
         with self._lock:

@@ -292,7 +292,8 @@ class RunLifecycle(_Base):
         try:
             self.state.update(apply)
         except AgentTeamError as state_error:  # the state file itself is the problem
-            self.log(f"Could not record the failed run in the state file: {state_error}")
+            if str(state_error) != str(exc):  # the same error is reported as the run's end
+                self.log(f"Could not record the failed run in the state file: {state_error}")
 
     def create_feature_branch(self) -> None:
         """Create `feature/<slug>` at the base commit."""

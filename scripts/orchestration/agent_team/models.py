@@ -193,6 +193,7 @@ def create_model(
     max_tokens: int = 8000,
     temperature: float | None = None,
     retry: Mapping[str, float] | None = None,
+    timeout: float | None = None,
     on_retry: Callable[[int, float, Exception], None] | None = None,
 ) -> ChatModel:
     """Build a model adapter by provider name, importing its SDK only now.
@@ -223,6 +224,7 @@ def create_model(
             temperature=temperature,
             retry=_retry_policy(retry),
             on_retry=on_retry,
+            **({"timeout": timeout} if timeout else {}),
         )
     if provider == "openai":
         try:
@@ -239,6 +241,7 @@ def create_model(
             temperature=temperature,
             retry=_retry_policy(retry),
             on_retry=on_retry,
+            **({"timeout": timeout} if timeout else {}),
         )
     raise ConfigError(
         f"Unknown API provider {provider!r}. Choose one of: {', '.join(PROVIDERS)}."

@@ -27,6 +27,7 @@ from .config import Config, build_config
 from .errors import (
     AgentStuck,
     ConfigError,
+    ModelError,
     PlanError,
 )
 from .events import EventLog
@@ -34,10 +35,12 @@ from .git_workspace import GitWorkspace
 from .lifecycle import RunLifecycle, fail_message
 
 __all__ = ["BaseOrchestrator", "fail_message"]
-from .models import ChatModel, Message, Reply, create_model, detect_provider
+from .models import MAX_TOKENS, ChatModel, Message, Reply, create_model, detect_provider
 from .plan import Plan, parse_plan, plan_output_schema
+from .process import hide_secrets_from_proc
 from .progress import ProgressDisplay
 from .recording import RecordingModel, SessionRecorder
+from .redaction import redact
 from .roles import MANAGER, Role, build_roles, default_agent_types, load_prompt, read_context
 from .state import TeamState, utc_now
 from .stuck import StuckDetector, StuckEscalation, StuckHooks, guidance_prompt
@@ -72,6 +75,7 @@ class BaseOrchestrator(RunLifecycle):
         progress: ProgressDisplay | None = None,
     ) -> None:
         self.project_dir = Path(project_dir).expanduser().resolve()
+        hide_secrets_from_proc()  # agents' commands run as the user and could read it there
         self.git = GitWorkspace(self.project_dir)
         self.config = config or build_config(
             project_dir=self.project_dir,
@@ -152,6 +156,7 @@ class BaseOrchestrator(RunLifecycle):
                     max_tokens=spec.max_tokens,
                     temperature=spec.temperature,
                     retry=self.config["retry"],
+                    timeout=self.config["retry"].get("request_timeout_seconds"),
                     on_retry=lambda n, delay, error: self._on_retry(role, n, delay, error),
                 )
                 if self.recorder is not None:
@@ -187,6 +192,7 @@ class BaseOrchestrator(RunLifecycle):
         self.check_budget(role, system_prompt, messages)
         started = time.monotonic()
         reply = model.complete(system_prompt, messages, output_schema=schema)
+        self._call_options.last_stop_reason = reply.stop_reason
         self.record_usage(role, None, reply, model, duration_s=time.monotonic() - started)
         return reply.text
 
@@ -194,6 +200,18 @@ class BaseOrchestrator(RunLifecycle):
         self.events.emit("retry", role=role, attempt=attempt, delay_s=round(delay, 2),
                          error=str(error))
         self.log(f"{role}: API error ({error}); retry {attempt} in {delay:.1f}s")
+
+    def ask_manager(self, agent_id: str, prompt: str) -> str:
+        """A manager call whose API failure is reported, not raised: the run's results stand.
+
+        Used for the integration review, which comes after every merge and the test run; a
+        budget stop still propagates.
+        """
+        try:
+            return self.call_agent(agent_id, MANAGER, prompt, self._get_system_prompt(MANAGER))
+        except ModelError as exc:
+            self.log(f"The manager's {agent_id} call failed: {exc}")
+            return f"The manager's review failed: {redact(str(exc))}"
 
     def record_usage(
         self, role: str, task_id: str | None, reply: Reply, model: ChatModel, *,
@@ -293,12 +311,19 @@ class BaseOrchestrator(RunLifecycle):
         for attempt in range(1, attempts + 1):
             self.log(f"Calling manager for a plan (attempt {attempt}/{attempts})...")
             self.events.emit("plan_requested", attempt=attempt, max_attempts=attempts)
+            self._call_options.last_stop_reason = None
             with self._structured_output(plan_output_schema(workers)):
                 reply = self.call_agent("plan", MANAGER, prompt, system)
+            was_cut = getattr(self._call_options, "last_stop_reason", None) == MAX_TOKENS
             try:
                 return parse_plan(reply, workers, max_tasks=max_tasks)
             except PlanError as exc:
                 errors = exc.errors
+                if was_cut:
+                    errors = [
+                        "Your answer was cut off at the output token limit before the plan was "
+                        "complete: return a shorter plan (fewer, larger tasks and one-sentence "
+                        "descriptions).", *errors]
                 self.events.emit("plan_rejected", attempt=attempt, errors=errors)
                 self.log(f"Plan rejected: {'; '.join(errors)}")
                 self._note("manager", None, "plan_rejected", "Plan rejected", {"errors": errors})
@@ -522,7 +547,7 @@ class BaseOrchestrator(RunLifecycle):
         """A progress line: to the event log, and printed (by the display when there is one)."""
         self.events.emit("log", message=message)
         if self.progress is None:
-            self.output(f"[Orchestrator] {message}")
+            self.output(f"[Orchestrator] {redact(message)}")
 
 class _StateHooks(AgentHooks):
     """Mirror an agent's progress into the state file and account its usage."""

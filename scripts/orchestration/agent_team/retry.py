@@ -1,5 +1,8 @@
 """Retrying provider calls: exponential backoff with full jitter, honouring `retry-after`.
 
+Provider errors are classified here too, from two tables: which statuses are worth retrying,
+and which say the run's setup is wrong (exit code 2). `api_error` builds every adapter's error.
+
 The SDK clients are built with `max_retries=0` so that every retry happens here, where it is
 visible (`on_retry`, logging), configurable (`RetryPolicy`) and testable (injected `sleep`).
 """

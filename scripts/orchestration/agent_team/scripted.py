@@ -20,7 +20,7 @@ the queue named `role`, else from `*`. Queues are consumed in order and independ
 running in parallel replay deterministically whatever the thread timing. A turn may also carry
 `usage` (token counts to report), `stop_reason`, and `delay` (seconds to wait, to simulate
 latency). A turn with `error` raises that error instead of replying (status and message), which
-lets tests inject provider faults; its exit code follows the status as the real adapters' does
+lets tests inject provider faults; its exit code follows the status as with the real adapters
 (401, 403 and 404 are bad input). A tool call may carry `arguments_error` (what a recording
 keeps of arguments that were not a JSON object), so it replays as the same error result.
 """

@@ -304,6 +304,8 @@ class TeamState:
         transaction came from elsewhere (an agent's command can write anywhere): it is refused,
         valid or not, and never overwritten; see `_changed_elsewhere`.
         """
+        if self.missing_project_name is not None:
+            self._make_directory()
         with self._locked():
             try:
                 self._written = self.path.read_bytes()
@@ -582,10 +584,12 @@ class TeamState:
         assert self._written is not None
         try:
             self._make_directory()
-            copy_path = _backup(self.path, self._written, "last-good")
-            last = f"this run's last version is saved at {copy_path}"
+            good = _backup(self.path, self._written, "last-good")
         except (OSError, StateError) as exc:
-            last = f"saving this run's last version failed ({exc})"
+            last, advice = f"saving this run's last version failed ({exc})", ""
+        else:
+            last = f"this run's last version is saved at {good}"
+            advice = f" (`cp {good} {self.path}`)"
         if raw is None:
             what, kept = "deleted", "It was not re-created"
         else:
@@ -595,8 +599,8 @@ class TeamState:
         return StateError(
             f"The team state file {self.path} was {what} by something other than this run "
             "while it was running (agents' commands are not sandboxed and can write anywhere). "
-            f"{kept}, and {last}. The run stops here: put back the version you trust, e.g. "
-            f"`cp <that copy> {self.path}`, and continue with --resume."
+            f"{kept}, and {last}. The run stops here: put back the version you trust{advice} "
+            "and continue with --resume."
         )
 
     def _save(self, state: dict) -> None:
