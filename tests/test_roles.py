@@ -234,3 +234,14 @@ def test_read_context_tolerates_bad_bytes(tmp_path: Path) -> None:
     directory.mkdir(parents=True)
     (directory / "architecture.md").write_bytes(b"caf\xe9 ok")
     assert "caf\ufffd ok" in read_context(tmp_path)
+
+
+def test_context_drops_guidance_comments_and_unfilled_templates(tmp_path: Path) -> None:
+    context = tmp_path / ".ai-agents" / "context"
+    context.mkdir(parents=True)
+    (context / "architecture.md").write_text(
+        "# Architecture\n\n<!-- Fill this in:\nlong guidance -->\n\nA Flask API in src/api.\n")
+    (context / "api-contracts.md").write_text("# API contracts\n\n<!-- guidance -->\n\n## Auth\n")
+    text = read_context(tmp_path)
+    assert "A Flask API in src/api." in text and "guidance" not in text
+    assert "api-contracts.md" not in text

@@ -131,17 +131,26 @@ def build_roles(
     return roles
 
 
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+
+
 def read_context(project_dir: Path, *, cap: int = CONTEXT_CAP_CHARS) -> str:
-    """The project's `.ai-agents/context/*.md` files, each capped, for the role prompts."""
+    """The project's `.ai-agents/context/*.md` files, each capped, for the role prompts.
+
+    HTML comments (the template's guidance for people) are left out, and so is a file that
+    holds nothing but headings, so unfilled templates cost no tokens.
+    """
     parts = []
     context_dir = project_dir / ".ai-agents" / "context"
     for name in CONTEXT_FILES:
         path = context_dir / name
         if not path.is_file():
             continue
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
-        if not text:
-            continue
+        text = _HTML_COMMENT.sub("", path.read_text(encoding="utf-8", errors="replace"))
+        text = re.sub(r"\n{3,}", "\n\n", text).strip()
+        if not any(line.strip() and not line.lstrip().startswith("#")
+                   for line in text.splitlines()):
+            continue  # headings only: a template nobody filled in
         if len(text) > cap:
             text = text[:cap] + f"\n[... {len(text) - cap} more characters in {name} ...]"
         parts.append(f"## {name}\n\n{text}")
