@@ -254,7 +254,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp_files(
     def broken_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space left"):
         report.write_reports(tmp_path, "run-1", {**summary, "status": "completed"})
     assert paths["json"].read_bytes() == before

@@ -415,3 +415,31 @@ def test_verbose_plain_output_shows_tool_calls(tmp_path: Path) -> None:
     ], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "write_file" in result.output and "\x1b[" not in result.output
+
+
+def test_resume_records_a_merge_that_git_made_but_the_state_missed(tmp_path: Path) -> None:
+    """A crash between the merge commit and its state record: resume finds it in git."""
+    project = tmp_path / "project"
+    make_repo(project, FILES)
+    first = orchestrator(project, ScriptedModel(chain_session()),
+                         limits={"max_api_calls": 4}).run(FEATURE)
+    assert first["exit_code"] == 3
+    state = TeamState.for_project(project)
+
+    def forget_merge_of_a(data: dict[str, Any]) -> None:
+        task = next(t for t in data["tasks"] if t["task_id"] == "A")
+        task.update(status="in_progress", merged=False, merge_commit=None)
+        data["integration"]["merges"] = [
+            m for m in data["integration"]["merges"] if m["task_id"] != "A"]
+
+    state.update(forget_merge_of_a)
+    model = ScriptedModel(chain_session())
+    resumed = orchestrator(project, model).resume()
+
+    assert resumed["exit_code"] == 0
+    assert "backend-dev:A" not in {c.key for c in model.calls}  # not redone, not re-merged
+    merges = {m["task_id"]: m for m in state.read()["integration"]["merges"]}
+    assert set(merges) == {"A", "B", "C"}
+    assert merges["A"]["message"] == "merged before the run was interrupted"
+    merge_commit = merges["A"]["commit"]
+    assert git.Repo(project).commit(merge_commit).message.startswith("Merge A")

@@ -12,18 +12,22 @@ repository and replays a scripted session in which both roles really edit files.
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "orchestration"))
 
 import click  # noqa: E402
-import git  # noqa: E402
-from agent_team.cli import EXAMPLES_DIR, common_options, resolve_run_inputs, run_cli  # noqa: E402
+from agent_team.cli import (  # noqa: E402
+    EXAMPLES_DIR,
+    common_options,
+    max_workers_option,
+    orchestrator_options,
+    prepare_demo,
+    run_cli,
+    run_inputs,
+)
 from file_based_orchestrator import FileBasedOrchestrator  # noqa: E402
 
 DATA_APP = EXAMPLES_DIR / "data-app"
@@ -63,48 +67,25 @@ class DataEngineerOrchestrator(FileBasedOrchestrator):
         }
 
 
-def prepare_data_demo() -> tuple[Path, Path, str]:
+def prepare_data_demo(session_name: str = DEMO_SESSION.name) -> tuple[Path, Path, str]:
     """Copy the data app into a fresh git repo; return (project, session file, feature)."""
-    feature = json.loads(DEMO_SESSION.read_text(encoding="utf-8"))["feature"]
-    target = Path(tempfile.mkdtemp(prefix="agent-team-data-demo-")) / "sales"
-    shutil.copytree(DATA_APP, target,
-                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".ruff_cache"))
-    repo = git.Repo.init(target, initial_branch="main")
-    with repo.config_writer() as writer:
-        writer.set_value("user", "name", "Demo User")
-        writer.set_value("user", "email", "demo@example.com")
-        writer.set_value("commit", "gpgsign", "false")
-    repo.git.add("--all")
-    repo.git.commit("-m", "Daily sales data and loader")
-    return target, DEMO_SESSION, str(feature)
+    return prepare_demo(session_name, DATA_APP, project_name="sales",
+                        message="Daily sales data and loader")
 
 
 @click.command()
 @common_options
-@click.option("--max-workers", type=click.IntRange(1, 64),
-              help="Most agents working at once (default: coordination.max_workers, 3).")
+@max_workers_option
 def main(max_workers: int | None, **options: Any) -> None:
     """Plan a data feature with a manager and build it with data and ML engineers."""
 
     def run() -> int:
-        if options["demo"]:
-            if options["project_dir"] is not None:
-                raise click.UsageError("--demo makes its own project; drop --project-dir.")
-            project_dir, session, feature = prepare_data_demo()
-            click.echo(f"[Orchestrator] Demo project: {project_dir}")
-            provider = "scripted"
-            feature = options["feature"] or feature
-            session = options["session"] or session
-        else:
-            feature, project_dir, provider, session = resolve_run_inputs(
-                options["feature"], options["project_dir"], False, DEMO_SESSION.name,
-                options["api_provider"], options["session"],
-            )
+        feature, project_dir, provider, session = run_inputs(
+            options, DEMO_SESSION.name, prepare=prepare_data_demo
+        )
         orchestrator = DataEngineerOrchestrator(
-            project_dir, max_workers=max_workers, api_provider=provider,
-            model_name=options["model_name"], base_url=options["base_url"], session=session,
-            config_path=options["config_path"], test_command=options["test_command"],
-            max_iterations=options["max_iterations"],
+            project_dir, max_workers=max_workers,
+            **orchestrator_options(options, provider, session),
         )
         summary = orchestrator.run(feature)
         click.echo(f"[Orchestrator] Result: branch {summary['feature_branch']} in {project_dir}")

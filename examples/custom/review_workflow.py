@@ -24,7 +24,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "orchestration"))
 
 import click  # noqa: E402
-from agent_team.cli import common_options, resolve_run_inputs, run_cli  # noqa: E402
+from agent_team.cli import (  # noqa: E402
+    common_options,
+    max_workers_option,
+    orchestrator_options,
+    run_cli,
+    run_inputs,
+)
 from agent_team.errors import EXIT_FAILED, EXIT_OK, AgentTeamError  # noqa: E402
 from agent_team.plan import extract_json  # noqa: E402
 from agent_team.redaction import KEY_SHAPES  # noqa: E402
@@ -278,21 +284,15 @@ def render_security(security: Mapping[str, Any]) -> str:
 
 @click.command()
 @common_options
-@click.option("--max-workers", type=click.IntRange(1, 64),
-              help="Most agents working at once (default: coordination.max_workers, 3).")
+@max_workers_option
 def main(max_workers: int | None, **options: Any) -> None:
     """Build a feature with an architect review before planning and a security scan after."""
 
     def run() -> int:
-        feature, project_dir, provider, session = resolve_run_inputs(
-            options["feature"], options["project_dir"], options["demo"], DEMO_SESSION,
-            options["api_provider"], options["session"],
-        )
+        feature, project_dir, provider, session = run_inputs(options, DEMO_SESSION)
         orchestrator = ReviewedOrchestrator(
-            project_dir, max_workers=max_workers, api_provider=provider,
-            model_name=options["model_name"], base_url=options["base_url"], session=session,
-            config_path=options["config_path"], test_command=options["test_command"],
-            max_iterations=options["max_iterations"],
+            project_dir, max_workers=max_workers,
+            **orchestrator_options(options, provider, session),
         )
         result = orchestrator.run(feature)
         click.echo(render_security(result["security"]))

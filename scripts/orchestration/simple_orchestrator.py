@@ -20,13 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import click  # noqa: E402
-from agent_team.cli import (  # noqa: E402
-    common_options,
-    limit_options,
-    make_display,
-    resolve_run_inputs,
-    run_cli,
-)
+from agent_team.cli import common_options, run_main  # noqa: E402
 from agent_team.errors import EXIT_FAILED, EXIT_OK, GitError, UsageLimitExceeded  # noqa: E402
 from agent_team.git_workspace import CommitRefused  # noqa: E402
 from agent_team.orchestrator import BaseOrchestrator, fail_message  # noqa: E402
@@ -194,32 +188,7 @@ class SimpleOrchestrator(BaseOrchestrator):
 @common_options
 def main(**options: Any) -> None:
     """Plan a feature with a manager agent and build it task by task on one branch."""
-
-    display = make_display(options)
-
-    def run() -> int:
-        feature, project_dir, provider, session = resolve_run_inputs(
-            options["feature"], options["project_dir"], options["demo"],
-            "simple-demo.json", options["api_provider"], options["session"],
-        )
-        orchestrator = SimpleOrchestrator(
-            project_dir, api_provider=provider, model_name=options["model_name"],
-            base_url=options["base_url"], session=session,
-            config_path=options["config_path"], test_command=options["test_command"],
-            max_iterations=options["max_iterations"], limits=limit_options(options),
-            output=display.write_line, progress=display, record=options["record"],
-        )
-        display.refresh_seconds = float(
-            orchestrator.config.coordination["check_interval_seconds"])
-        summary = orchestrator.run(feature)
-        display.write_line(
-            f"[Orchestrator] Result: branch {summary['feature_branch']} in {project_dir}")
-        return int(summary["exit_code"])
-
-    try:
-        run_cli(run)
-    finally:
-        display.close()
+    run_main(options, SimpleOrchestrator, "simple-demo.json")
 
 
 if __name__ == "__main__":

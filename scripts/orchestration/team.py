@@ -11,7 +11,8 @@
 
 `status`, `tasks` and `report` only read: they never lock or write the state file, so they are
 safe while a run goes on (the engine replaces the file atomically, so a read sees one whole
-version). Every mistake on the command line ends with a message and exit code 2.
+version). Every mistake on the command line ends with a message and exit code 2. What `status`
+and `tasks show` print is built in agent_team/status_view.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +47,9 @@ from agent_team.state import (  # noqa: E402
     validate_state,
 )
 from agent_team.state_schema import encoder, load_schema  # noqa: E402
+from agent_team.status_view import render_status, render_task, status_data  # noqa: E402
+from agent_team.status_view import tests_line as tests_line  # noqa: E402
+from agent_team.status_view import usage_line as usage_line  # noqa: E402
 from agent_team.testrun import detect_test_command  # noqa: E402
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / ".ai-agents-template"
@@ -130,153 +133,6 @@ def find_task(state: Mapping[str, Any], task_id: str) -> dict[str, Any]:
             return task
     known = ", ".join(t["task_id"] for t in state["tasks"]) or "none yet"
     raise BadInput(f"No task {task_id!r} in the current run (tasks: {known}).")
-
-
-# --- formatting ---------------------------------------------------------------------------------
-
-
-def _ago(timestamp: str | None) -> str:
-    if not timestamp:
-        return "never"
-    try:
-        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
-        return timestamp
-    seconds = max(0, int((datetime.now(timezone.utc) - then).total_seconds()))
-    if seconds < 120:
-        span = f"{seconds} s"
-    elif seconds < 7200:
-        span = f"{seconds // 60} min"
-    else:
-        span = f"{seconds // 3600} h"
-    return f"{timestamp} ({span} ago)"
-
-
-def usage_line(usage: Mapping[str, Any]) -> str:
-    tokens = [usage.get(k, 0) for k in ("input_tokens", "output_tokens", "cache_read_tokens",
-                                        "cache_write_tokens")]
-    if not usage.get("cost_known", True) or (usage.get("cost_usd") is None
-                                             and usage.get("api_calls")):
-        cost = "unknown (a model without a price was used)"
-    else:
-        cost = f"~${usage.get('cost_usd') or 0.0:.4f} (estimate)"
-    return (
-        f"{usage.get('api_calls', 0)} API calls, {sum(tokens):,} tokens (input {tokens[0]:,}, "
-        f"output {tokens[1]:,}, cache read {tokens[2]:,}, cache write {tokens[3]:,}), cost {cost}"
-    )
-
-
-def tests_line(results: Mapping[str, Any] | None) -> str:
-    if not results:
-        return "not run yet"
-    counts = ", ".join(f"{results[k]} {k}" for k in ("passed", "failed", "skipped", "errors")
-                       if results.get(k))
-    verdict = "PASS" if results.get("success") else "FAIL"
-    return (f"{verdict} ({counts or 'no counts parsed'}; exit code {results.get('exit_code')}, "
-            f"`{results.get('command')}`)")
-
-
-def status_data(project: Path, state: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The machine-readable status: the live parts of the state, without the logs."""
-    state = state or {}
-    integration = state.get("integration") or {}
-    return {
-        "project": str(project),
-        "state_file": str(project / STATE_RELATIVE_PATH),
-        "exists": bool(state),
-        "last_updated": state.get("last_updated"),
-        "feature": state.get("current_feature"),
-        "tasks": [
-            {
-                "task_id": t["task_id"],
-                "description": t["description"],
-                "assigned_to": t["assigned_to"],
-                "status": t["status"],
-                "progress": t.get("progress", 0),
-                "branch": t.get("branch"),
-                "dependencies": t.get("dependencies", []),
-                "error": t.get("error"),
-            }
-            for t in state.get("tasks", [])
-        ],
-        "agents": state.get("agents", {}),
-        "usage": {k: v for k, v in (state.get("usage") or {}).items() if k != "by_agent"},
-        "usage_by_agent": (state.get("usage") or {}).get("by_agent", {}),
-        "integration": {
-            "status": integration.get("status"),
-            "merges": len(integration.get("merges", [])),
-            "test_results": integration.get("test_results"),
-        } if integration else None,
-    }
-
-
-def render_status(data: Mapping[str, Any]) -> str:
-    lines = [f"Project: {data['project']}"]
-    if not data["exists"]:
-        lines.append(f"No team state yet ({data['state_file']} is missing): nothing has run here.")
-        return "\n".join(lines)
-    lines.append(f"State updated: {_ago(data['last_updated'])}")
-    feature = data["feature"]
-    if feature is None:
-        lines.append("Feature: none yet")
-    else:
-        lines.append(f"Feature: {feature['title']} [{feature['status']}]")
-        lines.append(f"  branch {feature.get('branch')} from {feature.get('base_branch')}, "
-                     f"run {feature.get('run_id')}, started {feature.get('started_at')}")
-    tasks = data["tasks"]
-    counts: dict[str, int] = {}
-    for task in tasks:
-        counts[task["status"]] = counts.get(task["status"], 0) + 1
-    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
-    lines.append(f"Tasks: {len(tasks)}" + (f" ({summary})" if summary else ""))
-    for t in tasks:
-        line = (f"  {t['task_id']:<10} {t['status']:<11} {t['assigned_to']:<14} "
-                f"{t['progress']:>3}%  {t['branch'] or '-'}")
-        if t.get("error"):
-            line += f"\n{'':14}error: {t['error']}"
-        lines.append(line)
-    lines.append(f"Agents: {len(data['agents'])}")
-    for name, agent in data["agents"].items():
-        lines.append(
-            f"  {name:<24} {agent['status']:<8} task {agent.get('current_task') or '-'}, "
-            f"turn {agent.get('turn', 0)}, last tool {agent.get('last_tool') or '-'}, "
-            f"tokens {agent.get('tokens', 0):,}, updated {agent.get('updated_at') or '-'}"
-        )
-    lines.append(f"Usage: {usage_line(data['usage'])}")
-    integration = data["integration"]
-    if integration and integration["status"] != "not_started":
-        lines.append(f"Integration: {integration['status']}, {integration['merges']} merge(s), "
-                     f"tests {tests_line(integration['test_results'])}")
-    return "\n".join(lines)
-
-
-def render_task(task: Mapping[str, Any]) -> str:
-    lines = [f"{task['task_id']}: {task['description']}"]
-    fields = ("assigned_to", "status", "progress", "priority", "dependencies", "attempts",
-              "branch", "worktree", "commit", "merge_commit", "started_at", "completed_at",
-              "error")
-    for key in fields:
-        value = task.get(key)
-        if value in (None, "", []):
-            continue
-        if isinstance(value, list):
-            value = ", ".join(str(v) for v in value)
-        lines.append(f"  {key}: {value}")
-    for item in task.get("deliverables", []):
-        lines.append(f"  deliverable: {item}")
-    result = task.get("result") or {}
-    if result:
-        lines.append("  result:")
-        lines.append(f"    summary: {result.get('summary', '')}")
-        for key, label in (("files_modified", "file"), ("completed_items", "done"),
-                           ("blockers", "blocker")):
-            for item in result.get(key) or []:
-                lines.append(f"    {label}: {item}")
-        if result.get("notes"):
-            lines.append(f"    notes: {result['notes']}")
-    if task.get("usage"):
-        lines.append(f"  usage: {usage_line(task['usage'])}")
-    return "\n".join(lines)
 
 
 # --- init ---------------------------------------------------------------------------------------

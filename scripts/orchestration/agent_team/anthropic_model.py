@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import ConfigError, MissingDependency, ModelAPIError
-from .models import END_TURN, ChatModel, Message, Reply, ToolCall, ToolSpec, Usage
-from .retry import DEFAULT_RETRY, OnRetry, RetryPolicy, api_error, brief, call_with_retries
+from .errors import ConfigError
+from .models import END_TURN, Message, Reply, ToolCall, ToolSpec, Usage
+from .sdk_call import ProviderProfile, SdkChatModel, load_sdk
 
 KEY_VARIABLE = "ANTHROPIC_API_KEY"
 EPHEMERAL = {"type": "ephemeral"}
@@ -41,78 +41,41 @@ _HINTS = {
     404: "Check the model name (--model) and the base URL.",
     413: "The request is too large: shorten the conversation or the files sent.",
 }
+PROFILE = ProviderProfile(
+    sdk="anthropic",
+    api="Anthropic API",
+    label="Anthropic",
+    base_error="AnthropicError",
+    reply_attribute="content",
+    reply_kind="a message",
+    request_id_header="request-id",
+    code_keys=("type",),
+    hints=_HINTS,
+)
 
 
-def _sdk() -> Any:
-    try:
-        import anthropic
-    except ImportError as exc:
-        raise MissingDependency(
-            f"The anthropic provider needs the anthropic SDK ({exc}). "
-            "Run: pip install -r requirements.txt"
-        ) from exc
-    return anthropic
-
-
-class AnthropicModel(ChatModel):
+class AnthropicModel(SdkChatModel):
     """Claude through the Messages API, retried by `retry.call_with_retries`."""
 
     provider = "anthropic"
+    profile = PROFILE
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        client: Any = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        max_tokens: int = 8000,
-        temperature: float | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        timeout: float = 600,
-        on_retry: OnRetry | None = None,
-        sleep: Callable[[float], None] | None = None,
-    ) -> None:
-        self.model = model
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.retry = retry
-        self.on_retry = on_retry
-        self._sleep = sleep
-        if client is None:
-            key = api_key or os.environ.get(KEY_VARIABLE)
-            if not key:
-                raise ConfigError(
-                    f"The anthropic provider needs an API key: set {KEY_VARIABLE} in the "
-                    "environment (https://console.anthropic.com/settings/keys), or choose "
-                    "another provider with --api-provider."
-                )
-            if base_url is not None:
-                # The SDK appends /v1/messages itself; a pasted ".../v1" would double it.
-                base_url = base_url.rstrip("/").removesuffix("/v1")
-            client = _sdk().Anthropic(
-                api_key=key, base_url=base_url, max_retries=0, timeout=timeout
+    def make_client(self, api_key: str | None, base_url: str | None, timeout: float) -> Any:
+        key = api_key or os.environ.get(KEY_VARIABLE)
+        if not key:
+            raise ConfigError(
+                f"The anthropic provider needs an API key: set {KEY_VARIABLE} in the "
+                "environment (https://console.anthropic.com/settings/keys), or choose "
+                "another provider with --api-provider."
             )
-        self._client = client
+        if base_url is not None:
+            # The SDK appends /v1/messages itself; a pasted ".../v1" would double it.
+            base_url = base_url.rstrip("/").removesuffix("/v1")
+        return load_sdk("anthropic").Anthropic(
+            api_key=key, base_url=base_url, max_retries=0, timeout=timeout
+        )
 
-    # -- ChatModel -----------------------------------------------------------------------------
-
-    def complete(
-        self,
-        system: str,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSpec] = (),
-        output_schema: Mapping[str, Any] | None = None,
-    ) -> Reply:
-        request = self.build_request(system, messages, tools=tools, output_schema=output_schema)
-        kwargs: dict[str, Any] = {"on_retry": self.on_retry}
-        if self._sleep is not None:
-            kwargs["sleep"] = self._sleep
-        response = call_with_retries(lambda: self._send(request), self.retry, **kwargs)
-        return reply_from_response(response, self.model)
-
-    # -- request -------------------------------------------------------------------------------
+    # -- request and reply ---------------------------------------------------------------------
 
     def build_request(
         self,
@@ -146,60 +109,11 @@ class AnthropicModel(ChatModel):
             request["extra_body"] = {"temperature": self.temperature}
         return request
 
-    def _send(self, request: dict[str, Any]) -> Any:
-        anthropic = _sdk()
-        try:
-            response = self._client.messages.create(**request)
-        except anthropic.APIStatusError as exc:
-            raise _status_error(exc) from exc
-        except anthropic.APITimeoutError as exc:
-            raise api_error(
-                f"The Anthropic API at {exc.request.url} did not answer within the client "
-                f"timeout ({self._timeout()}): {exc.message}",
-                status=None,
-            ) from exc
-        except anthropic.APIConnectionError as exc:
-            cause = exc.__cause__ or exc.__context__
-            raise api_error(
-                f"Could not reach the Anthropic API at {exc.request.url}: {exc.message}"
-                + (f" ({cause})" if cause else ""),
-                status=None,
-            ) from exc
-        except anthropic.AnthropicError as exc:
-            raise api_error(f"Anthropic SDK error: {exc}", status=None, retryable=False) from exc
-        if not hasattr(response, "content"):
-            # A 200 whose body is not a message (a proxy's page, a body cut in transit).
-            raise api_error(
-                f"The Anthropic API answered 200 with a body that is not a message: "
-                f"{brief(response)!r}",
-                status=None,
-            )
-        return response
+    def create(self, request: dict[str, Any]) -> Any:
+        return self._client.messages.create(**request)
 
-    def _timeout(self) -> str:
-        timeout = getattr(self._client, "timeout", None)
-        seconds = getattr(timeout, "read", timeout)
-        return f"{seconds:g} s" if isinstance(seconds, (int, float)) else str(seconds)
-
-
-def _status_error(exc: Any) -> ModelAPIError:
-    """A ModelAPIError carrying the API's own message (one line, masked), status, retry_after."""
-    status = int(exc.status_code)
-    headers = exc.response.headers
-    body = exc.body
-    detail = body.get("error", body) if isinstance(body, dict) else None
-    api_message = detail.get("message") if isinstance(detail, dict) else None
-    error_type = detail.get("type") if isinstance(detail, dict) else None
-    message = f"Anthropic API error {status}"
-    if error_type:
-        message += f" ({error_type})"
-    message += f": {brief(api_message or body or exc.message)}"
-    if status in _HINTS:
-        message += f" {_HINTS[status]}"
-    request_id = headers.get("request-id")
-    if request_id:
-        message += f" [request id {request_id}]"
-    return api_error(message, status=status, headers=headers)
+    def parse_reply(self, response: Any) -> Reply:
+        return reply_from_response(response, self.model)
 
 
 # -- conversions ---------------------------------------------------------------------------------

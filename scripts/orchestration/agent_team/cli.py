@@ -1,4 +1,6 @@
-"""Command-line plumbing shared by both orchestrator scripts: options, the demo, exit codes."""
+"""Command-line plumbing shared by the orchestrator scripts and the custom examples: options,
+the demo, the run's inputs, the run itself with its display, and exit codes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,11 @@ from .progress import ProgressDisplay
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
 DEMO_APP = EXAMPLES_DIR / "demo-app"
+#: What a demo copy of an example app leaves out: caches of earlier runs there.
+DEMO_IGNORE = shutil.ignore_patterns("__pycache__", ".pytest_cache", ".ruff_cache")
+
+#: (feature, project directory, API provider, session file) of one run.
+RunInputs = tuple[str, Path, str | None, Path | None]
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -79,19 +86,39 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def prepare_demo(session_name: str) -> tuple[Path, Path, str]:
-    """Copy the example app into a fresh git repo; return (project, session file, feature)."""
+#: --max-workers of the file-based orchestrator and the scripts built on it.
+max_workers_option = click.option(
+    "--max-workers", type=click.IntRange(1, 64),
+    help="Most agents working at once (default: coordination.max_workers, 3).",
+)
+
+
+def prepare_demo(
+    session_name: str,
+    app_dir: Path = DEMO_APP,
+    *,
+    project_name: str = "todo-app",
+    message: str = "Initial version of the todo app",
+) -> tuple[Path, Path, str]:
+    """Copy an example app into a fresh git repo; return (project, session file, feature).
+
+    Args:
+        session_name: The session file under examples/sessions/ the demo replays.
+        app_dir: The example app to copy (default: examples/demo-app).
+        project_name: The copy's directory name, inside a new temporary directory.
+        message: The message of the copy's first commit.
+    """
     session = EXAMPLES_DIR / "sessions" / session_name
     data = json.loads(session.read_text(encoding="utf-8"))
-    target = Path(tempfile.mkdtemp(prefix="agent-team-demo-")) / "todo-app"
-    shutil.copytree(DEMO_APP, target, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    target = Path(tempfile.mkdtemp(prefix="agent-team-demo-")) / project_name
+    shutil.copytree(app_dir, target, ignore=DEMO_IGNORE)
     repo = git.Repo.init(target, initial_branch="main")
     with repo.config_writer() as writer:
         writer.set_value("user", "name", "Demo User")
         writer.set_value("user", "email", "demo@example.com")
         writer.set_value("commit", "gpgsign", "false")
     repo.git.add("--all")
-    repo.git.commit("-m", "Initial version of the todo app")
+    repo.git.commit("-m", message)
     return target, session, str(data["feature"])
 
 
@@ -119,12 +146,17 @@ def run_cli(run: Callable[[], int]) -> None:
 def resolve_run_inputs(
     feature: str | None, project_dir: Path | None, demo: bool, demo_session: str,
     api_provider: str | None, session: Path | None,
-) -> tuple[str, Path, str | None, Path | None]:
-    """Apply --demo and check the required flags, with errors that say what to pass."""
+    *, prepare: Callable[[str], tuple[Path, Path, str]] = prepare_demo,
+) -> RunInputs:
+    """Apply --demo and check the required flags, with errors that say what to pass.
+
+    `prepare(demo_session)` makes the demo project; an example with an app of its own passes
+    its own.
+    """
     if demo:
         if project_dir is not None:
             raise click.UsageError("--demo makes its own project; drop --project-dir.")
-        project_dir, demo_file, demo_feature = prepare_demo(demo_session)
+        project_dir, demo_file, demo_feature = prepare(demo_session)
         click.echo(f"[Orchestrator] Demo project: {project_dir}")
         return feature or demo_feature, project_dir, "scripted", session or demo_file
     if not feature:
@@ -132,12 +164,96 @@ def resolve_run_inputs(
     return feature, project_dir or Path.cwd(), api_provider, session
 
 
+def run_inputs(
+    options: Mapping[str, Any],
+    demo_session: str,
+    *,
+    resume: bool = False,
+    prepare: Callable[[str], tuple[Path, Path, str]] = prepare_demo,
+) -> RunInputs:
+    """(feature, project, provider, session) from the common options.
+
+    With `resume` the feature is the one the state file recorded, so --feature and --demo are
+    refused and the returned feature is empty.
+    """
+    if resume:
+        if options["feature"] or options["demo"]:
+            raise click.UsageError("--resume continues the recorded feature; drop "
+                                   "--feature and --demo.")
+        return "", options["project_dir"] or Path.cwd(), options["api_provider"], options["session"]
+    return resolve_run_inputs(
+        options["feature"], options["project_dir"], options["demo"], demo_session,
+        options["api_provider"], options["session"], prepare=prepare,
+    )
+
+
+def orchestrator_options(
+    options: Mapping[str, Any], api_provider: str | None, session: Path | None
+) -> dict[str, Any]:
+    """The orchestrator's constructor keywords that come straight from the common options."""
+    return {
+        "api_provider": api_provider,
+        "model_name": options["model_name"],
+        "base_url": options["base_url"],
+        "session": session,
+        "config_path": options["config_path"],
+        "test_command": options["test_command"],
+        "max_iterations": options["max_iterations"],
+        "limits": limit_options(options),
+        "record": options.get("record"),
+    }
+
+
+def run_main(
+    options: dict[str, Any],
+    orchestrator_class: Callable[..., Any],
+    demo_session: str,
+    *,
+    resume: Callable[[Any], dict[str, Any]] | None = None,
+    show_history: bool = False,
+    **settings: Any,
+) -> None:
+    """The whole `main` of an orchestrator script: inputs, the run with its display, the result.
+
+    Args:
+        options: The common options as click passed them.
+        orchestrator_class: What to build, with `settings` as extra constructor keywords.
+        demo_session: The session file --demo replays.
+        resume: Continues the recorded feature with the orchestrator instead of a new run.
+        show_history: Also print the git command that shows the feature branch's history.
+    """
+    display = make_display(options)
+
+    def run() -> int:
+        feature, project_dir, provider, session = run_inputs(
+            options, demo_session, resume=resume is not None
+        )
+        orchestrator = orchestrator_class(
+            project_dir, **settings, **orchestrator_options(options, provider, session),
+            output=display.write_line, progress=display,
+        )
+        display.refresh_seconds = float(
+            orchestrator.config.coordination["check_interval_seconds"])
+        summary = resume(orchestrator) if resume is not None else orchestrator.run(feature)
+        branch = summary["feature_branch"]
+        display.write_line(f"[Orchestrator] Result: branch {branch} in {project_dir}")
+        if show_history:
+            display.write_line(
+                f"[Orchestrator] See it with: git -C {project_dir} log --graph --oneline {branch}")
+        return int(summary["exit_code"])
+
+    try:
+        run_cli(run)
+    finally:
+        display.close()
+
+
 def limit_options(options: dict[str, Any]) -> dict[str, Any]:
     """The budget flags in the config file's `limits` shape (None = not given)."""
     return {
-        "max_api_calls": options.pop("max_api_calls", None),
-        "token_budget": options.pop("token_budget", None),
-        "cost_limit_usd": options.pop("cost_limit", None),
+        "max_api_calls": options.get("max_api_calls"),
+        "token_budget": options.get("token_budget"),
+        "cost_limit_usd": options.get("cost_limit"),
     }
 
 

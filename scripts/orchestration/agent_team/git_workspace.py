@@ -4,39 +4,41 @@ Every task works in its own linked worktree, so the user's checked-out branch, i
 uncommitted changes are never touched: nothing here checks out, resets or stages anything in the
 main working tree. All git calls go through `repo.git.<cmd>` (or a `git.Git` bound to one
 worktree) and failures become `GitError` carrying git's own stderr.
+
+`GitWorkspace` holds the repository, the calls and refs, commits and history; worktrees live in
+`git_worktrees.py` and merges in `git_merge.py`, mixed in here. `MergeResult` and
+`WorktreeInfo` are re-exported, so `from agent_team.git_workspace import ...` keeps working.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import git
-from git.exc import GitCommandError, GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
+from git.exc import GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 
 from .errors import GitError, NotAGitRepository
+from .git_merge import MergeMixin, MergeResult
+from .git_plumbing import GIT_ERRORS, check_rev, git_error, identity, repo_lock, split_z
+from .git_worktrees import WorktreeInfo, WorktreeMixin
 from .redaction import redact
 
-_GIT_ERRORS = (GitCommandError, GitCommandNotFound)
+__all__ = [
+    "JUNK_PATHSPECS",
+    "CommitRefused",
+    "GitWorkspace",
+    "LogEntry",
+    "MergeResult",
+    "WorktreeInfo",
+    "slugify",
+]
+
 _OPEN_ERRORS = (InvalidGitRepositoryError, NoSuchPathError)
-_CONFLICT_MARKERS = (b"<<<<<<<", b">>>>>>>")
-_BINARY_SNIFF = 8000
-
-_LOCKS: dict[str, threading.RLock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _repo_lock(common_dir: Path) -> threading.RLock:
-    """One lock per repository, shared by every GitWorkspace opened on it in this process."""
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(str(common_dir), threading.RLock())
-
 
 #: Build and cache output that never belongs in an agent's commit, whatever the project's
 #: .gitignore says (a project without one would otherwise get bytecode committed).
@@ -68,33 +70,6 @@ def slugify(text: str, max_len: int = 40) -> str:
 
 
 @dataclass(frozen=True)
-class WorktreeInfo:
-    """One entry of `git worktree list --porcelain`.
-
-    `dirty` and `unmerged` are only filled in by `GitWorkspace.stale_worktrees`; None elsewhere
-    and whenever they cannot be known (the directory is gone).
-    """
-
-    path: Path
-    branch: str | None
-    head: str | None
-    detached: bool = False
-    locked: bool = False
-    prunable: bool = False
-    dirty: bool | None = None
-    unmerged: int | None = None
-
-
-@dataclass(frozen=True)
-class MergeResult:
-    """Outcome of `GitWorkspace.merge`; on "conflict" the merge is left in progress."""
-
-    status: Literal["merged", "conflict", "up_to_date"]
-    commit: str | None = None
-    conflicts: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class LogEntry:
     """A one-line commit summary for reports and prompts."""
 
@@ -103,73 +78,6 @@ class LogEntry:
     author_email: str
     date: str
     subject: str
-
-
-def _unformat(stream: str, label: str) -> str:
-    """GitPython pre-formats stderr/stdout in its exception; recover git's own text."""
-    prefix = f"\n  {label}: '"
-    if stream.startswith(prefix) and stream.endswith("'"):
-        return stream[len(prefix) : -1]
-    return stream
-
-
-def _error(exc: GitCommandError | GitCommandNotFound, where: Path) -> GitError:
-    command = " ".join(str(part) for part in exc.command)
-    if len(command) > 200:
-        command = command[:197] + "..."
-    output = "\n".join(
-        text.strip()
-        for text in (_unformat(exc.stderr, "stderr"), _unformat(exc.stdout, "stdout"))
-        if text.strip()
-    )
-    return GitError(f"`{command}` failed in {where} (exit {exc.status}): {output or 'no output'}")
-
-
-def _identity(name: str, email: str) -> dict[str, str]:
-    """Author and committer for one call, so commits work without user.name configured."""
-    if not name.strip() or not email.strip():
-        raise GitError("a commit needs a non-empty author name and email")
-    return {
-        "GIT_AUTHOR_NAME": name,
-        "GIT_AUTHOR_EMAIL": email,
-        "GIT_COMMITTER_NAME": name,
-        "GIT_COMMITTER_EMAIL": email,
-    }
-
-
-def _extra_config(settings: Mapping[str, str]) -> dict[str, str]:
-    """Environment giving one git command extra `-c` settings, after any the user passed."""
-    try:
-        count = int(os.environ.get("GIT_CONFIG_COUNT", "0"))
-    except ValueError:
-        count = 0
-    env = {}
-    for index, (key, value) in enumerate(settings.items(), start=count):
-        env[f"GIT_CONFIG_KEY_{index}"] = key
-        env[f"GIT_CONFIG_VALUE_{index}"] = value
-    env["GIT_CONFIG_COUNT"] = str(count + len(settings))
-    return env
-
-
-def _is_binary(data: bytes) -> bool:
-    if b"\0" in data[:_BINARY_SNIFF]:
-        return True
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
-
-
-def _split_z(output: str) -> list[str]:
-    return [item for item in output.split("\0") if item]
-
-
-def _check_rev(ref: str) -> str:
-    """Refuse revisions git would parse as options."""
-    if not ref or ref.startswith("-"):
-        raise GitError(f"invalid revision {ref!r}")
-    return ref
 
 
 class CommitRefused(GitError):
@@ -181,8 +89,11 @@ class CommitRefused(GitError):
         self.sha = sha
 
 
-class GitWorkspace:
-    """The orchestrator's only door to git for one repository."""
+class GitWorkspace(WorktreeMixin, MergeMixin):
+    """The orchestrator's only door to git for one repository.
+
+    Worktree operations come from `WorktreeMixin`, merges and conflicts from `MergeMixin`.
+    """
 
     def __init__(self, project_dir: str | Path) -> None:
         path = Path(project_dir).expanduser()
@@ -211,7 +122,7 @@ class GitWorkspace:
         self.common_dir = Path(
             self._run("rev-parse", "--path-format=absolute", "--git-common-dir")
         ).resolve()
-        self._lock = _repo_lock(self.common_dir)
+        self._lock = repo_lock(self.common_dir)
         self._parallel_checkout: bool | None = None
 
     @property
@@ -291,8 +202,8 @@ class GitWorkspace:
                 with_exceptions=check,
                 **options,
             )
-        except _GIT_ERRORS as exc:
-            raise _error(exc, where) from exc
+        except GIT_ERRORS as exc:
+            raise git_error(exc, where) from exc
         return int(status), out, err
 
     def _run(
@@ -317,7 +228,7 @@ class GitWorkspace:
 
     def resolve(self, ref: str) -> str | None:
         """The commit sha `ref` names, or None when it names nothing (a probe, not an error)."""
-        rev = f"{_check_rev(ref)}^{{commit}}"
+        rev = f"{check_rev(ref)}^{{commit}}"
         status, out, _ = self._git("rev-parse", "-q", "--verify", rev, check=False)
         return out.strip() if status == 0 and out.strip() else None
 
@@ -352,7 +263,7 @@ class GitWorkspace:
         with self._lock:
             if self.branch_exists(name):
                 raise GitError(f"branch {name!r} already exists in {self.root}")
-            self._run("branch", "--no-track", name, _check_rev(start_point))
+            self._run("branch", "--no-track", name, check_rev(start_point))
         return self.head_commit(f"refs/heads/{name}")
 
     def update_branch_ref(self, branch: str, new_commit: str, *, expected_old: str) -> None:
@@ -382,158 +293,7 @@ class GitWorkspace:
                 return worktree.path
         return None
 
-    # -- worktrees --------------------------------------------------------------------------
-
-    def add_worktree(
-        self, path: str | Path, branch: str, *, start_point: str | None = None
-    ) -> Path:
-        """Check `branch` out in a new worktree at `path`, creating the branch when missing.
-
-        An existing branch is checked out as it is and `start_point` is ignored; git refuses
-        when that branch is already checked out in another worktree. A failing post-checkout
-        hook makes git exit non-zero after the worktree was made; that worktree is used.
-        """
-        target = Path(path).expanduser().resolve()
-        self._check_branch_name(branch)
-        env = self._checkout_env()
-        with self._lock:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                if self.branch_exists(branch):
-                    self._run("worktree", "add", str(target), branch, env=env)
-                else:
-                    start = _check_rev(start_point or "HEAD")
-                    self._run(
-                        "worktree", "add", "--no-track", "-b", branch, str(target), start,
-                        env=env,
-                    )
-            except GitError:
-                made = self.is_worktree(target) and any(
-                    info.path == target and info.branch == branch
-                    for info in self.list_worktrees()
-                )
-                if not made:
-                    raise
-        return target
-
-    def clear_stale_locks(self, worktree: str | Path) -> list[Path]:
-        """Remove `index.lock` of one of the orchestrator's worktrees, left by a killed git.
-
-        Only for worktrees no git process can be using: the caller holds the run lock and no
-        run of its own is under way. The user's own index is never touched.
-        """
-        admin = self._admin_dir(worktree)
-        lock = admin / "index.lock" if admin is not None else None
-        if lock is None or not lock.exists():
-            return []
-        lock.unlink()
-        return [lock]
-
-    def _checkout_env(self) -> dict[str, str] | None:
-        """Parallel checkout for new worktrees, unless the repository sets checkout.workers.
-
-        Writing the files of a fresh worktree is most of a task's overhead on large
-        repositories; git's parallel checkout (one worker per core, only for checkouts of at
-        least `checkout.thresholdForParallelism` files) cut it 2-3x at 10,000 files.
-        """
-        if self._parallel_checkout is None:
-            configured = self._status("config", "--get", "checkout.workers") == 0
-            self._parallel_checkout = not configured
-        if not self._parallel_checkout:
-            return None
-        return _extra_config({"checkout.workers": "0"})
-
-    def remove_worktree(self, path: str | Path, *, force: bool = False) -> None:
-        """Remove a worktree, keeping its branch; uncommitted work is kept unless `force`."""
-        target = Path(path).expanduser().resolve()
-        with self._lock:
-            if not target.exists():
-                self.prune_worktrees()
-                return
-            if force:
-                self._run("worktree", "remove", "--force", str(target))
-                return
-            # git checks for changes itself (one status scan of the whole tree); the list for
-            # the message is only computed when it refuses. Untracked files always count.
-            try:
-                self._run(
-                    "worktree", "remove", str(target),
-                    env=_extra_config({"status.showUntrackedFiles": "normal"}),
-                )
-            except GitError:
-                changes = self._dirty_paths(target) if target.is_dir() else []
-                if changes:
-                    raise GitError(
-                        f"worktree {target} has uncommitted changes ({', '.join(changes[:10])}); "
-                        "commit them or pass force=True to discard them"
-                    ) from None
-                raise
-
-    def list_worktrees(self) -> list[WorktreeInfo]:
-        """All worktrees of the repository, the main one first."""
-        output = self._run("worktree", "list", "--porcelain")
-        result: list[WorktreeInfo] = []
-        for block in output.strip().split("\n\n"):
-            fields: dict[str, str] = {}
-            for line in block.splitlines():
-                key, _, value = line.partition(" ")
-                fields[key] = value
-            if "worktree" not in fields or "bare" in fields:
-                continue
-            branch = fields.get("branch")
-            result.append(
-                WorktreeInfo(
-                    path=Path(fields["worktree"]),
-                    branch=branch.removeprefix("refs/heads/") if branch else None,
-                    head=fields.get("HEAD") or None,
-                    detached="detached" in fields,
-                    locked="locked" in fields,
-                    prunable="prunable" in fields,
-                )
-            )
-        return result
-
-    def prune_worktrees(self) -> list[str]:
-        """Drop administrative entries of worktrees whose directories are gone.
-
-        Returns git's own lines, e.g. "Removing worktrees/x: gitdir file points to non-existent
-        location". Locked worktrees are never pruned (git's rule).
-        """
-        with self._lock:
-            _, _, err = self._git("worktree", "prune", "--verbose")
-        return [line.strip() for line in err.splitlines() if line.startswith("Removing ")]
-
-    def stale_worktrees(self, root: str | Path, *, into: str = "HEAD") -> list[WorktreeInfo]:
-        """Worktrees left under `root` by an earlier run, with what removing them would lose.
-
-        `dirty` says whether the directory holds uncommitted changes (None when it is gone);
-        `unmerged` counts commits of its HEAD not reachable from `into`.
-        """
-        base = Path(root).expanduser().resolve()
-        into_sha = self.head_commit(into)
-        found: list[WorktreeInfo] = []
-        for worktree in self.list_worktrees()[1:]:
-            resolved = worktree.path.resolve()
-            if resolved != base and base not in resolved.parents:
-                continue
-            dirty = None
-            if resolved.is_dir() and not worktree.prunable:
-                dirty = bool(self._dirty_paths(resolved))
-            unmerged = None
-            if worktree.head:
-                unmerged = int(self._run("rev-list", "--count", f"{into_sha}..{worktree.head}"))
-            found.append(replace(worktree, dirty=dirty, unmerged=unmerged))
-        return found
-
-    def _dirty_paths(self, worktree: Path) -> list[str]:
-        output = self._run(
-            "status",
-            "--porcelain",
-            "--untracked-files=normal",
-            "--ignore-submodules=none",
-            cwd=worktree,
-        )
-        return [line[3:] for line in output.splitlines() if line.strip()]
+    # -- ignoring files -----------------------------------------------------------------
 
     def exclude(self, pattern: str) -> bool:
         """Hide `pattern` from `git status` via the shared `info/exclude`, never .gitignore.
@@ -573,7 +333,7 @@ class GitWorkspace:
         on that branch (see `_rescue`) and CommitRefused is raised instead.
         """
         message = redact(message)  # agents' summaries end up in messages
-        env = _identity(author_name, author_email)
+        env = identity(author_name, author_email)
         self._run("add", "--all", "--", ".", *JUNK_PATHSPECS, cwd=worktree)
         if self._status("diff", "--cached", "--quiet", cwd=worktree) == 0:
             return None
@@ -622,16 +382,16 @@ class GitWorkspace:
 
     def changed_files(self, base: str, head: str) -> list[str]:
         """Paths that differ between two commits; a rename is listed once, by its new path."""
-        rng = f"{_check_rev(base)}..{_check_rev(head)}"
-        return _split_z(self._run("diff", "--name-only", "-M", "-z", "--no-ext-diff", rng))
+        rng = f"{check_rev(base)}..{check_rev(head)}"
+        return split_z(self._run("diff", "--name-only", "-M", "-z", "--no-ext-diff", rng))
 
     def merge_base(self, a: str, b: str) -> str:
         """The best common ancestor of two commits."""
-        return self._run("merge-base", _check_rev(a), _check_rev(b)).strip()
+        return self._run("merge-base", check_rev(a), check_rev(b)).strip()
 
     def tracked_files(self, ref: str = "HEAD", *, limit: int | None = None) -> list[str]:
         """Files in a commit's tree, sorted; the manager sees them when it plans."""
-        files = _split_z(self._run("ls-tree", "-r", "-z", "--name-only", _check_rev(ref)))
+        files = split_z(self._run("ls-tree", "-r", "-z", "--name-only", check_rev(ref)))
         return files[:limit] if limit is not None else files
 
     def reset_worktree(self, worktree: str | Path, commit: str) -> None:
@@ -640,18 +400,18 @@ class GitWorkspace:
         Only for the orchestrator's own worktrees, after their work was saved elsewhere.
         """
         directory = Path(worktree).expanduser().resolve()
-        self._run("reset", "--hard", "--quiet", _check_rev(commit), cwd=directory)
+        self._run("reset", "--hard", "--quiet", check_rev(commit), cwd=directory)
         self._run("clean", "-fd", "--quiet", cwd=directory)
 
     def diff_stat(self, base: str, head: str) -> str:
         """`git diff --stat` between two commits, for reports."""
-        rng = f"{_check_rev(base)}..{_check_rev(head)}"
+        rng = f"{check_rev(base)}..{check_rev(head)}"
         return self._run("diff", "--stat", "-M", "--no-color", "--no-ext-diff", rng)
 
     def log(self, ref: str = "HEAD", n: int = 10) -> list[LogEntry]:
         """The newest `n` commits reachable from `ref` (a range like `a..b` works too)."""
         fmt = "%H%x1f%an%x1f%ae%x1f%aI%x1f%s%x1e"
-        output = self._run("log", f"-n{int(n)}", f"--format={fmt}", _check_rev(ref), "--")
+        output = self._run("log", f"-n{int(n)}", f"--format={fmt}", check_rev(ref), "--")
         entries = []
         for record in output.split("\x1e"):
             parts = record.strip("\n").split("\x1f")
@@ -661,175 +421,18 @@ class GitWorkspace:
 
     def is_merged(self, branch: str, into: str) -> bool:
         """Whether every commit of `branch` is already reachable from `into`."""
-        status = self._status("merge-base", "--is-ancestor", _check_rev(branch), _check_rev(into))
+        status = self._status("merge-base", "--is-ancestor", check_rev(branch), check_rev(into))
         if status not in (0, 1):
             raise GitError(f"cannot compare {branch!r} with {into!r}: is either missing?")
         return status == 0
 
+    def merge_commit_of(self, branch: str, into: str) -> str | None:
+        """The first merge commit on `into` that brought in `branch`'s tip, if there is one."""
+        rng = f"{check_rev(branch)}..{check_rev(into)}"
+        out = self._run("rev-list", "--merges", "--ancestry-path", "--reverse", rng).split()
+        return out[0] if out else None
+
     def unmerged_commits(self, branch: str, into: str) -> int:
         """How many commits of `branch` are not yet in `into`."""
-        rng = f"{_check_rev(into)}..{_check_rev(branch)}"
+        rng = f"{check_rev(into)}..{check_rev(branch)}"
         return int(self._run("rev-list", "--count", rng).strip())
-
-    # -- merging ----------------------------------------------------------------------------
-
-    def merge(
-        self,
-        worktree: str | Path,
-        branch: str,
-        message: str,
-        *,
-        author_name: str,
-        author_email: str,
-    ) -> MergeResult:
-        """Merge `branch` into whatever `worktree` has checked out, always with a merge commit.
-
-        On conflict the merge stays in progress for a resolver; finish it with
-        `conclude_merge` or undo it with `abort_merge`. Any other failure (local changes in the
-        way, a refusing pre-merge-commit hook) leaves no merge in progress and raises GitError.
-        """
-        message = redact(message)  # agents' summaries end up in messages
-        env = _identity(author_name, author_email)
-        with self._lock:
-            merged = self._status(
-                "merge-base", "--is-ancestor", _check_rev(branch), "HEAD", cwd=worktree
-            )
-            if merged == 0:
-                return MergeResult("up_to_date")
-            try:
-                self._run(
-                    "merge", "--no-ff", "--no-edit", "-m", message, branch, cwd=worktree, env=env
-                )
-            except GitError as exc:
-                if not self.merge_in_progress(worktree):
-                    raise
-                conflicts = self.unmerged_paths(worktree)
-                if not conflicts:
-                    self._run("merge", "--abort", cwd=worktree)
-                    raise GitError(
-                        f"{exc}\n(the merge stopped without conflicts; aborted)"
-                    ) from exc
-                return MergeResult("conflict", None, conflicts)
-            return MergeResult("merged", self._run("rev-parse", "HEAD", cwd=worktree).strip())
-
-    def merge_in_progress(self, worktree: str | Path) -> bool:
-        """Whether `worktree` is in the middle of a merge (MERGE_HEAD exists)."""
-        return self._status("rev-parse", "-q", "--verify", "MERGE_HEAD", cwd=worktree) == 0
-
-    def unmerged_paths(self, worktree: str | Path) -> list[str]:
-        """Paths the index still holds as conflicted."""
-        output = self._run("diff", "--name-only", "--diff-filter=U", "-z", cwd=worktree)
-        return sorted(set(_split_z(output)))
-
-    def _stages(self, worktree: str | Path, path: str) -> dict[int, str]:
-        output = self._run("ls-files", "-u", "-z", cwd=worktree)
-        stages: dict[int, str] = {}
-        for entry in _split_z(output):
-            info, _, name = entry.partition("\t")
-            if name == path:
-                _, sha, stage = info.split()
-                stages[int(stage)] = sha
-        return stages
-
-    def conflict_sides(self, worktree: str | Path, path: str) -> dict[str, object]:
-        """The three versions of a conflicted file, for a resolver to read.
-
-        Keys: "path", "binary", "base" (stage 1), "ours" (stage 2, the checked-out branch) and
-        "theirs" (stage 3, the branch being merged). A side is None when absent (added or
-        deleted on that side); for binary files the sides are raw bytes, never decoded.
-        """
-        stages = self._stages(worktree, path)
-        if not stages:
-            raise GitError(f"{path} is not in conflict in {worktree}")
-        directory = Path(worktree).expanduser().resolve()
-        blobs: dict[int, bytes] = {
-            number: self._git(
-                "cat-file",
-                "blob",
-                sha,
-                cwd=directory,
-                stdout_as_string=False,
-                strip_newline_in_stdout=False,
-            )[1]
-            for number, sha in stages.items()
-        }
-        binary = any(_is_binary(data) for data in blobs.values())
-        sides: dict[str, object] = {"path": path, "binary": binary}
-        for number, name in ((1, "base"), (2, "ours"), (3, "theirs")):
-            data = blobs.get(number)
-            sides[name] = data if data is None or binary else data.decode("utf-8")
-        return sides
-
-    def resolve_conflict(
-        self, worktree: str | Path, path: str, side: Literal["ours", "theirs"]
-    ) -> None:
-        """Settle one conflicted path by taking one side whole; the way to settle binaries."""
-        stage = {"ours": 2, "theirs": 3}[side]
-        stages = self._stages(worktree, path)
-        if not stages:
-            raise GitError(f"{path} is not in conflict in {worktree}")
-        env = {"GIT_LITERAL_PATHSPECS": "1"}
-        if stage in stages:
-            self._run("checkout", f"--{side}", "--", path, cwd=worktree, env=env)
-            self._run("add", "--", path, cwd=worktree, env=env)
-        else:
-            self._run("rm", "-q", "-f", "--", path, cwd=worktree, env=env)
-
-    def abort_merge(self, worktree: str | Path) -> bool:
-        """Undo a merge in progress; returns False when there was none."""
-        with self._lock:
-            if not self.merge_in_progress(worktree):
-                return False
-            self._run("merge", "--abort", cwd=worktree)
-        return True
-
-    def conclude_merge(
-        self,
-        worktree: str | Path,
-        message: str,
-        *,
-        author_name: str,
-        author_email: str,
-    ) -> str:
-        """Commit a resolved merge; refuses while any file still looks conflicted.
-
-        A conflicted text file counts as resolved once its conflict markers are gone; binary,
-        deleted or symlinked conflicted paths must be staged explicitly (resolve_conflict).
-        """
-        message = redact(message)  # agents' summaries end up in messages
-        env = _identity(author_name, author_email)
-        directory = Path(worktree).expanduser().resolve()
-        with self._lock:
-            if not self.merge_in_progress(directory):
-                raise GitError(f"no merge in progress in {directory}")
-            problems = self._unresolved(directory)
-            if problems:
-                raise GitError(
-                    f"cannot conclude the merge in {directory}; still conflicted: "
-                    + ", ".join(problems)
-                )
-            self._run("add", "--all", cwd=directory)
-            self._run("commit", "-q", "--no-edit", "-m", message, cwd=directory, env=env)
-            return self._run("rev-parse", "HEAD", cwd=directory).strip()
-
-    def _unresolved(self, directory: Path) -> list[str]:
-        unmerged = set(self.unmerged_paths(directory))
-        touched = set(_split_z(self._run("diff", "--name-only", "-z", "HEAD", cwd=directory)))
-        touched |= set(
-            _split_z(self._run("ls-files", "--others", "--exclude-standard", "-z", cwd=directory))
-        )
-        problems: list[str] = []
-        for name in sorted(touched | unmerged):
-            file = directory / name
-            if file.is_symlink() or not file.is_file():
-                if name in unmerged:
-                    problems.append(f"{name} (unmerged)")
-                continue
-            data = file.read_bytes()
-            if _is_binary(data):
-                if name in unmerged:
-                    problems.append(f"{name} (unmerged binary)")
-                continue
-            if any(line.startswith(_CONFLICT_MARKERS) for line in data.splitlines()):
-                problems.append(f"{name} (conflict markers)")
-        return problems

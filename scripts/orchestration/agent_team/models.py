@@ -6,13 +6,14 @@ imported lazily, so a user of one provider never needs the other's SDK.
 
 from __future__ import annotations
 
+import importlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import ConfigError, MissingDependency
+from .errors import ConfigError
 
 Role = Literal["user", "assistant", "tool"]
 
@@ -166,6 +167,11 @@ class ChatModel(ABC):
 
 PROVIDERS = ("anthropic", "openai", "scripted")
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+#: Provider -> (module, class) of its adapter, imported only when chosen.
+ADAPTERS = {
+    "anthropic": ("anthropic_model", "AnthropicModel"),
+    "openai": ("openai_model", "OpenAIModel"),
+}
 DEFAULT_MODELS = {
     "anthropic": "claude-sonnet-5-5",
     "openai": "gpt-6.1-sol",
@@ -209,33 +215,9 @@ def create_model(
         from .scripted import ScriptedModel
 
         return ScriptedModel.from_file(session)
-    if provider == "anthropic":
-        try:
-            from .anthropic_model import AnthropicModel
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise MissingDependency(
-                f"The anthropic provider needs the anthropic SDK ({exc}). "
-                "Run: pip install -r requirements.txt"
-            ) from exc
-        return AnthropicModel(
-            model=model or DEFAULT_MODELS["anthropic"],
-            base_url=base_url,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            retry=_retry_policy(retry),
-            on_retry=on_retry,
-            **({"timeout": timeout} if timeout else {}),
-        )
-    if provider == "openai":
-        try:
-            from .openai_model import OpenAIModel
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise MissingDependency(
-                f"The openai provider needs the openai SDK ({exc}). "
-                "Run: pip install -r requirements.txt"
-            ) from exc
-        return OpenAIModel(
-            model=model or DEFAULT_MODELS["openai"],
+    if provider in ADAPTERS:
+        return _adapter(provider)(
+            model=model or DEFAULT_MODELS[provider],
             base_url=base_url,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -246,6 +228,18 @@ def create_model(
     raise ConfigError(
         f"Unknown API provider {provider!r}. Choose one of: {', '.join(PROVIDERS)}."
     )
+
+
+def _adapter(provider: str) -> Any:
+    """The adapter class of a real provider; its module loads the SDK only when it is used."""
+    module_name, class_name = ADAPTERS[provider]
+    try:
+        module = importlib.import_module(f".{module_name}", __package__)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        from .sdk_call import missing_sdk
+
+        raise missing_sdk(provider, exc) from exc
+    return getattr(module, class_name)
 
 
 def _retry_policy(settings: Mapping[str, float] | None) -> Any:

@@ -12,23 +12,13 @@ import copy
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from .errors import ConfigError, MissingDependency, ModelAPIError, ModelBehaviorError
-from .models import (
-    END_TURN,
-    MAX_TOKENS,
-    TOOL_USE,
-    ChatModel,
-    Message,
-    Reply,
-    ToolCall,
-    ToolSpec,
-    Usage,
-)
-from .retry import DEFAULT_RETRY, OnRetry, RetryPolicy, api_error, brief, call_with_retries
+from .errors import ConfigError, ModelBehaviorError
+from .models import END_TURN, MAX_TOKENS, TOOL_USE, Message, Reply, ToolCall, ToolSpec, Usage
+from .sdk_call import ProviderProfile, SdkChatModel, load_sdk
 
 KEY_VARIABLE = "OPENAI_API_KEY"
 BASE_URL_VARIABLE = "OPENAI_BASE_URL"
@@ -59,91 +49,60 @@ _HINTS = {
     "at GET /v1/models.",
 }
 
+PROFILE = ProviderProfile(
+    sdk="openai",
+    api="OpenAI-compatible API",
+    label="OpenAI",
+    base_error="OpenAIError",
+    reply_attribute="choices",
+    reply_kind="a chat completion",
+    request_id_header="x-request-id",
+    code_keys=("code", "type"),
+    hints=_HINTS,
+    unreachable_hint=" Is the server running and is the base URL right?",
+)
+
 TokenField = Literal["max_tokens", "max_completion_tokens"]
 
 
-def _sdk() -> Any:
-    try:
-        import openai
-    except ImportError as exc:
-        raise MissingDependency(
-            f"The openai provider needs the openai SDK ({exc}). "
-            "Run: pip install -r requirements.txt"
-        ) from exc
-    return openai
-
-
-class OpenAIModel(ChatModel):
+class OpenAIModel(SdkChatModel):
     """A Chat Completions model (OpenAI or a local server), retried by `call_with_retries`."""
 
     provider = "openai"
+    profile = PROFILE
 
     def __init__(
-        self,
-        model: str,
-        *,
-        client: Any = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        max_tokens: int = 8000,
-        temperature: float | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        timeout: float = 600,
-        on_retry: OnRetry | None = None,
-        sleep: Callable[[float], None] | None = None,
-        token_field: TokenField | None = None,
+        self, model: str, *, token_field: TokenField | None = None, **options: Any
     ) -> None:
-        """Build the adapter.
+        """Build the adapter; `options` are those of `SdkChatModel`.
 
         Args:
             token_field: Force `max_tokens` or `max_completion_tokens`; by default the official
                 endpoint gets `max_completion_tokens` and any other server `max_tokens`.
         """
-        self.model = model
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.retry = retry
-        self.on_retry = on_retry
-        self._sleep = sleep
-        if client is None:
-            base_url = base_url or os.environ.get(BASE_URL_VARIABLE) or None
-            key = api_key or os.environ.get(KEY_VARIABLE)
-            if not key:
-                if base_url is None:
-                    raise ConfigError(
-                        f"The openai provider needs an API key: set {KEY_VARIABLE} in the "
-                        "environment, or set --base-url / "
-                        f"{BASE_URL_VARIABLE} to a local OpenAI-compatible server "
-                        "(Ollama: http://localhost:11434/v1, vLLM: http://localhost:8000/v1)."
-                    )
-                key = PLACEHOLDER_KEY
-            client = _sdk().OpenAI(
-                api_key=key, base_url=base_url, max_retries=0, timeout=timeout
-            )
-        self._client = client
+        super().__init__(model, **options)
         if token_field is None:
-            host = urlparse(str(getattr(client, "base_url", "") or "")).hostname
+            host = urlparse(str(getattr(self._client, "base_url", "") or "")).hostname
             token_field = "max_completion_tokens" if host in (None, OFFICIAL_HOST) else "max_tokens"
         self.token_field: TokenField = token_field
 
-    # -- ChatModel -----------------------------------------------------------------------------
+    def make_client(self, api_key: str | None, base_url: str | None, timeout: float) -> Any:
+        base_url = base_url or os.environ.get(BASE_URL_VARIABLE) or None
+        key = api_key or os.environ.get(KEY_VARIABLE)
+        if not key:
+            if base_url is None:
+                raise ConfigError(
+                    f"The openai provider needs an API key: set {KEY_VARIABLE} in the "
+                    "environment, or set --base-url / "
+                    f"{BASE_URL_VARIABLE} to a local OpenAI-compatible server "
+                    "(Ollama: http://localhost:11434/v1, vLLM: http://localhost:8000/v1)."
+                )
+            key = PLACEHOLDER_KEY
+        return load_sdk("openai").OpenAI(
+            api_key=key, base_url=base_url, max_retries=0, timeout=timeout
+        )
 
-    def complete(
-        self,
-        system: str,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSpec] = (),
-        output_schema: Mapping[str, Any] | None = None,
-    ) -> Reply:
-        request = self.build_request(system, messages, tools=tools, output_schema=output_schema)
-        kwargs: dict[str, Any] = {"on_retry": self.on_retry}
-        if self._sleep is not None:
-            kwargs["sleep"] = self._sleep
-        response = call_with_retries(lambda: self._send(request), self.retry, **kwargs)
-        return reply_from_completion(response, self.model)
-
-    # -- request -------------------------------------------------------------------------------
+    # -- request and reply ---------------------------------------------------------------------
 
     def build_request(
         self,
@@ -185,61 +144,11 @@ class OpenAIModel(ChatModel):
             request["temperature"] = self.temperature
         return request
 
-    def _send(self, request: dict[str, Any]) -> Any:
-        openai = _sdk()
-        try:
-            response = self._client.chat.completions.create(**request)
-        except openai.APIStatusError as exc:
-            raise _status_error(exc) from exc
-        except openai.APITimeoutError as exc:
-            raise api_error(
-                f"The OpenAI-compatible API at {exc.request.url} did not answer within the "
-                f"client timeout ({self._timeout()}): {exc.message}",
-                status=None,
-            ) from exc
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc.__context__
-            raise api_error(
-                f"Could not reach the OpenAI-compatible API at {exc.request.url}: {exc.message}"
-                + (f" ({cause})" if cause else "")
-                + " Is the server running and is the base URL right?",
-                status=None,
-            ) from exc
-        except openai.OpenAIError as exc:
-            raise api_error(f"OpenAI SDK error: {exc}", status=None, retryable=False) from exc
-        if isinstance(response, (str, bytes)) or not hasattr(response, "choices"):
-            # A 200 whose body is not a completion (a proxy's page, a body cut in transit).
-            raise api_error(
-                "The OpenAI-compatible API answered 200 with a body that is not a chat "
-                f"completion: {brief(response)!r}",
-                status=None,
-            )
-        return response
+    def create(self, request: dict[str, Any]) -> Any:
+        return self._client.chat.completions.create(**request)
 
-    def _timeout(self) -> str:
-        timeout = getattr(self._client, "timeout", None)
-        seconds = getattr(timeout, "read", timeout)
-        return f"{seconds:g} s" if isinstance(seconds, (int, float)) else str(seconds)
-
-
-def _status_error(exc: Any) -> ModelAPIError:
-    """A ModelAPIError carrying the API's own message (one line, masked), status, retry_after."""
-    status = int(exc.status_code)
-    headers = exc.response.headers
-    body = exc.body  # the SDK already unwrapped {"error": {...}}
-    detail = body.get("error", body) if isinstance(body, dict) else None
-    api_message = detail.get("message") if isinstance(detail, dict) else None
-    code = (detail.get("code") or detail.get("type")) if isinstance(detail, dict) else None
-    message = f"OpenAI API error {status}"
-    if code:
-        message += f" ({code})"
-    message += f": {brief(api_message or body or exc.message)}"
-    if status in _HINTS:
-        message += f" {_HINTS[status]}"
-    request_id = headers.get("x-request-id")
-    if request_id:
-        message += f" [request id {request_id}]"
-    return api_error(message, status=status, headers=headers)
+    def parse_reply(self, response: Any) -> Reply:
+        return reply_from_completion(response, self.model)
 
 
 # -- conversions ---------------------------------------------------------------------------------

@@ -20,17 +20,16 @@ request headers, and every string passes through `redact_value` before it is kep
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .fsutil import write_atomic
 from .models import ChatModel, Message, Reply, ToolCall, ToolSpec
 from .redaction import redact, redact_value
 from .scripted import SESSION_FORMAT, SESSION_VERSION, WILDCARD
@@ -270,7 +269,8 @@ class SessionRecorder:
             raise ValueError("SessionRecorder.write needs a path: none was given or configured")
         with self._write_lock:
             payload = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
-            _write_atomic(target, payload)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, payload)
             self._last_write = self._clock()
         return target
 
@@ -296,21 +296,6 @@ class SessionRecorder:
         except OSError as exc:
             with self._lock:
                 self.write_errors.append(f"{self.path}: {exc}")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class RecordingModel(ChatModel):

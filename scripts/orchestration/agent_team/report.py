@@ -5,12 +5,12 @@ written as Markdown and JSON under `.ai-agents/reports/`.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from .fsutil import write_atomic
 
 RULE = "=" * 80
 STATUS_MARK = {
@@ -241,24 +241,11 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_reports(project_dir: Path, run_id: str, summary: Mapping[str, Any]) -> dict[str, Path]:
     """Write `<run>.md` and `<run>.json` under .ai-agents/reports/ and return their paths."""
     directory = project_dir / ".ai-agents" / "reports"
     paths = {"markdown": directory / f"{run_id}.md", "json": directory / f"{run_id}.json"}
-    _atomic_write(paths["json"], json.dumps(summary, indent=2) + "\n")
-    _atomic_write(paths["markdown"], render_markdown(summary))
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths["json"], json.dumps(summary, indent=2) + "\n")
+    write_atomic(paths["markdown"], render_markdown(summary))
     return paths

@@ -2,7 +2,8 @@
 
 Every orchestrator thread and process coordinates through one JSON file, so every change is a
 read-modify-write under a thread lock and a file lock, validated before it is written, and
-written through a temporary file and `os.replace` so a reader never sees half a file. A file
+written through a temporary file and `os.replace` (`fsutil.write_atomic`) so a reader never
+sees half a file. A file
 that does not parse or validate is never overwritten: it is copied aside and the run stops.
 
 What a valid state is lives in `state_schema.py`, how old versions are read in
@@ -17,8 +18,6 @@ import copy
 import glob
 import json
 import os
-import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from filelock import FileLock, Timeout
 from jsonschema.exceptions import ValidationError
 
 from .errors import StateError
+from .fsutil import write_atomic
 from .redaction import redact, redact_value
 from .state_migrations import (
     MIGRATIONS,
@@ -119,47 +119,6 @@ def _save_error(path: Path, exc: OSError) -> StateError:
         f"Could not save the team state file {path}: {reason}. The previous file was left as it "
         "was; free some disk space or fix the permissions and run again."
     )
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Temp file in the same directory, fsync, `os.replace`, fsync the directory: all or nothing."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise _save_error(path, exc) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if hasattr(os, "fchmod"):
-                try:
-                    mode = stat.S_IMODE(os.stat(path).st_mode)
-                except FileNotFoundError:
-                    mode = 0o644
-                os.fchmod(fh.fileno(), mode)
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _save_error(path, exc) from exc
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable too; some platforms cannot open a directory, which is fine."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _reject_constant(name: str) -> Any:
@@ -618,7 +577,10 @@ class TeamState:
                 f"Refusing to save the team state file {self.path}: {exc}. Nothing was written."
             ) from exc
         payload = text.encode("utf-8")
-        _write_atomic(self.path, payload)
+        try:
+            write_atomic(self.path, payload, keep_mode=True, sync_directory=True)
+        except OSError as exc:
+            raise _save_error(self.path, exc) from exc
         self._shared.known = payload
         if self._owned:
             self._written = payload

@@ -1,0 +1,212 @@
+"""Merging a branch inside one worktree, and settling its conflicts.
+
+`MergeMixin` is mixed into `GitWorkspace`: a merge that conflicts stays in progress so a
+resolver (the manager, with file tools) can read the three sides of each file, write or pick a
+version, then conclude the merge or abort it. It relies on the workspace's `_git`, `_run`,
+`_status` and `_lock`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .errors import GitError
+from .git_plumbing import check_rev, identity, split_z
+from .redaction import redact
+
+if TYPE_CHECKING:
+    from .git_workspace import GitWorkspace
+
+    _Base = GitWorkspace
+else:
+    _Base = object
+
+_CONFLICT_MARKERS = (b"<<<<<<<", b">>>>>>>")
+_BINARY_SNIFF = 8000
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """Outcome of `GitWorkspace.merge`; on "conflict" the merge is left in progress."""
+
+    status: Literal["merged", "conflict", "up_to_date"]
+    commit: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+
+
+def _is_binary(data: bytes) -> bool:
+    """Whether a file must be handled as bytes: a NUL early on, or not UTF-8."""
+    if b"\0" in data[:_BINARY_SNIFF]:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+class MergeMixin(_Base):
+    """Merges with a merge commit, and the tools to resolve or undo a conflicted one."""
+
+    def merge(
+        self,
+        worktree: str | Path,
+        branch: str,
+        message: str,
+        *,
+        author_name: str,
+        author_email: str,
+    ) -> MergeResult:
+        """Merge `branch` into whatever `worktree` has checked out, always with a merge commit.
+
+        On conflict the merge stays in progress for a resolver; finish it with
+        `conclude_merge` or undo it with `abort_merge`. Any other failure (local changes in the
+        way, a refusing pre-merge-commit hook) leaves no merge in progress and raises GitError.
+        """
+        message = redact(message)  # agents' summaries end up in messages
+        env = identity(author_name, author_email)
+        with self._lock:
+            merged = self._status(
+                "merge-base", "--is-ancestor", check_rev(branch), "HEAD", cwd=worktree
+            )
+            if merged == 0:
+                return MergeResult("up_to_date")
+            try:
+                self._run(
+                    "merge", "--no-ff", "--no-edit", "-m", message, branch, cwd=worktree, env=env
+                )
+            except GitError as exc:
+                if not self.merge_in_progress(worktree):
+                    raise
+                conflicts = self.unmerged_paths(worktree)
+                if not conflicts:
+                    self._run("merge", "--abort", cwd=worktree)
+                    raise GitError(
+                        f"{exc}\n(the merge stopped without conflicts; aborted)"
+                    ) from exc
+                return MergeResult("conflict", None, conflicts)
+            return MergeResult("merged", self._run("rev-parse", "HEAD", cwd=worktree).strip())
+
+    def merge_in_progress(self, worktree: str | Path) -> bool:
+        """Whether `worktree` is in the middle of a merge (MERGE_HEAD exists)."""
+        return self._status("rev-parse", "-q", "--verify", "MERGE_HEAD", cwd=worktree) == 0
+
+    def unmerged_paths(self, worktree: str | Path) -> list[str]:
+        """Paths the index still holds as conflicted."""
+        output = self._run("diff", "--name-only", "--diff-filter=U", "-z", cwd=worktree)
+        return sorted(set(split_z(output)))
+
+    def _stages(self, worktree: str | Path, path: str) -> dict[int, str]:
+        output = self._run("ls-files", "-u", "-z", cwd=worktree)
+        stages: dict[int, str] = {}
+        for entry in split_z(output):
+            info, _, name = entry.partition("\t")
+            if name == path:
+                _, sha, stage = info.split()
+                stages[int(stage)] = sha
+        return stages
+
+    def conflict_sides(self, worktree: str | Path, path: str) -> dict[str, object]:
+        """The three versions of a conflicted file, for a resolver to read.
+
+        Keys: "path", "binary", "base" (stage 1), "ours" (stage 2, the checked-out branch) and
+        "theirs" (stage 3, the branch being merged). A side is None when absent (added or
+        deleted on that side); for binary files the sides are raw bytes, never decoded.
+        """
+        stages = self._stages(worktree, path)
+        if not stages:
+            raise GitError(f"{path} is not in conflict in {worktree}")
+        directory = Path(worktree).expanduser().resolve()
+        blobs: dict[int, bytes] = {
+            number: self._git(
+                "cat-file",
+                "blob",
+                sha,
+                cwd=directory,
+                stdout_as_string=False,
+                strip_newline_in_stdout=False,
+            )[1]
+            for number, sha in stages.items()
+        }
+        binary = any(_is_binary(data) for data in blobs.values())
+        sides: dict[str, object] = {"path": path, "binary": binary}
+        for number, name in ((1, "base"), (2, "ours"), (3, "theirs")):
+            data = blobs.get(number)
+            sides[name] = data if data is None or binary else data.decode("utf-8")
+        return sides
+
+    def resolve_conflict(
+        self, worktree: str | Path, path: str, side: Literal["ours", "theirs"]
+    ) -> None:
+        """Settle one conflicted path by taking one side whole; the way to settle binaries."""
+        stage = {"ours": 2, "theirs": 3}[side]
+        stages = self._stages(worktree, path)
+        if not stages:
+            raise GitError(f"{path} is not in conflict in {worktree}")
+        env = {"GIT_LITERAL_PATHSPECS": "1"}
+        if stage in stages:
+            self._run("checkout", f"--{side}", "--", path, cwd=worktree, env=env)
+            self._run("add", "--", path, cwd=worktree, env=env)
+        else:
+            self._run("rm", "-q", "-f", "--", path, cwd=worktree, env=env)
+
+    def abort_merge(self, worktree: str | Path) -> bool:
+        """Undo a merge in progress; returns False when there was none."""
+        with self._lock:
+            if not self.merge_in_progress(worktree):
+                return False
+            self._run("merge", "--abort", cwd=worktree)
+        return True
+
+    def conclude_merge(
+        self,
+        worktree: str | Path,
+        message: str,
+        *,
+        author_name: str,
+        author_email: str,
+    ) -> str:
+        """Commit a resolved merge; refuses while any file still looks conflicted.
+
+        A conflicted text file counts as resolved once its conflict markers are gone; binary,
+        deleted or symlinked conflicted paths must be staged explicitly (resolve_conflict).
+        """
+        message = redact(message)  # agents' summaries end up in messages
+        env = identity(author_name, author_email)
+        directory = Path(worktree).expanduser().resolve()
+        with self._lock:
+            if not self.merge_in_progress(directory):
+                raise GitError(f"no merge in progress in {directory}")
+            problems = self._unresolved(directory)
+            if problems:
+                raise GitError(
+                    f"cannot conclude the merge in {directory}; still conflicted: "
+                    + ", ".join(problems)
+                )
+            self._run("add", "--all", cwd=directory)
+            self._run("commit", "-q", "--no-edit", "-m", message, cwd=directory, env=env)
+            return self._run("rev-parse", "HEAD", cwd=directory).strip()
+
+    def _unresolved(self, directory: Path) -> list[str]:
+        unmerged = set(self.unmerged_paths(directory))
+        touched = set(split_z(self._run("diff", "--name-only", "-z", "HEAD", cwd=directory)))
+        touched |= set(
+            split_z(self._run("ls-files", "--others", "--exclude-standard", "-z", cwd=directory))
+        )
+        problems: list[str] = []
+        for name in sorted(touched | unmerged):
+            file = directory / name
+            if file.is_symlink() or not file.is_file():
+                if name in unmerged:
+                    problems.append(f"{name} (unmerged)")
+                continue
+            data = file.read_bytes()
+            if _is_binary(data):
+                if name in unmerged:
+                    problems.append(f"{name} (unmerged binary)")
+                continue
+            if any(line.startswith(_CONFLICT_MARKERS) for line in data.splitlines()):
+                problems.append(f"{name} (conflict markers)")
+        return problems

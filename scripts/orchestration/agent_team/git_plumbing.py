@@ -1,0 +1,86 @@
+"""How the git wrapper calls git: one lock per repository, git's own error text, the extra
+environment of one call, and reading `-z` output.
+
+Shared by `git_workspace`, `git_worktrees` and `git_merge`; nothing outside them needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from git.exc import GitCommandError, GitCommandNotFound
+
+from .errors import GitError
+
+GIT_ERRORS = (GitCommandError, GitCommandNotFound)
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def repo_lock(common_dir: Path) -> threading.RLock:
+    """One lock per repository, shared by every GitWorkspace opened on it in this process."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(common_dir), threading.RLock())
+
+
+def _unformat(stream: str, label: str) -> str:
+    """GitPython pre-formats stderr/stdout in its exception; recover git's own text."""
+    prefix = f"\n  {label}: '"
+    if stream.startswith(prefix) and stream.endswith("'"):
+        return stream[len(prefix) : -1]
+    return stream
+
+
+def git_error(exc: GitCommandError | GitCommandNotFound, where: Path) -> GitError:
+    """A GitError naming the command, where it ran, its exit status and git's own output."""
+    command = " ".join(str(part) for part in exc.command)
+    if len(command) > 200:
+        command = command[:197] + "..."
+    output = "\n".join(
+        text.strip()
+        for text in (_unformat(exc.stderr, "stderr"), _unformat(exc.stdout, "stdout"))
+        if text.strip()
+    )
+    return GitError(f"`{command}` failed in {where} (exit {exc.status}): {output or 'no output'}")
+
+
+def identity(name: str, email: str) -> dict[str, str]:
+    """Author and committer for one call, so commits work without user.name configured."""
+    if not name.strip() or not email.strip():
+        raise GitError("a commit needs a non-empty author name and email")
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+def extra_config(settings: Mapping[str, str]) -> dict[str, str]:
+    """Environment giving one git command extra `-c` settings, after any the user passed."""
+    try:
+        count = int(os.environ.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        count = 0
+    env = {}
+    for index, (key, value) in enumerate(settings.items(), start=count):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    env["GIT_CONFIG_COUNT"] = str(count + len(settings))
+    return env
+
+
+def split_z(output: str) -> list[str]:
+    """The entries of NUL-separated (`-z`) output, which keeps odd file names intact."""
+    return [item for item in output.split("\0") if item]
+
+
+def check_rev(ref: str) -> str:
+    """Refuse revisions git would parse as options."""
+    if not ref or ref.startswith("-"):
+        raise GitError(f"invalid revision {ref!r}")
+    return ref

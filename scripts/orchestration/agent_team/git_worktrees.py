@@ -1,0 +1,196 @@
+"""The orchestrator's worktrees: adding, listing, pruning and removing them safely.
+
+`WorktreeMixin` is mixed into `GitWorkspace`. Removing never discards uncommitted work unless
+asked to, and worktrees an earlier run left behind are reported with what removing them would
+lose. It relies on the workspace's `_git`, `_run`, `_status`, `_lock` and `_admin_dir`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import GitError
+from .git_plumbing import check_rev, extra_config
+
+if TYPE_CHECKING:
+    from .git_workspace import GitWorkspace
+
+    _Base = GitWorkspace
+else:
+    _Base = object
+
+
+@dataclass(frozen=True)
+class WorktreeInfo:
+    """One entry of `git worktree list --porcelain`.
+
+    `dirty` and `unmerged` are only filled in by `GitWorkspace.stale_worktrees`; None elsewhere
+    and whenever they cannot be known (the directory is gone).
+    """
+
+    path: Path
+    branch: str | None
+    head: str | None
+    detached: bool = False
+    locked: bool = False
+    prunable: bool = False
+    dirty: bool | None = None
+    unmerged: int | None = None
+
+
+
+class WorktreeMixin(_Base):
+    """Linked worktrees of the repository, one per task and one for merging."""
+
+    def add_worktree(
+        self, path: str | Path, branch: str, *, start_point: str | None = None
+    ) -> Path:
+        """Check `branch` out in a new worktree at `path`, creating the branch when missing.
+
+        An existing branch is checked out as it is and `start_point` is ignored; git refuses
+        when that branch is already checked out in another worktree. A failing post-checkout
+        hook makes git exit non-zero after the worktree was made; that worktree is used.
+        """
+        target = Path(path).expanduser().resolve()
+        self._check_branch_name(branch)
+        env = self._checkout_env()
+        with self._lock:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if self.branch_exists(branch):
+                    self._run("worktree", "add", str(target), branch, env=env)
+                else:
+                    start = check_rev(start_point or "HEAD")
+                    self._run(
+                        "worktree", "add", "--no-track", "-b", branch, str(target), start,
+                        env=env,
+                    )
+            except GitError:
+                made = self.is_worktree(target) and any(
+                    info.path == target and info.branch == branch
+                    for info in self.list_worktrees()
+                )
+                if not made:
+                    raise
+        return target
+
+    def clear_stale_locks(self, worktree: str | Path) -> list[Path]:
+        """Remove `index.lock` of one of the orchestrator's worktrees, left by a killed git.
+
+        Only for worktrees no git process can be using: the caller holds the run lock and no
+        run of its own is under way. The user's own index is never touched.
+        """
+        admin = self._admin_dir(worktree)
+        lock = admin / "index.lock" if admin is not None else None
+        if lock is None or not lock.exists():
+            return []
+        lock.unlink()
+        return [lock]
+
+    def _checkout_env(self) -> dict[str, str] | None:
+        """Parallel checkout for new worktrees, unless the repository sets checkout.workers.
+
+        Writing the files of a fresh worktree is most of a task's overhead on large
+        repositories; git's parallel checkout (one worker per core, only for checkouts of at
+        least `checkout.thresholdForParallelism` files) cut it 2-3x at 10,000 files.
+        """
+        if self._parallel_checkout is None:
+            configured = self._status("config", "--get", "checkout.workers") == 0
+            self._parallel_checkout = not configured
+        if not self._parallel_checkout:
+            return None
+        return extra_config({"checkout.workers": "0"})
+
+    def remove_worktree(self, path: str | Path, *, force: bool = False) -> None:
+        """Remove a worktree, keeping its branch; uncommitted work is kept unless `force`."""
+        target = Path(path).expanduser().resolve()
+        with self._lock:
+            if not target.exists():
+                self.prune_worktrees()
+                return
+            if force:
+                self._run("worktree", "remove", "--force", str(target))
+                return
+            # git checks for changes itself (one status scan of the whole tree); the list for
+            # the message is only computed when it refuses. Untracked files always count.
+            try:
+                self._run(
+                    "worktree", "remove", str(target),
+                    env=extra_config({"status.showUntrackedFiles": "normal"}),
+                )
+            except GitError:
+                changes = self._dirty_paths(target) if target.is_dir() else []
+                if changes:
+                    raise GitError(
+                        f"worktree {target} has uncommitted changes ({', '.join(changes[:10])}); "
+                        "commit them or pass force=True to discard them"
+                    ) from None
+                raise
+
+    def list_worktrees(self) -> list[WorktreeInfo]:
+        """All worktrees of the repository, the main one first."""
+        output = self._run("worktree", "list", "--porcelain")
+        result: list[WorktreeInfo] = []
+        for block in output.strip().split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in block.splitlines():
+                key, _, value = line.partition(" ")
+                fields[key] = value
+            if "worktree" not in fields or "bare" in fields:
+                continue
+            branch = fields.get("branch")
+            result.append(
+                WorktreeInfo(
+                    path=Path(fields["worktree"]),
+                    branch=branch.removeprefix("refs/heads/") if branch else None,
+                    head=fields.get("HEAD") or None,
+                    detached="detached" in fields,
+                    locked="locked" in fields,
+                    prunable="prunable" in fields,
+                )
+            )
+        return result
+
+    def prune_worktrees(self) -> list[str]:
+        """Drop administrative entries of worktrees whose directories are gone.
+
+        Returns git's own lines, e.g. "Removing worktrees/x: gitdir file points to non-existent
+        location". Locked worktrees are never pruned (git's rule).
+        """
+        with self._lock:
+            _, _, err = self._git("worktree", "prune", "--verbose")
+        return [line.strip() for line in err.splitlines() if line.startswith("Removing ")]
+
+    def stale_worktrees(self, root: str | Path, *, into: str = "HEAD") -> list[WorktreeInfo]:
+        """Worktrees left under `root` by an earlier run, with what removing them would lose.
+
+        `dirty` says whether the directory holds uncommitted changes (None when it is gone);
+        `unmerged` counts commits of its HEAD not reachable from `into`.
+        """
+        base = Path(root).expanduser().resolve()
+        into_sha = self.head_commit(into)
+        found: list[WorktreeInfo] = []
+        for worktree in self.list_worktrees()[1:]:
+            resolved = worktree.path.resolve()
+            if resolved != base and base not in resolved.parents:
+                continue
+            dirty = None
+            if resolved.is_dir() and not worktree.prunable:
+                dirty = bool(self._dirty_paths(resolved))
+            unmerged = None
+            if worktree.head:
+                unmerged = int(self._run("rev-list", "--count", f"{into_sha}..{worktree.head}"))
+            found.append(replace(worktree, dirty=dirty, unmerged=unmerged))
+        return found
+
+    def _dirty_paths(self, worktree: Path) -> list[str]:
+        output = self._run(
+            "status",
+            "--porcelain",
+            "--untracked-files=normal",
+            "--ignore-submodules=none",
+            cwd=worktree,
+        )
+        return [line[3:] for line in output.splitlines() if line.strip()]
