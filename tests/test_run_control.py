@@ -443,3 +443,44 @@ def test_resume_records_a_merge_that_git_made_but_the_state_missed(tmp_path: Pat
     assert merges["A"]["message"] == "merged before the run was interrupted"
     merge_commit = merges["A"]["commit"]
     assert git.Repo(project).commit(merge_commit).message.startswith("Merge A")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_the_next_turn_keeps_the_work_and_resumes(tmp_path: Path) -> None:
+    expected = feature_tree_of_uninterrupted_run(tmp_path)
+    project = tmp_path / "project"
+    make_repo(project, FILES)
+    session = tmp_path / "session.json"
+    agents = chain_session(delay=0.6)
+    # B: write, then a slow look around (the interrupt lands here), then finish.
+    agents["frontend-dev:B"].insert(1, {"tool_calls": [{"name": "list_files", "arguments": {}}],
+                                        "delay": 1.5})
+    session.write_text(json.dumps({"agents": agents}))
+    args = [sys.executable, str(SCRIPT), "--project-dir", str(project), "--api-provider",
+            "scripted", "--session", str(session), "--test-command", "python -m pytest -q",
+            "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    process = subprocess.Popen([*args, "--feature", FEATURE], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state_path = project / ".ai-agents" / "state" / "team-communication.json"
+    branch_b = "feature/greeting-module-agents/frontend-dev/B"
+    deadline = time.monotonic() + 60
+    while not (project / ".ai-agents" / "worktrees" / "greeting-module" / "tasks" / "B"
+               / "b.txt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "B never started"
+        time.sleep(0.02)
+    time.sleep(0.3)  # inside B's second turn
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 130, output
+    assert "Press Ctrl-C again to abort at once" in output
+    state = TeamState(state_path).read()
+    assert state["current_feature"]["status"] == "stopped"
+    tasks = {t["task_id"]: t for t in state["tasks"]}
+    assert tasks["A"]["status"] == "completed" and tasks["B"]["status"] == "pending"
+    assert git.Repo(project).git.show(f"{branch_b}:b.txt") == "made by B"
+    resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert tree(project, state["current_feature"]["branch"]) == expected

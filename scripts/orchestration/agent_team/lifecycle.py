@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from .budget import BudgetGuard
 from .errors import (
     EXIT_BUDGET,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     AgentTeamError,
     ConfigError,
     GitError,
@@ -77,7 +80,7 @@ class RunLifecycle(_Base):
         self.hide_run_files()
         self.acquire_run_lock()
         try:
-            with self.state.exclusive():
+            with self.state.exclusive(), self._graceful_interrupt():
                 try:
                     yield
                 except BaseException as exc:
@@ -88,6 +91,30 @@ class RunLifecycle(_Base):
                 self.recorder.close()
             self.events.close()
             self.release_run_lock()
+
+    @contextlib.contextmanager
+    def _graceful_interrupt(self) -> Iterator[None]:
+        """First Ctrl-C: agents stop at their next turn and their work is committed (exit 130).
+
+        A second Ctrl-C raises KeyboardInterrupt as usual. Only the main thread can own the
+        signal, so library use from another thread keeps Python's default behaviour.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            if self.budget.tripped is not None:
+                signal.default_int_handler(signum, frame)
+            self.budget.stop("Interrupted (Ctrl-C).")
+            self.log("Stopping: running agents end at their next turn and their work is "
+                     "committed. Press Ctrl-C again to abort at once.")
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def check_resumable(self) -> dict[str, Any]:
         """The recorded feature, when it can be resumed; a clear error otherwise."""
@@ -301,7 +328,16 @@ class RunLifecycle(_Base):
         self.log(f"Feature branch {self.feature_branch} created from {self.base_branch}.")
 
     def stop_for_budget(self, exc: UsageLimitExceeded) -> dict[str, Any]:
-        """End the run because a budget was reached: record it, write the summary, exit 3."""
+        """End the run because a budget was reached (exit 3) or the user pressed Ctrl-C (130).
+
+        Either way work so far is committed on the task branches and --resume continues.
+        """
+        if exc.limit == "stop":
+            self.set_feature_status("stopped", stop_reason="interrupted by the user")
+            self._note("orchestrator", None, "stopped", "interrupted by the user")
+            self.log("Stopped. Work so far is committed on the task branches; continue with "
+                     "--resume.")
+            return self.finish_run("stopped", EXIT_INTERRUPTED)
         reason = f"budget: {exc}"
         self.events.emit("budget_stop", limit=exc.limit, value=exc.value, maximum=exc.maximum)
         self.set_feature_status("stopped", stop_reason=reason)

@@ -202,6 +202,8 @@ def render_console(summary: Mapping[str, Any]) -> str:
     verdict = "SUCCESS - ready to review" if summary["exit_code"] == 0 else "FAILED"
     if summary["exit_code"] == 3:
         verdict = "STOPPED - budget reached; resume with --resume"
+    elif summary["exit_code"] == 130:
+        verdict = "STOPPED - interrupted; resume with --resume"
     lines += ["", f"Status: {verdict}", RULE]
     return "\n".join(lines)
 
