@@ -67,6 +67,21 @@ def make_repo(path: Path, files: dict[str, str] | None = None, *, branch: str = 
     return repo
 
 
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting to be reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    return True
+
+
 @pytest.fixture
 def git_repo(tmp_path: Path) -> git.Repo:
     """A real repository with one commit on `main`."""

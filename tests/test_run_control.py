@@ -71,6 +71,16 @@ def orchestrator(project: Path, model: ScriptedModel, **kwargs: Any) -> FileBase
                                  output=lambda _: None, **kwargs)
 
 
+def invoke_cli(tmp_path: Path, project: Path, *extra: str) -> Any:
+    """file_based_orchestrator.py's CLI on the three-task chain, replayed offline."""
+    session = tmp_path / "session.json"
+    session.write_text(json.dumps({"agents": chain_session()}))
+    return CliRunner().invoke(main, [
+        "--feature", FEATURE, "--project-dir", str(project), "--api-provider", "scripted",
+        "--session", str(session), "--test-command", "python -m pytest -q", *extra,
+    ], catch_exceptions=False)
+
+
 def tree(project: Path, ref: str) -> str:
     return git.Repo(project).git.rev_parse(f"{ref}^{{tree}}")
 
@@ -109,13 +119,7 @@ def test_api_call_budget_stops_with_exit_3_and_loses_nothing(tmp_path: Path) -> 
 def test_budget_stop_via_cli_exits_3(tmp_path: Path) -> None:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    session = tmp_path / "session.json"
-    session.write_text(json.dumps({"agents": chain_session()}))
-    result = CliRunner().invoke(main, [
-        "--feature", FEATURE, "--project-dir", str(project), "--api-provider", "scripted",
-        "--session", str(session), "--test-command", "python -m pytest -q",
-        "--max-api-calls", "2",
-    ], catch_exceptions=False)
+    result = invoke_cli(tmp_path, project, "--max-api-calls", "2")
     assert result.exit_code == 3, result.output
     assert "Budget reached (max_api_calls)" in result.output
 
@@ -406,13 +410,7 @@ def test_event_log_has_one_event_per_call_commit_merge_and_state_change(
 def test_verbose_plain_output_shows_tool_calls(tmp_path: Path) -> None:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    session = tmp_path / "session.json"
-    session.write_text(json.dumps({"agents": chain_session()}))
-    result = CliRunner().invoke(main, [
-        "--feature", FEATURE, "--project-dir", str(project), "--api-provider", "scripted",
-        "--session", str(session), "--test-command", "python -m pytest -q",
-        "--no-progress", "-v",
-    ], catch_exceptions=False)
+    result = invoke_cli(tmp_path, project, "--no-progress", "-v")
     assert result.exit_code == 0, result.output
     assert "write_file" in result.output and "\x1b[" not in result.output
 

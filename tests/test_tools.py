@@ -20,6 +20,8 @@ from agent_team.tools import (
     define_tool,
 )
 
+from tests.conftest import process_alive
+
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
@@ -189,20 +191,6 @@ def test_search_files_reports_file_and_line(toolbox: Toolbox) -> None:
 # -- run_command ------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return False
-    return True
-
-
 def test_run_command_reports_exit_code_and_cwd(toolbox: Toolbox, root: Path) -> None:
     result = call(
         toolbox,
@@ -226,9 +214,9 @@ def test_run_command_timeout_kills_process_group(toolbox: Toolbox, root: Path) -
     assert elapsed < 5
     child = int((root / "child.pid").read_text())
     deadline = time.monotonic() + 3
-    while _alive(child) and time.monotonic() < deadline:
+    while process_alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not process_alive(child)
 
 
 def test_tool_output_capped_centrally(toolbox: Toolbox, workspace: Workspace) -> None:

@@ -216,8 +216,13 @@ class BaseOrchestrator(RunLifecycle):
     def record_usage(
         self, role: str, task_id: str | None, reply: Reply, model: ChatModel, *,
         turn: int | None = None, duration_s: float | None = None,
+        agent: tuple[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        """Add one call's real token counts (and cost estimate) to the state file."""
+        """Add one call's real token counts (and cost estimate) to the state file.
+
+        `agent` is (agent id, fields) for the agent's live entry, written in the same
+        transaction: this runs once per model turn, so one state write serves both.
+        """
         local = self.is_local(role)
         cost = estimate_cost(
             model.provider, reply.model or model.model, reply.usage,
@@ -236,6 +241,8 @@ class BaseOrchestrator(RunLifecycle):
             TeamState.add_usage_to(
                 state, role, counts, cost_usd=cost, task_id=task_id if known else None
             )
+            if agent is not None:
+                TeamState.set_agent_in(state, agent[0], **agent[1], updated_at=utc_now())
 
         self.state.update(apply)
 
@@ -568,10 +575,12 @@ class _StateHooks(AgentHooks):
         self.started = time.monotonic()
 
     def after_model_call(self, turn: int, reply: Reply) -> None:
-        self.orchestrator.record_usage(self.role, self.task_id, reply, self.model, turn=turn,
-                                       duration_s=time.monotonic() - self.started)
         self.tokens += reply.usage.total_tokens
-        self.orchestrator.set_agent(self.agent, turn=turn, tokens=self.tokens)
+        self.orchestrator.record_usage(
+            self.role, self.task_id, reply, self.model, turn=turn,
+            duration_s=time.monotonic() - self.started,
+            agent=(self.agent, {"turn": turn, "tokens": self.tokens}),
+        )
 
     def after_tool_call(self, turn: int, call: Any, result: Any) -> None:
         self.orchestrator.events.emit("tool_call", role=self.role, task_id=self.task_id,
