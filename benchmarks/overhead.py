@@ -46,7 +46,7 @@ GIT_PHASES = {
     "head_commit": "refs/diff",
 }
 STATE_PHASES = {"update": "state", "read": "state"}
-ORCHESTRATOR_PHASES = {"run_task_agent": "agent (scripted)", "agent_execute_task": "other"}
+ORCHESTRATOR_PHASES = {"call_agent": "agent (scripted)", "agent_execute_task": "other"}
 PHASES = ("worktree add", "agent (scripted)", "commit", "refs/diff", "merge", "cleanup",
           "state", "other")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_team.models import agent_key
 from agent_team.scripted import ScriptedCall, ScriptedModel
 from agent_team.state import STATE_RELATIVE_PATH, TeamState, validate_state
 
@@ -259,3 +260,18 @@ def is_ancestor(repo: Path, commit: str, of: str) -> bool:
                           capture_output=True, check=False)
     assert done.returncode in (0, 1), done.stderr
     return done.returncode == 0
+
+
+class Keyed:
+    """A model seen as one agent: every call carries that agent's conversation key."""
+
+    def __init__(self, model: Any, role: str | None, task_id: str | None = None) -> None:
+        self.model = model
+        self.key = agent_key(role, task_id)
+
+    def complete(self, system: str, messages: Any, **options: Any) -> Any:
+        return self.model.complete(system, messages, key=self.key, **options)
+
+
+def keyed(model: Any, role: str | None, task_id: str | None = None) -> Keyed:
+    return Keyed(model, role, task_id)

@@ -34,6 +34,7 @@ from tests.orchestration_helpers import (
     PASSING_TESTS,
     file_at,
     integration_turn,
+    keyed,
     plan_turn,
     read_call,
     task,
@@ -83,10 +84,10 @@ def enqueue_reply(api: FakeAPI, provider: str, text: str = "",
 def run_conversations(model: ChatModel) -> list[Reply | ModelAPIError]:
     """The same requests, whatever model answers them: three agents and one provider error."""
     outcomes: list[Reply | ModelAPIError] = []
-    manager = model.for_agent("manager", "plan")
+    manager = keyed(model, "manager", "plan")
     outcomes.append(manager.complete("You plan.", [Message.user("Plan auth.")],
                                      output_schema=PLAN_SCHEMA))
-    dev = model.for_agent("backend-dev", "TASK-001")
+    dev = keyed(model, "backend-dev", "TASK-001")
     history = [Message.user("Add login.")]
     first = dev.complete("You code.", history, tools=[READ, FINISH])
     outcomes.append(first)
@@ -94,12 +95,12 @@ def run_conversations(model: ChatModel) -> list[Reply | ModelAPIError]:
     history += [Message.tool(call, f"contents of {call.arguments.get('path')}")
                 for call in first.tool_calls]
     outcomes.append(dev.complete("You code.", history, tools=[READ, FINISH]))
-    broken = model.for_agent("frontend-dev", "TASK-002")
+    broken = keyed(model, "frontend-dev", "TASK-002")
     try:
         broken.complete("You code.", [Message.user("Add a form.")], tools=[READ])
     except ModelAPIError as exc:
         outcomes.append(exc)
-    outcomes.append(model.for_agent("qa-tester").complete("You test.", [Message.user("Test.")]))
+    outcomes.append(keyed(model, "qa-tester").complete("You test.", [Message.user("Test.")]))
     return outcomes
 
 
@@ -187,7 +188,7 @@ def test_no_key_header_or_secret_value_is_written(
     path = tmp_path / "session.json"
     recording = RecordingModel(provider_model("anthropic", fake_api, KEY), SessionRecorder(path))
     recording.recorder.set_feature(f"Rotate {KEY}")
-    recording.for_agent("backend-dev", "T-1").complete(
+    keyed(recording, "backend-dev", "T-1").complete(
         f"System with {KEY}", [Message.user("token hunter2-hunter2 " + "x" * 2000)])
     recording.recorder.close()
 
@@ -208,13 +209,13 @@ def test_no_key_header_or_secret_value_is_written(
 def test_each_exchange_is_saved_so_a_crash_leaves_a_replayable_session(tmp_path: Path) -> None:
     path = tmp_path / "logs" / "session.json"
     inner = ScriptedModel({"dev:T-1": [{"text": "one"}, {"text": "two"}, {"text": "three"}]})
-    agent = RecordingModel(inner, SessionRecorder(path)).for_agent("dev", "T-1")
+    agent = keyed(RecordingModel(inner, SessionRecorder(path)), "dev", "T-1")
     for expected in ("one", "two"):
         agent.complete("s", [Message.user("go")])
         saved = json.loads(path.read_text(encoding="utf-8"))
         assert saved["complete"] is False
         assert saved["agents"]["dev:T-1"][-1]["text"] == expected
-    replay = ScriptedModel.from_file(path).for_agent("dev", "T-1")
+    replay = keyed(ScriptedModel.from_file(path), "dev", "T-1")
     assert [replay.complete("s", []).text for _ in range(2)] == ["one", "two"]
     assert not list(path.parent.glob(".*.tmp"))
 
@@ -254,7 +255,7 @@ class _Interrupting(ChatModel):
 def test_an_interrupted_request_leaves_no_turn() -> None:
     recording = RecordingModel(_Interrupting())
     with pytest.raises(KeyboardInterrupt):
-        recording.for_agent("dev", "T-1").complete("s", [])
+        keyed(recording, "dev", "T-1").complete("s", [])
     assert recording.recorder.turns() == {}
 
 
@@ -277,7 +278,7 @@ def test_parallel_agents_keep_their_own_order(tmp_path: Path) -> None:
     recording = RecordingModel(ScriptedModel(agents), SessionRecorder(path))
 
     def work(i: int) -> None:
-        bound = recording.for_agent("dev", f"T-{i}")
+        bound = keyed(recording, "dev", f"T-{i}")
         for _ in range(15):
             bound.complete("s", [Message.user("go")])
 
@@ -305,8 +306,8 @@ def test_several_wrapped_models_share_one_session(tmp_path: Path) -> None:
     recorder = SessionRecorder(tmp_path / "s.json")
     strong = RecordingModel(ScriptedModel({"manager": [{"text": "p"}]}, model="big"), recorder)
     cheap = RecordingModel(ScriptedModel({"dev:T-1": [{"text": "d"}]}, model="small"), recorder)
-    strong.for_agent("manager").complete("s", [])
-    cheap.for_agent("dev", "T-1").complete("s", [])
+    keyed(strong, "manager").complete("s", [])
+    keyed(cheap, "dev", "T-1").complete("s", [])
     session = json.loads(recorder.close().read_text(encoding="utf-8"))  # type: ignore[union-attr]
     assert session["model"] == "big" and session["models"] == ["scripted/big", "scripted/small"]
     assert set(session["agents"]) == {"manager", "dev:T-1"}

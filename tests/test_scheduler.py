@@ -29,6 +29,8 @@ from agent_team.scheduler import (
 )
 from agent_team.scripted import ScriptedModel
 
+from tests.orchestration_helpers import keyed
+
 SLACK = 0.05
 
 
@@ -103,7 +105,7 @@ def test_diamond_runs_siblings_in_parallel_with_a_scripted_model() -> None:
     )
 
     def execute(job: Job) -> bool:
-        reply = model.for_agent("dev", job.id).complete("system", [Message.user(job.id)])
+        reply = keyed(model, "dev", job.id).complete("system", [Message.user(job.id)])
         return reply.text == job.id.lower()
 
     run_start = time.monotonic()

@@ -20,6 +20,8 @@ from agent_team.models import (
 )
 from agent_team.scripted import SESSION_FORMAT, SESSION_VERSION, ScriptedModel
 
+from tests.orchestration_helpers import keyed
+
 HELLO = [Message.user("hello")]
 
 
@@ -35,15 +37,15 @@ def test_role_task_queue_before_role_before_wildcard() -> None:
             "*": [{"text": "any"}],
         }
     )
-    assert reply_text(model.for_agent("backend-dev", "TASK-001")) == "specific"
-    assert reply_text(model.for_agent("backend-dev", "TASK-002")) == "role"
-    assert reply_text(model.for_agent("qa-tester", "TASK-003")) == "any"
+    assert reply_text(keyed(model, "backend-dev", "TASK-001")) == "specific"
+    assert reply_text(keyed(model, "backend-dev", "TASK-002")) == "role"
+    assert reply_text(keyed(model, "qa-tester", "TASK-003")) == "any"
     assert [c.key for c in model.calls] == ["backend-dev:TASK-001", "backend-dev", "*"]
 
 
 def test_an_exhausted_specific_queue_does_not_fall_back() -> None:
     model = ScriptedModel({"manager:plan": [{"text": "plan"}], "manager": [{"text": "other"}]})
-    bound = model.for_agent("manager", "plan")
+    bound = keyed(model, "manager", "plan")
     assert reply_text(bound) == "plan"
     with pytest.raises(ScriptExhausted) as info:
         bound.complete("s", HELLO)
@@ -62,7 +64,7 @@ def test_unbound_model_uses_the_wildcard_queue() -> None:
 def test_no_queue_names_what_was_looked_for() -> None:
     model = ScriptedModel({"manager": [{"text": "x"}], "qa-tester": []})
     with pytest.raises(ScriptExhausted) as info:
-        model.for_agent("backend-dev", "TASK-9").complete("s", HELLO)
+        keyed(model, "backend-dev", "TASK-9").complete("s", HELLO)
     message = str(info.value)
     assert "role 'backend-dev' and task 'TASK-9'" in message
     assert "'backend-dev:TASK-9', 'backend-dev', '*'" in message
@@ -76,11 +78,11 @@ def test_no_queue_in_an_empty_session() -> None:
 
 def test_list_of_turns_constructor() -> None:
     model = ScriptedModel([{"text": "one"}, {"text": "two"}], model="replay-1")
-    bound = model.for_agent("anyone", "T1")
+    bound = keyed(model, "anyone", "T1")
     first = bound.complete("s", HELLO)
     assert first.text == "one"
     assert first.model == "replay-1"
-    assert reply_text(model.for_agent("someone-else")) == "two"
+    assert reply_text(keyed(model, "someone-else")) == "two"
     model.assert_complete()
     assert model.provider == "scripted"
 
@@ -138,7 +140,7 @@ def test_calls_are_recorded() -> None:
     model = ScriptedModel({"qa-tester:T3": [{"text": "done"}]})
     tool = ToolSpec("run_command", "Run a command", {"type": "object"})
     messages = [Message.user("test it"), Message.assistant("ok")]
-    model.for_agent("qa-tester", "T3").complete(
+    keyed(model, "qa-tester", "T3").complete(
         "You are QA.", messages, tools=[tool], output_schema=schema
     )
     (call,) = model.calls
@@ -162,13 +164,13 @@ def test_calls_is_a_snapshot() -> None:
 
 def test_assert_complete_lists_unused_turns() -> None:
     model = ScriptedModel({"manager": [{"text": "a"}, {"text": "b"}], "qa-tester": [{"text": "c"}]})
-    model.for_agent("manager").complete("s", HELLO)
+    keyed(model, "manager").complete("s", HELLO)
     with pytest.raises(AssertionError) as info:
         model.assert_complete()
     assert str(info.value) == "scripted turns left unused: manager: 1, qa-tester: 1"
     assert model.remaining() == {"manager": 1, "qa-tester": 1}
-    model.for_agent("manager").complete("s", HELLO)
-    model.for_agent("qa-tester").complete("s", HELLO)
+    keyed(model, "manager").complete("s", HELLO)
+    keyed(model, "qa-tester").complete("s", HELLO)
     model.assert_complete()
     assert model.remaining() == {}
 
@@ -209,7 +211,7 @@ def test_delays_overlap_between_threads() -> None:
     script = {f"worker:T{i}": [{"text": f"T{i}", "delay": 0.3}] for i in range(4)}
     model = ScriptedModel(script)
     threads = [
-        threading.Thread(target=model.for_agent("worker", f"T{i}").complete, args=("s", HELLO))
+        threading.Thread(target=keyed(model, "worker", f"T{i}").complete, args=("s", HELLO))
         for i in range(4)
     ]
     for thread in threads:
@@ -234,7 +236,7 @@ def test_queues_are_independent_under_threads() -> None:
     barrier = threading.Barrier(len(tasks))
 
     def agent(task: str) -> None:
-        bound = model.for_agent("backend-dev", task)
+        bound = keyed(model, "backend-dev", task)
         barrier.wait()
         results[task] = [bound.complete("s", HELLO).text for _ in range(per_task)]
 
@@ -256,7 +258,7 @@ def test_shared_queue_hands_each_turn_out_once_under_threads() -> None:
     lock = threading.Lock()
 
     def worker() -> None:
-        bound = model.for_agent("w")
+        bound = keyed(model, "w")
         for _ in range(50):
             text = bound.complete("s", HELLO).text
             with lock:
@@ -290,7 +292,7 @@ def test_from_file(tmp_path: Path) -> None:
     )
     model = ScriptedModel.from_file(path)
     assert model.model == "recorded-model"
-    assert reply_text(model.for_agent("manager", "plan")) == "{}"
+    assert reply_text(keyed(model, "manager", "plan")) == "{}"
     assert model.remaining() == {"*": 1}
 
 

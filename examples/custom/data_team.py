@@ -12,14 +12,11 @@ repository and replays a scripted session in which both roles really edit files.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "orchestration"))
-
-import click  # noqa: E402
-from agent_team.cli import (  # noqa: E402
+import click
+from agent_team.cli import (
     EXAMPLES_DIR,
     common_options,
     max_workers_option,
@@ -28,7 +25,7 @@ from agent_team.cli import (  # noqa: E402
     run_cli,
     run_inputs,
 )
-from file_based_orchestrator import FileBasedOrchestrator  # noqa: E402
+from file_based_orchestrator import FileBasedOrchestrator
 
 DATA_APP = EXAMPLES_DIR / "data-app"
 DEMO_SESSION = EXAMPLES_DIR / "sessions" / "data-team-demo.json"

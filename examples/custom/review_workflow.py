@@ -15,27 +15,24 @@ are recorded in the state file and make the command exit with status 1.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "orchestration"))
-
-import click  # noqa: E402
-from agent_team.cli import (  # noqa: E402
+import click
+from agent_team.cli import (
     common_options,
     max_workers_option,
     orchestrator_options,
     run_cli,
     run_inputs,
 )
-from agent_team.errors import EXIT_FAILED, EXIT_OK, AgentTeamError  # noqa: E402
-from agent_team.plan import extract_json  # noqa: E402
-from agent_team.redaction import KEY_SHAPES  # noqa: E402
-from agent_team.roles import MANAGER, read_context  # noqa: E402
-from file_based_orchestrator import INTEGRATION_SCHEMA, FileBasedOrchestrator  # noqa: E402
+from agent_team.errors import EXIT_FAILED, EXIT_OK, AgentTeamError
+from agent_team.plan import extract_json
+from agent_team.redaction import KEY_SHAPES
+from agent_team.roles import MANAGER, read_context
+from file_based_orchestrator import FileBasedOrchestrator
 
 DEMO_SESSION = "review-workflow-demo.json"
 ARCHITECT = "architect"
@@ -56,8 +53,6 @@ SECURITY_SYSTEM = (
     "scan nor the diff shows. Answer in one short paragraph."
 )
 
-#: A summary and decisions: the same shape as the manager's integration review.
-DESIGN_SCHEMA = INTEGRATION_SCHEMA
 
 # -- the scanner -------------------------------------------------------------------------------
 
@@ -187,10 +182,9 @@ class ReviewedOrchestrator(FileBasedOrchestrator):
             + (f"\n\nProject context:\n{context}" if context else "")
             + "\n\nDecide where the code goes, which interfaces it needs and what must not go "
             "wrong. Address decisions to these roles: "
-            + ", ".join(name for name in self.roles if name != MANAGER) + "."
+            + ", ".join(name for name in self.team.roles if name != MANAGER) + "."
         )
-        with self._structured_output(DESIGN_SCHEMA):
-            reply = self.call_agent(ARCHITECT, ARCHITECT, prompt, ARCHITECT_SYSTEM)
+        reply = self.call_agent(ARCHITECT, ARCHITECT, prompt, ARCHITECT_SYSTEM)
         design = parse_design(reply)
         self.log(f"Architect: {len(design['decisions'])} decision(s).")
         return design
@@ -220,7 +214,7 @@ class ReviewedOrchestrator(FileBasedOrchestrator):
         ref = self.feature_branch
         present = set(self.git.tracked_files(ref))
         tree = self.git.repo.commit(ref).tree
-        for path in self.git.changed_files(self.base_commit, ref):
+        for path in self.git.changed_files(self.current.base_commit, ref):
             if path not in present:
                 continue
             blob = tree / path
@@ -263,12 +257,12 @@ class ReviewedOrchestrator(FileBasedOrchestrator):
 
     def _build_security_prompt(self, summary: Mapping[str, Any], files: Mapping[str, str],
                                findings: list[Finding]) -> str:
-        diff = self.git.diff_stat(self.base_commit, self.feature_branch) or "(no changes)"
+        diff = self.git.diff_stat(self.current.base_commit, self.feature_branch) or "(no changes)"
         return (
             f"Feature: {summary['feature']}\nBranch: {self.feature_branch} "
             f"(run status: {summary['status']})\n\nChanged files scanned ({len(files)}):\n"
             + ("\n".join(f"- {p}" for p in files) or "- none")
-            + f"\n\nDiff against {self.base_branch}:\n{diff}\n\nScanner findings:\n"
+            + f"\n\nDiff against {self.current.base_branch}:\n{diff}\n\nScanner findings:\n"
             + ("\n".join(f"- {f.describe()}" for f in findings) or "- none")
         )
 

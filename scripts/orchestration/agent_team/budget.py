@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import UsageLimitExceeded
 from .models import Usage
+from .settings import Limits
 
 PRICES_PATH = Path(__file__).parent / "data" / "prices.json"
 FREE_PROVIDERS = ("scripted",)
@@ -104,8 +105,8 @@ class BudgetGuard:
     stops at its next turn.
     """
 
-    def __init__(self, limits: Mapping[str, Any], spent: Mapping[str, Any] | None = None):
-        self.limits = {name: limits.get(name) for name in LIMIT_NAMES}
+    def __init__(self, limits: Limits, spent: Mapping[str, Any] | None = None):
+        self.limits = limits.as_dict()
         spent = spent or {}
         self.api_calls = int(spent.get("api_calls", 0))
         self.tokens = sum(int(spent.get(k, 0) or 0) for k in (
@@ -149,12 +150,6 @@ class BudgetGuard:
                     self._trip("cost_limit_usd", self.cost, maximum,
                                f"${self.cost:.4f} spent and the next request costs about "
                                f"${next_cost:.4f}, limit ${maximum:.2f}")
-
-    def stop(self, reason: str) -> None:
-        """Trip the guard from outside (a user stop), so agents end at their next turn."""
-        with self._lock:
-            if self.tripped is None:
-                self.tripped = UsageLimitExceeded(reason, limit="stop")
 
     def _trip(self, limit: str, value: float, maximum: float, detail: str) -> None:
         self.tripped = UsageLimitExceeded(

@@ -16,6 +16,7 @@ import click
 import git
 
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, AgentTeamError, PlanError, UserError
+from .process import hide_secrets_from_proc
 from .progress import ProgressDisplay
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
@@ -228,12 +229,13 @@ def run_main(
         feature, project_dir, provider, session = run_inputs(
             options, demo_session, resume=resume is not None
         )
+        hide_secrets_from_proc()  # agents' commands run as the user and could read it there
+        stored = resumed_settings(project_dir) if resume is not None else None
         orchestrator = orchestrator_class(
             project_dir, **settings, **orchestrator_options(options, provider, session),
-            output=display.write_line, progress=display,
+            output=display.write_line, progress=display, stored_settings=stored,
         )
-        display.refresh_seconds = float(
-            orchestrator.config.coordination["check_interval_seconds"])
+        display.refresh_seconds = orchestrator.team.settings.coordination.check_interval_seconds
         summary = resume(orchestrator) if resume is not None else orchestrator.run(feature)
         branch = summary["feature_branch"]
         display.write_line(f"[Orchestrator] Result: branch {branch} in {project_dir}")
@@ -246,6 +248,15 @@ def run_main(
         run_cli(run)
     finally:
         display.close()
+
+
+def resumed_settings(project_dir: Path) -> dict[str, Any] | None:
+    """The last run's effective settings, so `--resume` needs no flags (flags still win)."""
+    from .run_frame import stored_settings
+    from .state import TeamState
+
+    store = TeamState.for_project(project_dir, create=False, must_exist=False)
+    return stored_settings(store)
 
 
 def limit_options(options: dict[str, Any]) -> dict[str, Any]:

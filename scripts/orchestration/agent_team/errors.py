@@ -41,6 +41,15 @@ class GitError(AgentTeamError):
     """A git operation failed in a way the orchestrator cannot recover from."""
 
 
+class CommitRefused(GitError):
+    """A hook refused an agent's commit; the work was saved on `branch` at `sha` instead."""
+
+    def __init__(self, message: str, *, branch: str, sha: str) -> None:
+        super().__init__(message)
+        self.branch = branch
+        self.sha = sha
+
+
 class NotAGitRepository(UserError):
     """The project directory is not a usable git repository."""
 
@@ -94,8 +103,12 @@ class AgentStuck(AgentTeamError):
     """An agent kept repeating itself and guidance did not help."""
 
 
-class UsageLimitExceeded(AgentTeamError):
-    """A token, cost or API-call budget would be exceeded."""
+class RunStopped(AgentTeamError):
+    """The run was asked to stop: agents end at their next turn and their work is kept."""
+
+
+class UsageLimitExceeded(RunStopped):
+    """A token, cost or API-call budget would be exceeded (or a custom guard refused a call)."""
 
     exit_code = EXIT_BUDGET
 
@@ -104,3 +117,9 @@ class UsageLimitExceeded(AgentTeamError):
         self.limit = limit
         self.value = value
         self.maximum = maximum
+
+
+class RunInterrupted(RunStopped):
+    """The user pressed Ctrl-C: running agents stop at their next turn, work is committed."""
+
+    exit_code = EXIT_INTERRUPTED

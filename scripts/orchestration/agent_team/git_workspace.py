@@ -22,7 +22,7 @@ from typing import Any
 import git
 from git.exc import GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 
-from .errors import GitError, NotAGitRepository
+from .errors import CommitRefused, GitError, NotAGitRepository
 from .git_merge import MergeMixin, MergeResult
 from .git_plumbing import GIT_ERRORS, check_rev, git_error, identity, repo_lock, split_z
 from .git_worktrees import WorktreeInfo, WorktreeMixin
@@ -30,7 +30,6 @@ from .redaction import redact
 
 __all__ = [
     "JUNK_PATHSPECS",
-    "CommitRefused",
     "GitWorkspace",
     "LogEntry",
     "MergeResult",
@@ -78,15 +77,6 @@ class LogEntry:
     author_email: str
     date: str
     subject: str
-
-
-class CommitRefused(GitError):
-    """A hook refused an agent's commit; the work was saved on `branch` at `sha` instead."""
-
-    def __init__(self, message: str, *, branch: str, sha: str) -> None:
-        super().__init__(message)
-        self.branch = branch
-        self.sha = sha
 
 
 class GitWorkspace(WorktreeMixin, MergeMixin):

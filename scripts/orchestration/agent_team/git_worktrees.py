@@ -153,6 +153,14 @@ class WorktreeMixin(_Base):
             )
         return result
 
+    def branch_of(self, worktree: str | Path) -> str | None:
+        """The branch checked out in `worktree` by git's own records, or None."""
+        target = Path(worktree).resolve()
+        for info in self.list_worktrees():
+            if info.path == target:
+                return info.branch
+        return None
+
     def prune_worktrees(self) -> list[str]:
         """Drop administrative entries of worktrees whose directories are gone.
 

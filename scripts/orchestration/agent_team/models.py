@@ -146,6 +146,7 @@ class ChatModel(ABC):
         *,
         tools: Sequence[ToolSpec] = (),
         output_schema: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Reply:
         """Send one request and return the reply.
 
@@ -154,15 +155,25 @@ class ChatModel(ABC):
             messages: The conversation so far, oldest first.
             tools: Tools the model may call.
             output_schema: When given, the reply text must be JSON matching this schema.
+            key: Which conversation this is, `role:task` or `role` (see `agent_key`). Real
+                providers ignore it; the scripted model replays that conversation's turns, so
+                parallel agents stay deterministic.
         """
 
-    def for_agent(self, role: str, task_id: str | None = None) -> ChatModel:
-        """Return the model to use for one agent on one task.
 
-        Real providers return themselves; the scripted model returns a view bound to the
-        role and task so parallel agents replay their own turns deterministically.
-        """
-        return self
+def agent_key(role: str | None, task_id: str | None = None) -> str:
+    """The conversation key of an agent: `role:task`, `role`, or `*` for anyone."""
+    if role is None:
+        return "*"
+    return f"{role}:{task_id}" if task_id is not None else role
+
+
+def split_key(key: str | None) -> tuple[str | None, str | None]:
+    """(role, task) of a conversation key; role names and task ids never contain ':'."""
+    if key is None or key == "*":
+        return None, None
+    role, _, task_id = key.partition(":")
+    return role, task_id or None
 
 
 PROVIDERS = ("anthropic", "openai", "scripted")

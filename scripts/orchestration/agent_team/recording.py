@@ -43,18 +43,10 @@ __all__ = [
     "reply_turn",
     "request_digest",
     "request_summary",
-    "session_key",
 ]
 
 #: How much of the newest user or tool message a turn's request summary keeps.
 LAST_MESSAGE_CHARS = 500
-
-
-def session_key(role: str | None, task_id: str | None) -> str:
-    """The queue `ScriptedModel` looks in first for an agent bound to `role` and `task_id`."""
-    if role is None:
-        return WILDCARD
-    return f"{role}:{task_id}" if task_id is not None else role
 
 
 def _call_dict(call: ToolCall) -> dict[str, Any]:
@@ -308,21 +300,12 @@ class RecordingModel(ChatModel):
         self,
         inner: ChatModel,
         recorder: SessionRecorder | None = None,
-        *,
-        _key: str = WILDCARD,
     ) -> None:
         self.inner = inner
         self.recorder = recorder if recorder is not None else SessionRecorder()
         self.provider = inner.provider
         self.model = inner.model
-        self.key = _key
-        if _key == WILDCARD:
-            self.recorder.register(inner.provider, inner.model)
-
-    def for_agent(self, role: str, task_id: str | None = None) -> RecordingModel:
-        return RecordingModel(
-            self.inner.for_agent(role, task_id), self.recorder, _key=session_key(role, task_id)
-        )
+        self.recorder.register(inner.provider, inner.model)
 
     def complete(
         self,
@@ -331,13 +314,14 @@ class RecordingModel(ChatModel):
         *,
         tools: Sequence[ToolSpec] = (),
         output_schema: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Reply:
         messages = tuple(messages)
-        slot = self.recorder.begin(self.key)
+        slot = self.recorder.begin(key or WILDCARD)
         started = time.monotonic()
         try:
             reply = self.inner.complete(
-                system, messages, tools=tools, output_schema=output_schema
+                system, messages, tools=tools, output_schema=output_schema, key=key
             )
         except Exception as exc:
             request = self._summary(system, messages, tools, output_schema, started)

@@ -36,7 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ScriptExhausted
-from .models import END_TURN, TOOL_USE, ChatModel, Message, Reply, ToolCall, ToolSpec, Usage
+from .models import (
+    END_TURN,
+    TOOL_USE,
+    ChatModel,
+    Message,
+    Reply,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    split_key,
+)
 from .retry import api_error
 
 SESSION_FORMAT = "agent-team-session"
@@ -60,7 +70,7 @@ class ScriptedCall:
 
 
 class _Script:
-    """The shared queues and call log behind every bound view of one scripted model."""
+    """The queues and the call log of one scripted model."""
 
     def __init__(self, agents: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         self.turns = {key: list(turns) for key, turns in agents.items()}
@@ -131,19 +141,12 @@ class ScriptedModel(ChatModel):
         script: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
         *,
         model: str = "scripted",
-        _shared: _Script | None = None,
-        _role: str | None = None,
-        _task_id: str | None = None,
     ) -> None:
-        if _shared is None:
-            if isinstance(script, (str, bytes)):
-                raise TypeError("ScriptedModel takes a list of turns or a mapping of queues")
-            agents = {WILDCARD: list(script)} if isinstance(script, Sequence) else dict(script)
-            _shared = _Script(agents)
-        self._script = _shared
+        if isinstance(script, (str, bytes)):
+            raise TypeError("ScriptedModel takes a list of turns or a mapping of queues")
+        agents = {WILDCARD: list(script)} if isinstance(script, Sequence) else dict(script)
+        self._script = _Script(agents)
         self.model = model
-        self.role = _role
-        self.task_id = _task_id
 
     @classmethod
     def from_file(cls, path: str | Path) -> ScriptedModel:
@@ -182,11 +185,6 @@ class ScriptedModel(ChatModel):
 
     # -- ChatModel -------------------------------------------------------------------------
 
-    def for_agent(self, role: str, task_id: str | None = None) -> ScriptedModel:
-        return ScriptedModel(
-            {}, model=self.model, _shared=self._script, _role=role, _task_id=task_id
-        )
-
     def complete(
         self,
         system: str,
@@ -194,9 +192,11 @@ class ScriptedModel(ChatModel):
         *,
         tools: Sequence[ToolSpec] = (),
         output_schema: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Reply:
         started = time.monotonic()
-        key, turn = self._script.next_turn(self.role, self.task_id)
+        role, task_id = split_key(key)
+        key, turn = self._script.next_turn(role, task_id)
         delay = float(turn.get("delay", 0) or 0)
         if delay > 0:
             time.sleep(delay)
@@ -205,8 +205,8 @@ class ScriptedModel(ChatModel):
             self._script.calls.append(
                 ScriptedCall(
                     key=key,
-                    role=self.role,
-                    task_id=self.task_id,
+                    role=role,
+                    task_id=task_id,
                     system=system,
                     messages=tuple(messages),
                     tool_names=tuple(t.name for t in tools),
@@ -247,7 +247,7 @@ class ScriptedModel(ChatModel):
 
     @property
     def calls(self) -> list[ScriptedCall]:
-        """Every request received so far, by any bound view, in arrival order."""
+        """Every request received so far, in arrival order."""
         with self._script.lock:
             return list(self._script.calls)
 

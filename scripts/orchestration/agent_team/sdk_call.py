@@ -145,6 +145,7 @@ class SdkChatModel(ChatModel):
         *,
         tools: Sequence[ToolSpec] = (),
         output_schema: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Reply:
         request = self.build_request(system, messages, tools=tools, output_schema=output_schema)
         kwargs: dict[str, Any] = {"on_retry": self.on_retry}

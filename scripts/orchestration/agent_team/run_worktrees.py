@@ -1,0 +1,136 @@
+"""The worktrees a run owns: one per task, the integration checkout, and their cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import CommitRefused, GitError
+from .records import note
+from .run_context import RunContext
+from .steps_task import commit_task
+from .team import Team
+
+
+def feature_dir(team: Team, run: RunContext) -> Path:
+    return team.worktree_root / run.slug
+
+
+def task_worktree(team: Team, run: RunContext, task: Mapping[str, Any], branch: str) -> Path:
+    """The task's worktree on `branch`, cut from the feature branch as it is now.
+
+    A worktree an interrupted run left on that branch is reused (its uncommitted work is
+    committed first); a directory that is no longer a worktree is moved aside, never deleted.
+    """
+    path = feature_dir(team, run) / "tasks" / task["task_id"]
+    registered = {info.path: info for info in team.git.list_worktrees()}
+    info = registered.get(path.resolve())
+    if info is not None and info.branch == branch:
+        try:
+            commit_task(team, run, task, path, "Work recovered from an interrupted run.", branch)
+        except CommitRefused as exc:
+            run.log(f"{task['task_id']}: {exc}")
+        return path
+    if info is None and path.exists():
+        aside = path.with_name(f"{path.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(aside)
+        run.log(f"{path} is not a git worktree any more (deleted during an earlier run?); "
+                f"its files were moved to {aside}.")
+    return team.git.add_worktree(path, branch, start_point=run.feature_branch)
+
+
+def open_integration_worktree(team: Team, run: RunContext) -> Path:
+    """The feature branch's checkout for merges; an interrupted run's one is reused."""
+    path = feature_dir(team, run) / "integration"
+    for info in team.git.list_worktrees():
+        if info.path == path.resolve() and info.branch == run.feature_branch:
+            if team.git.merge_in_progress(path):
+                team.git.abort_merge(path)
+            team.git.reset_worktree(path, "HEAD")
+            return path
+    return team.git.add_worktree(path, run.feature_branch)
+
+
+def remove_task_worktree(team: Team, run: RunContext, path: Path) -> None:
+    try:
+        team.git.remove_worktree(path)
+    except GitError as exc:  # dirty or locked: keep it, say so
+        run.log(f"Kept worktree {path}: {exc}")
+
+
+def remove_own_worktree(team: Team, run: RunContext, path: Path | None, *,
+                        force: bool) -> None:
+    """Remove a worktree of the orchestrator's (feature or integration checkout).
+
+    `force` is for a run that ended normally: all work is committed and what is left are files
+    the test command wrote. After an error the worktree is kept when it has changes.
+    """
+    if path is None:
+        return
+    if not team.git.is_worktree(path):  # deleted (and maybe re-created) during the run
+        team.git.prune_worktrees()
+        if path.exists():
+            run.log(f"Kept {path}: it is no longer a git worktree (deleted during the run?).")
+        return
+    if team.git.merge_in_progress(path):
+        team.git.abort_merge(path)
+    try:
+        team.git.remove_worktree(path, force=force)
+    except GitError as exc:
+        run.log(f"Kept worktree {path}: {exc}")
+
+
+def remove_empty_dirs(root: Path) -> None:
+    """Delete empty directories left under `root` (and `root` itself when empty)."""
+    if not root.is_dir():
+        return
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        if ".git" in files or ".git" in subdirs:  # a worktree that was kept: leave it be
+            subdirs.clear()
+            continue
+        found.append(Path(directory))
+    for directory in reversed(found):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    with contextlib.suppress(OSError):
+        root.rmdir()
+
+
+def report_stale_worktrees(team: Team, run: RunContext) -> None:
+    """Tell the user about worktrees an earlier, crashed run left behind; delete nothing."""
+    for line in team.git.prune_worktrees():
+        run.log(f"Pruned worktree record: {line}")
+    if not team.worktree_root.exists():
+        return
+    for info in team.git.stale_worktrees(team.worktree_root):
+        state = []
+        if info.dirty:
+            state.append("uncommitted changes")
+        if info.unmerged:
+            state.append(f"{info.unmerged} unmerged commit(s)")
+        message = (
+            f"Stale worktree from an earlier run: {info.path} on {info.branch or info.head}"
+            f" ({', '.join(state) or 'clean'}). Kept; remove it with "
+            f"`git worktree remove {info.path}` once you no longer need it.")
+        run.log(message)
+        note(run, "orchestrator", None, "stale_worktree", message)
+
+
+def clear_stale_locks(team: Team, run: RunContext) -> None:
+    """Remove index locks a killed run's git left in this feature's worktrees."""
+    root = feature_dir(team, run).resolve()
+    for info in team.git.list_worktrees()[1:]:
+        if root in info.path.parents:
+            for lock in team.git.clear_stale_locks(info.path):
+                run.log(f"Removed {lock}, left by a git command of the interrupted run.")
+
+
+def create_feature_branch(team: Team, run: RunContext) -> None:
+    """Create `feature/<slug>` at the base commit."""
+    team.git.create_branch(run.feature_branch, run.base_commit)
+    run.log(f"Feature branch {run.feature_branch} created from {run.base_branch}.")

@@ -1,0 +1,100 @@
+"""Running one agent on one task: its model, tools, hooks, and the escalation when it loops."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .agent_calls import ModelRequest, RunModel, agent_entry, ask
+from .agent_loop import AgentHooks, AgentResult, run_agent
+from .errors import AgentStuck
+from .models import Message
+from .prompts import system_for, task_prompt_for
+from .records import note
+from .roles import MANAGER
+from .run_context import RunContext
+from .stuck import StuckDetector, StuckEscalation, StuckHooks, guidance_prompt
+from .team import Team
+from .tools import Toolbox, Workspace, build_toolbox
+
+
+class ToolEvents(AgentHooks):
+    """Each tool call goes to the event log only: the state file is written once per turn."""
+
+    def __init__(self, run: RunContext, role: str, task_id: str) -> None:
+        self.run, self.role, self.task_id = run, role, task_id
+
+    def after_tool_call(self, turn: int, call: Any, result: Any) -> None:
+        self.run.events.emit("tool_call", role=self.role, task_id=self.task_id, turn=turn,
+                             tool=call.name, is_error=result.is_error)
+
+
+def agent_hooks(team: Team, run: RunContext, role: str, task_id: str) -> AgentHooks:
+    """Tool events plus stuck detection (a nudge first, then escalation)."""
+    coordination = team.settings.coordination
+    detector = StuckDetector(coordination.stuck_repeat_limit, coordination.stuck_idle_turns)
+
+    def on_stuck(action: str, reason: str) -> None:
+        run.events.emit("stuck", role=role, task_id=task_id, action=action, reason=reason)
+        run.log(f"{agent_entry(role, task_id)} looks stuck ({action}): {reason}")
+        note(run, role, task_id, f"stuck_{action}", reason)
+
+    return StuckHooks(ToolEvents(run, role, task_id), detector, on_stuck=on_stuck)
+
+
+def task_toolbox(team: Team, run: RunContext, role: str, task_id: str,
+                 workspace: Path) -> Toolbox:
+    return build_toolbox(
+        Workspace(workspace),
+        on_update=lambda status, message, details=None: note(
+            run, role, task_id, status, message, details),
+        command_timeout=team.settings.coordination.command_timeout_seconds,
+    )
+
+
+def run_task_agent(team: Team, run: RunContext, task: Mapping[str, Any],
+                   workspace: Path) -> AgentResult:
+    """Run the task's agent with tools confined to `workspace` until it finishes.
+
+    An agent that keeps looping after a nudge is escalated: the manager is asked for
+    guidance and the agent gets one more try with it; a second loop fails the task.
+    """
+    role = team.roles[task["assigned_to"]]
+    task_id = task["task_id"]
+    toolbox = task_toolbox(team, run, role.name, task_id, workspace)
+    max_turns = role.max_turns or team.settings.coordination.max_iterations
+    system = system_for(team, role.name)
+
+    def attempt(view: Mapping[str, Any]) -> AgentResult:
+        model = RunModel(team, run, role.name, task_id, task_id)
+        return run_agent(model, system, task_prompt_for(team, run, view), toolbox,
+                         max_turns=max_turns, hooks=agent_hooks(team, run, role.name, task_id))
+
+    try:
+        return attempt(task)
+    except StuckEscalation as stuck:
+        note(run, MANAGER, task_id, "stuck_guidance_requested", stuck.reason,
+             {"transcript_tail": list(stuck.transcript_tail)})
+        guidance = ask_manager_for_guidance(team, run, task, stuck)
+        run.log(f"{task_id}: retrying once with the manager's guidance")
+        retry = {**task, "additional_context": guidance, "last_error": stuck.reason}
+    try:
+        return attempt(retry)
+    except StuckEscalation as again:
+        note(run, role.name, task_id, "stuck_fail", again.reason)
+        run.events.emit("stuck", role=role.name, task_id=task_id, action="fail",
+                        reason=again.reason)
+        raise AgentStuck(
+            f"{task_id} got stuck again after the manager's guidance: {again.reason}"
+        ) from again
+
+
+def ask_manager_for_guidance(team: Team, run: RunContext, task: Mapping[str, Any],
+                             stuck: StuckEscalation) -> str:
+    prompt = guidance_prompt(f"{task['task_id']} - {task['description']}", stuck)
+    reply = ask(team, run, ModelRequest(
+        role=MANAGER, conversation=f"guidance-{task['task_id']}",
+        system=system_for(team, MANAGER), messages=[Message.user(prompt)],
+        task_id=task["task_id"]))
+    return reply.text.strip()

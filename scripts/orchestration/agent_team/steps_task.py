@@ -1,0 +1,178 @@
+"""Step two: one task in its worktree. The agent works, the orchestrator commits.
+
+`execute_task` runs the agent (with retries), commits what it changed as its role, records the
+result, and says whether the branch is ready to merge. Merging is the next step
+(`steps_merge.merge_task`), so a job worker can merge under its own lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .agent_calls import agent_entry
+from .errors import AgentTeamError, CommitRefused, RunStopped, StateError
+from .records import set_agent, set_task, task_record
+from .run_context import RunContext
+from .state import utc_now
+from .steps_agent import run_task_agent
+from .team import Team
+
+AGENT_EMAIL_DOMAIN = "agent-team.invalid"
+
+
+def agent_email(role: str) -> str:
+    return f"{role}@{AGENT_EMAIL_DOMAIN}"
+
+
+def fail_message(exc: BaseException) -> str:
+    """A one-line reason for a failure, with the exception type when it is not ours."""
+    if isinstance(exc, AgentTeamError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class TaskOutcome:
+    """What one task's execution produced. `status`: ready (to merge), failed, or stopped."""
+
+    task_id: str
+    status: str
+    branch: str
+    error: str | None = None
+    commit: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task_id": self.task_id, "status": self.status}
+        if self.error is not None:
+            out["error"] = self.error
+        if self.commit is not None:
+            out["commit"] = self.commit
+        return out
+
+
+def commit_task(team: Team, run: RunContext, task: Mapping[str, Any], workspace: Path,
+                summary: str, branch: str) -> str | None:
+    """Commit everything the agent changed, authored by its role.
+
+    The repository's hooks run. When one refuses, the work is saved on `<branch>-hook-refused`
+    without them and CommitRefused is raised: the task fails with the hook's output.
+    """
+    role = task["assigned_to"]
+    title = f"{task['task_id']}: {task['description']}"
+    if len(title) > 72:
+        title = title[:69] + "..."
+    message = f"{title}\n\n{summary}\n\nRole: {role}\nTask: {task['task_id']}\n"
+    sha = team.git.commit_all(workspace, message, author_name=role,
+                              author_email=agent_email(role),
+                              rescue_branch=f"{branch}-hook-refused")
+    if sha is not None:
+        run.events.emit("commit", task_id=task["task_id"], role=role, sha=sha,
+                        files=team.git.changed_files(f"{sha}^", sha))
+    return sha
+
+
+def save_work(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
+              summary: str, branch: str) -> tuple[str | None, str | None]:
+    """Commit what the agent left: (new commit or None, why the work is not on its branch)."""
+    if not team.git.is_worktree(worktree):
+        return None, (
+            f"the task's worktree {worktree} was deleted while the agent worked (by a command "
+            f"it ran?); what it committed before is kept on {branch}")
+    try:
+        return commit_task(team, run, task, worktree, summary, branch), None
+    except CommitRefused as exc:
+        return None, str(exc)
+
+
+def run_attempts(team: Team, run: RunContext, task: Mapping[str, Any],
+                 worktree: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Run the agent up to max_task_attempts times; each retry sees the last error."""
+    attempts = team.settings.coordination.max_task_attempts
+    current = dict(task)
+    used = int(task_record(run, task["task_id"]).get("attempts", 0))
+    report: dict[str, Any] | None = None
+    error: str | None = None
+    for attempt in range(1, attempts + 1):
+        used += 1
+        set_task(run, task["task_id"], attempts=used)
+        try:
+            report = run_task_agent(team, run, current, worktree).report
+            error = None if report["status"] == "completed" else (
+                "; ".join(report.get("blockers") or []) or report["summary"])
+        except (RunStopped, StateError):
+            raise
+        except Exception as exc:  # this task fails; independent tasks go on
+            report, error = None, fail_message(exc)
+        if error is None or attempt == attempts:
+            break
+        run.log(f"{task['task_id']} attempt {attempt} failed ({error}); retrying.")
+        current["last_error"] = error
+    return report, error
+
+
+def result_record(report: Mapping[str, Any] | None, summary: str,
+                  files: list[str]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "completed_items": (report or {}).get("completed_items", []),
+        "files_modified": files,
+        "test_results": None,
+        "blockers": (report or {}).get("blockers", []),
+        "notes": (report or {}).get("notes", ""),
+    }
+
+
+def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
+                 branch: str) -> TaskOutcome:
+    """Run the task's agent in `worktree` (on `branch`) and commit its work there."""
+    task_id, role = task["task_id"], task["assigned_to"]
+    agent = agent_entry(role, task_id)
+    start = team.git.merge_base(branch, run.feature_branch)
+    run.log(f"Executing {task_id} as {role} on {branch}")
+    set_task(run, task_id, status="in_progress", started_at=utc_now(), branch=branch,
+             worktree=str(worktree), error=None)
+    set_agent(run, agent, status="working", current_task=task_id, branch=branch,
+              worktree=str(worktree), turn=0)
+    try:
+        report, error = run_attempts(team, run, task, worktree)
+    except RunStopped as exc:
+        commit, problem = save_work(team, run, task, worktree,
+                                    f"Partial work; the run stopped: {exc}", branch)
+        set_task(run, task_id, status="pending", commit=commit,
+                 error=problem or f"stopped before finishing ({exc}); work so far is on "
+                                  f"{branch}")
+        set_agent(run, agent, status="stopped")
+        return TaskOutcome(task_id, "stopped", branch, str(exc), commit)
+    except StateError:  # the run stops; git keeps the work, the state cannot
+        commit, problem = save_work(team, run, task, worktree,
+                                    "Partial work; the run stopped: the team state file could "
+                                    "not be used.", branch)
+        run.log(f"{task_id}: {problem or f'work so far is on {branch}'}")
+        raise
+
+    summary = report["summary"] if report else f"Partial work; the task failed: {error}"
+    commit, problem = save_work(team, run, task, worktree, summary, branch)
+    if problem is not None:
+        error = f"{error}; {problem}" if error else problem
+    files = team.git.changed_files(start, branch)
+    result = result_record(report, summary, files)
+    if error is not None:
+        set_task(run, task_id, status="failed", error=error, commit=commit, result=result,
+                 completed_at=utc_now())
+        set_agent(run, agent, status="failed")
+        run.log(f"{task_id} failed: {error}" + (f" (work kept on {branch})" if commit else ""))
+        return TaskOutcome(task_id, "failed", branch, error, commit, files)
+    head = team.git.head_commit(branch)
+    set_task(run, task_id, progress=90, commit=head, result=result)
+    return TaskOutcome(task_id, "ready", branch, None, head, files)
+
+
+def fail_task(run: RunContext, task_id: str, error: str) -> dict[str, Any]:
+    """Record an error that escaped a seam on its task, so it is never lost."""
+    set_task(run, task_id, status="failed", error=error, completed_at=utc_now())
+    run.log(f"{task_id} failed: {error}")
+    return {"task_id": task_id, "status": "failed", "error": error}
