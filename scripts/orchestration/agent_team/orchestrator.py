@@ -518,9 +518,11 @@ class BaseOrchestrator(RunLifecycle):
         results = run_tests(
             command, directory,
             timeout=float(self.config.coordination["test_timeout_seconds"]), ref=ref,
+            checkout=self.project_dir,
         )
         self.events.emit("test_run", command=results.command, exit_code=results.exit_code,
-                         passed=results.passed, failed=results.failed,
+                         passed=results.passed, failed=results.failed, errors=results.errors,
+                         skipped=results.skipped, source=results.source,
                          timed_out=results.timed_out)
         self.log(f"Tests: {results.describe()}")
         return results

@@ -29,7 +29,7 @@ PYTHON = Path(sys.executable).name
 _SKIP_DIRS = {".git", "node_modules", ".venv", "venv", ".tox", ".nox", "build", "dist",
               "__pycache__", ".ai-agents", "target"}
 _MAKE_TEST = re.compile(r"^test\s*:(?!=)", re.MULTILINE)
-_PYTEST_STYLE = re.compile(r"^\s*(?:import pytest|from pytest\b|def test_|async def test_)",
+_PYTEST_STYLE = re.compile(r"^(?:import pytest|from pytest\b|def test_|async def test_)",
                            re.MULTILINE)
 
 
