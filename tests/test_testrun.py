@@ -125,7 +125,8 @@ def counts(passed: int, failed: int, skipped: int, errors: int, framework: str,
 
 
 def test_pytest_verbose_with_every_outcome() -> None:
-    assert parse_counts(PYTEST_VERBOSE_FAILURES) == counts(1, 1, 1, 1, "pytest", xfailed=1, xpassed=1)
+    expected = counts(1, 1, 1, 1, "pytest", xfailed=1, xpassed=1)
+    assert parse_counts(PYTEST_VERBOSE_FAILURES) == expected
 
 
 def test_pytest_quiet_with_failures() -> None:

@@ -255,7 +255,7 @@ _LIBTEST_CAPTURE = re.compile(r"^---- .+ std(?:out|err) ----$")
 
 
 def _libtest(lines: list[str]) -> list[Counts]:
-    """One `test result:` per test binary (unit, integration, doc tests), outside captured output."""
+    """One `test result:` per test binary (unit, integration, doctests), not in captured output."""
     runs = []
     captured = False
     for line in lines:

@@ -9,6 +9,7 @@ pytest.ini / tox.ini; then pytest when the tests are pytest-style, unittest when
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import re
 import shutil
@@ -62,10 +63,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _read_ini(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
-    try:
+    with contextlib.suppress(OSError, configparser.Error, UnicodeDecodeError):
         parser.read_string(path.read_text(encoding="utf-8"))
-    except (OSError, configparser.Error, UnicodeDecodeError):
-        pass
     return parser
 
 
