@@ -113,10 +113,11 @@ FAILED (failures=1, errors=1, skipped=1)
 """
 
 
-def counts(passed: int, failed: int, skipped: int, errors: int, framework: str) -> dict:
+def counts(passed: int, failed: int, skipped: int, errors: int, framework: str,
+           **extra: int) -> dict:
     return {
         "passed": passed, "failed": failed, "skipped": skipped, "errors": errors,
-        "framework": framework,
+        "xfailed": 0, "xpassed": 0, "todo": 0, **extra, "framework": framework,
     }
 
 
@@ -124,7 +125,8 @@ def counts(passed: int, failed: int, skipped: int, errors: int, framework: str) 
 
 
 def test_pytest_verbose_with_every_outcome() -> None:
-    assert parse_counts(PYTEST_VERBOSE_FAILURES) == counts(1, 1, 1, 1, "pytest")
+    expected = counts(1, 1, 1, 1, "pytest", xfailed=1, xpassed=1)
+    assert parse_counts(PYTEST_VERBOSE_FAILURES) == expected
 
 
 def test_pytest_quiet_with_failures() -> None:
@@ -142,7 +144,7 @@ def test_pytest_quiet_with_failures() -> None:
         ("4 passed, 2 skipped, 1 deselected in 0.20s", counts(4, 0, 2, 0, "pytest")),
         ("1 passed, 2 errors in 0.10s", counts(1, 0, 0, 2, "pytest")),
         ("3 passed, 1 warning in 0.10s", counts(3, 0, 0, 0, "pytest")),
-        ("2 xfailed in 0.01s", counts(0, 0, 0, 0, "pytest")),
+        ("2 xfailed in 0.01s", counts(0, 0, 0, 0, "pytest", xfailed=2)),
         ("============================ no tests ran in 0.52s =============================",
          counts(0, 0, 0, 0, "pytest")),
     ],
@@ -153,7 +155,7 @@ def test_pytest_summary_lines(line: str, expected: dict) -> None:
 
 def test_pytest_xfailed_and_xpassed_are_not_counted_as_failed_or_passed() -> None:
     result = parse_counts("=== 2 passed, 3 xfailed, 4 xpassed in 0.1s ===")
-    assert result == counts(2, 0, 0, 0, "pytest")
+    assert result == counts(2, 0, 0, 0, "pytest", xfailed=3, xpassed=4)
 
 
 
@@ -161,9 +163,10 @@ def test_pytest_quiet_no_tests_ran() -> None:
     assert parse_counts("\nno tests ran in 0.51s\n") == counts(0, 0, 0, 0, "pytest")
 
 
-def test_the_last_summary_wins() -> None:
-    text = "=== 1 failed in 0.1s ===\nrerunning\n=== 2 passed in 0.1s ===\n"
-    assert parse_counts(text) == counts(2, 0, 0, 0, "pytest")
+def test_every_session_summary_is_summed() -> None:
+    text = ("=== test session starts ===\n=== 1 failed in 0.1s ===\nrerunning\n"
+            "=== test session starts ===\n=== 2 passed in 0.1s ===\n")
+    assert parse_counts(text) == counts(2, 1, 0, 0, "pytest")
 
 
 def test_jest() -> None:
@@ -172,7 +175,7 @@ def test_jest() -> None:
 
 def test_jest_with_skipped() -> None:
     text = "Tests:       2 skipped, 1 todo, 5 passed, 8 total\n"
-    assert parse_counts(text) == counts(5, 0, 2, 0, "jest")
+    assert parse_counts(text) == counts(5, 0, 2, 0, "jest", todo=1)
 
 
 def test_jest_style_line_from_the_brief() -> None:
@@ -208,18 +211,19 @@ def test_unittest_ok() -> None:
 
 
 def test_unittest_ok_with_skips() -> None:
-    text = "Ran 1 test in 0.001s\n\nOK (skipped=1)\n"
+    text = "-" * 70 + "\nRan 1 test in 0.001s\n\nOK (skipped=1)\n"
     assert parse_counts(text) == counts(0, 0, 1, 0, "unittest")
 
 
 def test_unittest_brief_example() -> None:
-    text = "Ran 5 tests in 0.003s\n\nFAILED (failures=1, errors=1)\n"
+    text = ("=" * 70 + "\nERROR: test_c (m.T.test_c)\n" + "=" * 70 + "\nFAIL: test_b (m.T.test_b)\n"
+            + "-" * 70 + "\nRan 5 tests in 0.003s\n\nFAILED (failures=1, errors=1)\n")
     assert parse_counts(text) == counts(3, 1, 0, 1, "unittest")
 
 
 def test_unittest_expected_failures_are_not_failures() -> None:
-    text = "Ran 3 tests in 0.001s\n\nOK (expected failures=1)\n"
-    assert parse_counts(text)["failed"] == 0
+    text = "-" * 70 + "\nRan 3 tests in 0.001s\n\nOK (expected failures=1)\n"
+    assert parse_counts(text) == counts(2, 0, 0, 0, "unittest", xfailed=1)
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ from agent_team.state_schema import encoder, load_schema  # noqa: E402
 from agent_team.status_view import render_status, render_task, status_data  # noqa: E402
 from agent_team.status_view import tests_line as tests_line  # noqa: E402
 from agent_team.status_view import usage_line as usage_line  # noqa: E402
-from agent_team.testrun import detect_test_command  # noqa: E402
+from agent_team.testdetect import detect_tests  # noqa: E402
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / ".ai-agents-template"
 AGENTS_DIR = Path(".ai-agents")
@@ -307,9 +307,12 @@ def run_checks(project: Path, config_path: Path | None) -> list[Check]:
         checks.append(Check("state", "problem", exc.message.rstrip("."),
                             "repair the file, or move it away to start fresh"))
     command = config["test_command"] if config else None
-    command = command or detect_test_command(project)
+    detected = None if command else detect_tests(project)
     if command:
-        checks.append(Check("test command", "ok", f"`{command}`"))
+        checks.append(Check("test command", "ok", f"`{command}` (configured)"))
+    elif detected:
+        checks.append(Check("test command", "ok",
+                            f"`{detected.command}` (detected: {detected.reason})"))
     else:
         checks.append(Check("test command", "problem", "none configured and none detected",
                             "set test_command in orchestrator-config.json or pass --test-command"))

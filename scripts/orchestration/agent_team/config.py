@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
         "worktree_root": ".ai-agents/worktrees",
         "stuck_repeat_limit": 3,
         "stuck_idle_turns": 8,
+        "worktree_setup": [],
+        "worktree_copy": [],
     },
     "limits": {"max_api_calls": None, "token_budget": None, "cost_limit_usd": None},
     "retry": {

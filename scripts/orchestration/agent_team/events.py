@@ -46,8 +46,8 @@ EVENT_KINDS: tuple[tuple[str, str], ...] = (
     ("retry", "A transient API error will be retried: role, attempt, delay_s, error."),
     ("commit", "The orchestrator committed an agent's work: task_id, sha, files."),
     ("merge", "A task branch was merged (or not): task_id, status, conflicts, commit."),
-    ("test_run", "The orchestrator ran the tests: command, exit_code, passed, failed "
-                 "(null when not parsed), timed_out."),
+    ("test_run", "The orchestrator ran the tests: command, exit_code, passed, failed, "
+                 "errors, skipped (null when not parsed), source, timed_out."),
     ("budget_stop", "A budget stopped the run: limit, value, maximum."),
     ("stuck", "An agent looked stuck: role, task_id, action (nudge|escalate|fail), reason."),
     ("log", "A line of the orchestrator's own narration: message."),

@@ -70,9 +70,11 @@ def format_event(event: Mapping[str, Any], *, verbose: bool = False) -> str | No
             "?" if event.get(name) is None else event[name] for name in ("passed", "failed")
         )
         timed_out = " (timed out)" if event.get("timed_out") else ""
+        extra = "".join(f", {event[name]} {name}" for name in ("errors", "skipped")
+                        if event.get(name))
         return (
             f"[tests] exit {event.get('exit_code')}{timed_out}: {passed} passed, "
-            f"{failed} failed ({event.get('command')})"
+            f"{failed} failed{extra} ({event.get('command')})"
         )
     if kind == "budget_stop":
         return (

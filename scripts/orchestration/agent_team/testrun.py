@@ -1,49 +1,43 @@
-"""Running the project's tests: the orchestrator runs them itself and parses real counts.
+"""Running the project's tests: the orchestrator runs them itself and reads real counts.
 
 Agents may say anything about tests; the figures in the state file and the summary come from
-here only: the exit code of a process we started and counts parsed from its output.
+here only: the exit code of a process we started, and counts from the runner's own report
+(`testreport`) or, failing that, from its console summary (`testconsole`).
 """
 
 from __future__ import annotations
 
-import json
-import re
 import shlex
-import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .editable import editable_environment
 from .errors import ConfigError
-from .process import interpreter_argv, run_process
+from .process import CommandOutcome, command_environment, interpreter_argv, run_process
 from .state_schema import utc_now
+from .testconsole import Counts, parse_console
+from .testdetect import detect_tests
+from .testreport import go_json_text, plan_reports, read_reports
 
 OUTPUT_TAIL_CHARS = 4000
 #: Bytes of test output kept from each end while it runs: memory stays bounded however much
 #: a suite prints, and the summary lines every framework prints last are always in the tail.
 KEEP_OUTPUT_BYTES = 64 * 1024
 
-_PYTEST_SUMMARY = re.compile(
-    r"^=+ (?P<body>.*?(?:passed|failed|error|skipped|deselected|no tests ran).*?) =+$"
-)
-# pytest -q ends with the counts and always a duration ("3 passed in 0.12s"); requiring the
-# duration keeps a plain "3 passed, 1 failed" line for the plain-format rule below.
-_PYTEST_QUIET = re.compile(
-    r"^(?P<body>(?:(?:\d+ (?:passed|failed|skipped|errors?|deselected|xfailed|xpassed|"
-    r"warnings?)(?:, )?)+|no tests ran)) in [\d.]+s.*$"
-)
-_VITEST = re.compile(r"^Tests\s+(?P<body>(?:\d+ \w+(?: \| )?)+)\s*\(\d+\)$")
-_COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
-_JEST = re.compile(r"^Tests:\s+(?P<body>.*\d+ total)")
-_MOCHA = re.compile(r"^\s*(\d+) (passing|failing|pending)\b")
-_UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in")
-_UNITTEST_END = re.compile(r"^(OK|FAILED)(?: \((?P<body>[^)]*)\))?")
-_PLAIN = re.compile(r"^(?:\w+: )?(\d+) passed, (\d+) failed(?:, (\d+) skipped)?\s*$")
+#: How a test command is started: `run_process`'s signature, so a sandbox can wrap it.
+Runner = Callable[..., CommandOutcome]
 
 
 @dataclass(frozen=True)
 class TestResults:
-    """What one run of the test command really produced."""
+    """What one run of the test command really produced.
+
+    Counts are None when neither a report nor a console summary gave them; `source` says
+    where they came from: "junit", "jest-json", "go-json", "console" or "exit-code".
+    """
 
     command: str
     exit_code: int | None
@@ -57,10 +51,25 @@ class TestResults:
     output_tail: str = ""
     ran_at: str = ""
     ref: str | None = None
+    xfailed: int | None = None
+    xpassed: int | None = None
+    todo: int | None = None
+    source: str = "exit-code"
+
+    @property
+    def verdict(self) -> str:
+        """"passed", "failed", "timed out" or "not run" (the command could not start)."""
+        if self.timed_out:
+            return "timed out"
+        if self.exit_code is None:
+            return "not run"
+        if self.exit_code != 0 or self.failed or self.errors:
+            return "failed"
+        return "passed"
 
     @property
     def success(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not (self.failed or self.errors)
+        return self.verdict == "passed"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,7 +79,12 @@ class TestResults:
             "failed": self.failed,
             "skipped": self.skipped,
             "errors": self.errors,
+            "xfailed": self.xfailed,
+            "xpassed": self.xpassed,
+            "todo": self.todo,
             "framework": self.framework,
+            "source": self.source,
+            "verdict": self.verdict,
             "success": self.success,
             "timed_out": self.timed_out,
             "duration_seconds": round(self.duration_seconds, 3),
@@ -80,12 +94,14 @@ class TestResults:
         }
 
     def describe(self) -> str:
-        """One line for people: counts when known, always the exit code."""
+        """One line for people: counts when known (errors and skips too), always the exit code."""
         if self.timed_out:
             return f"timed out after {self.duration_seconds:.0f}s ({self.command})"
         counts = []
         for label, value in (("passed", self.passed), ("failed", self.failed),
-                             ("skipped", self.skipped), ("errors", self.errors)):
+                             ("errors", self.errors), ("skipped", self.skipped),
+                             ("xfailed", self.xfailed), ("xpassed", self.xpassed),
+                             ("todo", self.todo)):
             if value:
                 counts.append(f"{value} {label}")
         if self.passed == 0 and not counts:
@@ -95,75 +111,17 @@ class TestResults:
 
 
 def parse_counts(output: str) -> dict[str, Any]:
-    """Counts from pytest, jest/vitest, mocha, unittest, or a plain 'N passed, N failed' line."""
-    counts: dict[str, Any] = {}
-    lines = output.splitlines()
-    for line in reversed(lines):
-        stripped = line.strip()
-        match = _PYTEST_SUMMARY.match(stripped) or _PYTEST_QUIET.match(stripped)
-        if match:
-            found = dict.fromkeys(("passed", "failed", "skipped", "errors"), 0)
-            for number, label in _COUNT.findall(match.group("body")):
-                key = "errors" if label.startswith("error") else label
-                if key in found:
-                    found[key] += int(number)
-            return {**found, "framework": "pytest"}
-        if match := _JEST.match(stripped):
-            found = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "framework": "jest"}
-            for number, label in re.findall(r"(\d+) (passed|failed|skipped|todo)", match["body"]):
-                if label in found:
-                    found[label] = int(number)
-            return found
-        if match := _VITEST.match(stripped):
-            found = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "framework": "vitest"}
-            for number, label in re.findall(r"(\d+) (passed|failed|skipped)", match["body"]):
-                found[label] = int(number)
-            return found
-        if match := _PLAIN.match(stripped):
-            return {
-                "passed": int(match[1]), "failed": int(match[2]),
-                "skipped": int(match[3] or 0), "errors": 0, "framework": "plain",
-            }
-    mocha = {label: int(n) for line in lines for n, label in _MOCHA.findall(line)}
-    if mocha:
-        return {
-            "passed": mocha.get("passing", 0), "failed": mocha.get("failing", 0),
-            "skipped": mocha.get("pending", 0), "errors": 0, "framework": "mocha",
-        }
-    ran = next((int(m[1]) for line in lines if (m := _UNITTEST_RAN.match(line))), None)
-    if ran is not None:
-        end = next((m for line in reversed(lines) if (m := _UNITTEST_END.match(line))), None)
-        failures = errors = skipped = 0
-        if end and end["body"]:
-            for key, value in re.findall(r"([\w ]+)=(\d+)", end["body"]):
-                key = key.strip()
-                if key == "failures":
-                    failures = int(value)
-                elif key == "errors":
-                    errors = int(value)
-                elif key == "skipped":
-                    skipped = int(value)
-        counts = {
-            "passed": ran - failures - errors - skipped, "failed": failures,
-            "skipped": skipped, "errors": errors, "framework": "unittest",
-        }
-    return counts
+    """Counts from the console summaries in `output` (all of them, summed); {} when none."""
+    found = parse_console(output)
+    if found is None:
+        return {}
+    return {**found.counts.as_dict(), "framework": found.framework}
 
 
 def detect_test_command(project_dir: Path) -> str | None:
-    """A sensible default: pytest for Python projects, `npm test` when package.json has one."""
-    package = project_dir / "package.json"
-    if package.is_file():
-        try:
-            scripts = json.loads(package.read_text(encoding="utf-8")).get("scripts", {})
-        except (OSError, json.JSONDecodeError, AttributeError):
-            scripts = {}
-        if isinstance(scripts, dict) and "test" in scripts:
-            return "npm test"
-    markers = ("pytest.ini", "conftest.py", "pyproject.toml", "setup.cfg", "tox.ini")
-    if any((project_dir / m).is_file() for m in markers) or (project_dir / "tests").is_dir():
-        return f"{Path(sys.executable).name} -m pytest -q"
-    return None
+    """The project's test command (see `testdetect.detect_tests`), None when nothing fits."""
+    detection = detect_tests(project_dir)
+    return detection.command if detection else None
 
 
 def split_command(command: str) -> list[str]:
@@ -176,6 +134,18 @@ def split_command(command: str) -> list[str]:
     return interpreter_argv(argv)
 
 
+def execute(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float,
+    runner: Runner = run_process,
+) -> CommandOutcome:
+    """The one place a test command is started; `runner` may wrap it (e.g. in a sandbox)."""
+    return runner(argv, cwd=cwd, timeout=timeout, env=env, keep_bytes=KEEP_OUTPUT_BYTES)
+
+
+def _counts_fields(counts: Counts) -> dict[str, int]:
+    return counts.as_dict()
+
+
 def run_tests(
     command: str,
     cwd: Path,
@@ -183,32 +153,48 @@ def run_tests(
     timeout: float = 900,
     env: dict[str, str] | None = None,
     ref: str | None = None,
+    checkout: Path | None = None,
+    runner: Runner = run_process,
 ) -> TestResults:
     """Run the test command in `cwd` (no shell), with a timeout that kills its process group.
 
-    Output is read as it comes and only its first and last KEEP_OUTPUT_BYTES are kept; counts
-    are parsed from those (the summary lines come last), `output_tail` is the last
-    OUTPUT_TAIL_CHARS. `env=None` runs the tests with `command_environment()`.
+    The runner is asked for its report in a temporary directory outside the worktree; counts
+    come from that report, else from the console summaries, else only the exit code decides.
+    With `checkout` (the user's repository, when `cwd` is a worktree of it), an editable
+    install pointing at the checkout is redirected to `cwd`'s sources. `env=None` runs the
+    tests with `command_environment()`.
     """
     argv = split_command(command)
+    environment = dict(command_environment() if env is None else env)
+    if checkout is not None:
+        environment.update(editable_environment(checkout, cwd, argv, environment))
     ran_at = utc_now()
-    try:
-        outcome = run_process(
-            argv, cwd=cwd, timeout=timeout, env=env, keep_bytes=KEEP_OUTPUT_BYTES
-        )
-    except OSError as exc:
-        return TestResults(
-            command=command, exit_code=None, output_tail=f"could not start: {exc}",
-            ran_at=ran_at, ref=ref,
-        )
-    counts = parse_counts(outcome.output)
+    with tempfile.TemporaryDirectory(prefix="agent-team-reports-") as directory:
+        plan = plan_reports(argv, cwd, Path(directory), environment)
+        try:
+            outcome = execute(plan.argv, cwd, {**environment, **plan.env}, timeout, runner)
+        except OSError as exc:
+            return TestResults(
+                command=command, exit_code=None, output_tail=f"could not start: {exc}",
+                ran_at=ran_at, ref=ref,
+            )
+        output = go_json_text(outcome.output) if plan.go_json else outcome.output
+        console = parse_console(output)
+        report = read_reports(plan, outcome.output, console)
+    fields: dict[str, Any] = {}
+    if report is not None:
+        fields = {**_counts_fields(report.counts), "framework": report.framework,
+                  "source": report.source}
+    elif console is not None:
+        fields = {**_counts_fields(console.counts), "framework": console.framework,
+                  "source": "console"}
     return TestResults(
         command=command,
         exit_code=None if outcome.timed_out else outcome.exit_code,
         timed_out=outcome.timed_out,
         duration_seconds=outcome.duration,
-        output_tail=outcome.output[-OUTPUT_TAIL_CHARS:],
+        output_tail=output[-OUTPUT_TAIL_CHARS:],
         ran_at=ran_at,
         ref=ref,
-        **counts,
+        **fields,
     )
