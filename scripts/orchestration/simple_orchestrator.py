@@ -25,6 +25,7 @@ from agent_team.run_end import finish, stop
 from agent_team.run_worktrees import (
     create_feature_branch,
     feature_dir,
+    prepared,
     remove_empty_dirs,
     remove_own_worktree,
 )
@@ -47,8 +48,8 @@ class SimpleOrchestrator(BaseOrchestrator):
             except RunStopped:
                 return stop(self.team, run)
             create_feature_branch(self.team, run)
-            run.integration_worktree = self.git.add_worktree(
-                feature_dir(self.team, run) / "feature", run.feature_branch)
+            run.integration_worktree = prepared(self.team, run, self.git.add_worktree(
+                feature_dir(self.team, run) / "feature", run.feature_branch))
             finished = False
             try:
                 set_feature_status(run, "in_progress")

@@ -14,6 +14,7 @@ from .records import note
 from .run_context import RunContext
 from .steps_task import commit_task
 from .team import Team
+from .worktree_setup import SetupSettings, prepare_worktree, release_submodules
 
 
 def feature_dir(team: Team, run: RunContext) -> Path:
@@ -40,7 +41,19 @@ def task_worktree(team: Team, run: RunContext, task: Mapping[str, Any], branch: 
         path.rename(aside)
         run.log(f"{path} is not a git worktree any more (deleted during an earlier run?); "
                 f"its files were moved to {aside}.")
-    return team.git.add_worktree(path, branch, start_point=run.feature_branch)
+    return prepared(team, run, team.git.add_worktree(path, branch, start_point=run.feature_branch))
+
+
+def prepared(team: Team, run: RunContext, worktree: Path) -> Path:
+    """Make a new worktree work like the checkout: submodules, copied files, hooks, setup
+    commands, dependency directories. What could not be done is logged, never raised."""
+    coordination = team.settings.coordination
+    report = prepare_worktree(team.project_dir, worktree, SetupSettings(
+        commands=coordination.worktree_setup, copy=coordination.worktree_copy,
+        timeout=coordination.command_timeout_seconds))
+    for line in report.lines():
+        run.log(f"{worktree.name}: {line}")
+    return worktree
 
 
 def open_integration_worktree(team: Team, run: RunContext) -> Path:
@@ -52,10 +65,11 @@ def open_integration_worktree(team: Team, run: RunContext) -> Path:
                 team.git.abort_merge(path)
             team.git.reset_worktree(path, "HEAD")
             return path
-    return team.git.add_worktree(path, run.feature_branch)
+    return prepared(team, run, team.git.add_worktree(path, run.feature_branch))
 
 
 def remove_task_worktree(team: Team, run: RunContext, path: Path) -> None:
+    release_submodules(path)
     try:
         team.git.remove_worktree(path)
     except GitError as exc:  # dirty or locked: keep it, say so
@@ -78,6 +92,7 @@ def remove_own_worktree(team: Team, run: RunContext, path: Path | None, *,
         return
     if team.git.merge_in_progress(path):
         team.git.abort_merge(path)
+    release_submodules(path)
     try:
         team.git.remove_worktree(path, force=force)
     except GitError as exc:

@@ -33,6 +33,8 @@ class Coordination:
     worktree_root: str = ".ai-agents/worktrees"
     stuck_repeat_limit: int = 3
     stuck_idle_turns: int = 8
+    worktree_setup: tuple[str, ...] = ()
+    worktree_copy: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,9 @@ class Settings:
             session=data.get("session"),
             test_command=data.get("test_command"),
             agents=_frozen(data.get("agents") or {}),
-            coordination=Coordination(**data["coordination"]),
+            coordination=Coordination(**{
+                key: tuple(value) if isinstance(value, list) else value
+                for key, value in data["coordination"].items()}),
             limits=Limits(**data["limits"]),
             retry=RetrySettings(**data["retry"]),
             prices=_frozen(data.get("prices") or {}),
@@ -132,7 +136,7 @@ class Settings:
             "session": self.session,
             "test_command": self.test_command,
             "agents": _thaw(self.agents),
-            "coordination": asdict(self.coordination),
+            "coordination": _thaw(asdict(self.coordination)),
             "limits": self.limits.as_dict(),
             "retry": asdict(self.retry),
             "prices": _thaw(self.prices),

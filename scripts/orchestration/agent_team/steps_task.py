@@ -19,6 +19,7 @@ from .run_context import RunContext
 from .state import utc_now
 from .steps_agent import run_task_agent
 from .team import Team
+from .worktree_setup import unsaved_submodule_files
 
 AGENT_EMAIL_DOMAIN = "agent-team.invalid"
 
@@ -82,10 +83,15 @@ def save_work(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Pa
         return None, (
             f"the task's worktree {worktree} was deleted while the agent worked (by a command "
             f"it ran?); what it committed before is kept on {branch}")
+    unsaved = unsaved_submodule_files(worktree)
     try:
-        return commit_task(team, run, task, worktree, summary, branch), None
+        commit = commit_task(team, run, task, worktree, summary, branch)
     except CommitRefused as exc:
         return None, str(exc)
+    if unsaved:
+        return commit, ("files written inside submodules are not part of this repository's "
+                        "commits and were not saved: " + ", ".join(unsaved[:20]))
+    return commit, None
 
 
 def run_attempts(team: Team, run: RunContext, task: Mapping[str, Any],
