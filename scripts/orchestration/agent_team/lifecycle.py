@@ -22,6 +22,7 @@ import filelock
 
 from . import report as report_mod
 from .budget import BudgetGuard
+from .cli_agents import preflight, raise_on_problems
 from .errors import (
     EXIT_BUDGET,
     EXIT_FAILED,
@@ -63,6 +64,7 @@ class RunLifecycle(_Base):
         """
         self.check_feature(feature)
         self.check_prices_for_cost_limit()
+        raise_on_problems(preflight(self.config.data))  # a configured CLI that is missing
         with self._locked_run():
             self.begin_feature(feature)
             yield
@@ -72,6 +74,7 @@ class RunLifecycle(_Base):
         """The frame of a resumed run: continue the feature recorded in the state file."""
         feature = self.check_resumable()
         self.check_prices_for_cost_limit()
+        raise_on_problems(preflight(self.config.data))
         with self._locked_run():
             yield self.begin_resume(feature)
 

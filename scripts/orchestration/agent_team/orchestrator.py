@@ -23,6 +23,7 @@ import filelock
 
 from .agent_loop import AgentHooks, AgentResult, run_agent
 from .budget import FREE_PROVIDERS, BudgetGuard, estimate_cost, price_for
+from .cli_agents import run_cli_task, worker_spec
 from .config import Config, build_config
 from .errors import (
     AgentStuck,
@@ -439,6 +440,9 @@ class BaseOrchestrator(RunLifecycle):
         An agent that keeps looping after a nudge is escalated: the manager is asked for
         guidance and the agent gets one more try with it; a second loop fails the task.
         """
+        worker = worker_spec(self.config.data, task["assigned_to"])
+        if worker is not None:  # the role's tasks run in a coding-agent CLI
+            return run_cli_task(self, worker, task, workspace)
         role = self.roles[task["assigned_to"]]
         task_id = task["task_id"]
         model = self.model_for(role.name).for_agent(role.name, task_id)
