@@ -58,7 +58,8 @@ if plan.get("commit"):
                     "commit by the CLI"], check=True)
 if plan.get("sleep"):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    (ROOT / f"pids-{task}.json").write_text(json.dumps([os.getpid(), child.pid]))
+    (ROOT / f"pids-{task}.tmp").write_text(json.dumps([os.getpid(), child.pid]))
+    os.replace(ROOT / f"pids-{task}.tmp", ROOT / f"pids-{task}.json")  # seen whole or not
     if NAME == "codex":
         print(json.dumps({"type": "thread.started", "thread_id": "thread-" + task}), flush=True)
     time.sleep(plan["sleep"])

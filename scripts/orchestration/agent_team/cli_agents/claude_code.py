@@ -11,8 +11,8 @@ whose last element is that object): `type` "result", `subtype` ("success", "erro
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..models import Usage

@@ -33,6 +33,10 @@ def build(spec: WorkerSpec, executable: Sequence[str], request: CliRequest) -> l
     return [*argv, request.prompt]
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _int(data: Mapping[str, Any], key: str) -> int:
     value = data.get(key)
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
@@ -55,19 +59,19 @@ def parse(stdout: str, stderr: str, exit_code: int) -> CliReport:
         if kind == "thread.started" and isinstance(event.get("thread_id"), str):
             session_id = event["thread_id"]
         elif kind == "turn.completed":
-            counts = event.get("usage") if isinstance(event.get("usage"), Mapping) else {}
+            counts = _mapping(event.get("usage"))
             cached = _int(counts, "cached_input_tokens")
             usage += Usage(max(_int(counts, "input_tokens") - cached, 0),
                            _int(counts, "output_tokens"), cached, 0)
             turns += 1
         elif kind == "turn.failed":
-            failure = event.get("error") if isinstance(event.get("error"), Mapping) else {}
+            failure = _mapping(event.get("error"))
             error = str(failure.get("message") or "the turn failed")
             turns += 1
         elif kind == "error":
             error = str(event.get("message") or "error")
         elif kind == "item.completed":
-            item = event.get("item") if isinstance(event.get("item"), Mapping) else {}
+            item = _mapping(event.get("item"))
             if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
                 text = item["text"]
     if error is None and exit_code != 0:

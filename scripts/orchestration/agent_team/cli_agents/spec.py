@@ -33,11 +33,11 @@ DEFAULT_MAX_TURNS = 30
 class CliAgentError(AgentTeamError):
     """A CLI worker failed its task: it exited non-zero, reported an error or timed out."""
 
-    def __init__(self, message: str, *, backend: str, exit_code: int | None = None,
+    def __init__(self, message: str, *, backend: str, cli_exit_code: int | None = None,
                  timed_out: bool = False) -> None:
         super().__init__(message)
         self.backend = backend
-        self.exit_code = exit_code
+        self.cli_exit_code = cli_exit_code
         self.timed_out = timed_out
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -209,7 +208,7 @@ def run_cli_task(host: Host, spec: WorkerSpec, task: Mapping[str, Any], workspac
             backend=spec.kind, timed_out=True)
     if report.is_error:
         raise CliAgentError(redact(report.error or f"{backend.name} failed"),
-                            backend=spec.kind, exit_code=finished.exit_code)
+                            backend=spec.kind, cli_exit_code=finished.exit_code)
     notes = redact(report.text.strip())[:NOTES_CAP_CHARS]
     if committed_itself:
         notes += "\n\n(The CLI made commits of its own; the orchestrator re-committed them.)"
