@@ -28,7 +28,13 @@ from agent_team.git_merge import MergeResult
 from agent_team.orchestrator import BaseOrchestrator
 from agent_team.records import set_feature_status, task_record
 from agent_team.run_end import finish, stop
-from agent_team.run_frame import begin_resume, check_resumable, locked_run, new_run
+from agent_team.run_frame import (
+    begin_resume,
+    check_resumable,
+    locked_run,
+    new_run,
+    preflight_checks,
+)
 from agent_team.run_worktrees import (
     clear_stale_locks,
     create_feature_branch,
@@ -92,7 +98,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
         """
         self.close()
         feature = check_resumable(self.team, self.state)
-        self.team.models.check_prices_for_cost_limit()
+        preflight_checks(self.team)
         run = self.current = new_run(self.team) if self.current.began else self.current
         workers = max_workers or self.max_workers
         with locked_run(self.team, run):

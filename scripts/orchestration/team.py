@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import click  # noqa: E402
+from agent_team.cli_agents import cli_statuses, preflight  # noqa: E402
 from agent_team.config import build_config  # noqa: E402
 from agent_team.errors import EXIT_BAD_INPUT, ConfigError, StateError  # noqa: E402
 from agent_team.models import KEY_VARIABLES, detect_provider  # noqa: E402
@@ -283,6 +284,22 @@ def check_context(project: Path) -> Check:
         "" if status == "ok" else " (optional; these files go into every agent's prompt)"))
 
 
+def check_clis(config: Mapping[str, Any]) -> list[Check]:
+    """Coding-agent CLIs: installed or not, versions, and what stops a run (preflight)."""
+    checks = []
+    for cli in cli_statuses(config):
+        used = f"; used by {', '.join(cli.roles)}" if cli.roles else ""
+        if cli.path:
+            checks.append(Check(f"{cli.name} CLI", "ok",
+                                f"{cli.version or 'version unknown'} ({cli.path}){used}"))
+        elif not cli.roles:
+            checks.append(Check(f"{cli.name} CLI", "info", "not installed; no role uses it",
+                                cli.install))
+    for problem in preflight(config):
+        checks.append(Check(f"{problem.role} worker", "problem", problem.message.rstrip(".")))
+    return checks
+
+
 def run_checks(project: Path, config_path: Path | None) -> list[Check]:
     checks = [check_python(), *check_git(project)]
     config = None
@@ -293,6 +310,8 @@ def run_checks(project: Path, config_path: Path | None) -> list[Check]:
     except ConfigError as exc:
         checks.append(Check("config", "problem", str(exc).rstrip("."),
                             "edit the file; every key is in the README's Configuration section"))
+    if config is not None:
+        checks += check_clis(config.data)
     configured = config["api_provider"] if config else None
     provider = configured or detect_provider()
     if provider != "scripted":

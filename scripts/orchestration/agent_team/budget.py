@@ -121,10 +121,10 @@ class BudgetGuard:
     def active(self) -> bool:
         return any(value is not None for value in self.limits.values())
 
-    def record(self, usage: Usage, cost: float | None) -> None:
-        """Count one finished call."""
+    def record(self, usage: Usage, cost: float | None, *, calls: int = 1) -> None:
+        """Count finished calls (one model call, or every turn a coding-agent CLI reported)."""
         with self._lock:
-            self.api_calls += 1
+            self.api_calls += calls
             self.tokens += usage.total_tokens
             self.cost = None if cost is None or self.cost is None else self.cost + cost
 

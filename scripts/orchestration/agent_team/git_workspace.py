@@ -393,6 +393,10 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
         self._run("reset", "--hard", "--quiet", check_rev(commit), cwd=directory)
         self._run("clean", "-fd", "--quiet", cwd=directory)
 
+    def soft_reset(self, worktree: str | Path, commit: str) -> None:
+        """Move the worktree's branch back to `commit`, keeping its changes staged."""
+        self._run("reset", "--soft", "--quiet", commit, cwd=worktree)
+
     def diff_stat(self, base: str, head: str) -> str:
         """`git diff --stat` between two commits, for reports."""
         rng = f"{check_rev(base)}..{check_rev(head)}"

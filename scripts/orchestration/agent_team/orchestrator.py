@@ -22,7 +22,7 @@ from .progress import ProgressDisplay
 from .prompts import system_prompt, task_prompt
 from .roles import MANAGER, default_agent_types
 from .run_context import RunContext
-from .run_frame import begin_feature, check_feature, locked_run, new_run
+from .run_frame import begin_feature, check_feature, locked_run, new_run, preflight_checks
 from .settings import Settings
 from .state import TeamState
 from .steps_integrate import integrate
@@ -202,7 +202,7 @@ class BaseOrchestrator:
         if run.began:
             run = self.current = new_run(self.team)
         check_feature(self.team, run, feature)
-        self.team.models.check_prices_for_cost_limit()
+        preflight_checks(self.team)
         frame.enter_context(locked_run(self.team, run))
         begin_feature(self.team, run, feature)
         return run

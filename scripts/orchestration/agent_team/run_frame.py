@@ -16,6 +16,7 @@ from typing import Any
 import filelock
 
 from .budget import BudgetGuard
+from .cli_agents import preflight, raise_on_problems
 from .errors import (
     EXIT_FAILED,
     AgentTeamError,
@@ -46,6 +47,12 @@ def new_run(team: Team, *, run_id: str | None = None,
     if team.progress is not None:
         run.events.add_listener(team.progress)
     return run
+
+
+def preflight_checks(team: Team) -> None:
+    """What must hold before a run writes anything: prices for a cost limit, agent CLIs."""
+    team.models.check_prices_for_cost_limit()
+    raise_on_problems(preflight(team.settings.to_dict()))
 
 
 def check_feature(team: Team, run: RunContext, feature: str) -> None:

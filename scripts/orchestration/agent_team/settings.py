@@ -83,6 +83,10 @@ def _thaw(value: Any) -> Any:
     return value
 
 
+_FIELDS = ("api_provider", "model", "base_url", "session", "test_command", "agents",
+           "coordination", "limits", "retry", "prices", "project_dir")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The effective settings of a team: defaults, then the config file, then flags."""
@@ -97,6 +101,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     retry: RetrySettings = field(default_factory=RetrySettings)
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: _frozen({}))
+    #: Sections read by one component only (`claude_cli`, `orchestrator`, `storage`, ...).
+    extra: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
     source: Path | None = None
 
     @classmethod
@@ -116,6 +122,7 @@ class Settings:
             limits=Limits(**data["limits"]),
             retry=RetrySettings(**data["retry"]),
             prices=_frozen(data.get("prices") or {}),
+            extra=_frozen({key: value for key, value in data.items() if key not in _FIELDS}),
             source=config.source,
         )
 
@@ -140,6 +147,7 @@ class Settings:
             "limits": self.limits.as_dict(),
             "retry": asdict(self.retry),
             "prices": _thaw(self.prices),
+            **_thaw(self.extra),
         }
 
     @property

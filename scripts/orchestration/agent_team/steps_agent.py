@@ -8,6 +8,7 @@ from typing import Any
 
 from .agent_calls import ModelRequest, RunModel, agent_entry, ask
 from .agent_loop import AgentHooks, AgentResult, run_agent
+from .cli_agents import run_cli_task, worker_spec
 from .errors import AgentStuck
 from .models import Message
 from .prompts import system_for, task_prompt_for
@@ -62,6 +63,9 @@ def run_task_agent(team: Team, run: RunContext, task: Mapping[str, Any],
     """
     role = team.roles[task["assigned_to"]]
     task_id = task["task_id"]
+    worker = worker_spec(team.settings.to_dict(), role.name)
+    if worker is not None:  # the role's tasks run in a coding-agent CLI
+        return run_cli_task(team, run, worker, task, workspace)
     toolbox = task_toolbox(team, run, role.name, task_id, workspace)
     max_turns = role.max_turns or team.settings.coordination.max_iterations
     system = system_for(team, role.name)
