@@ -1,13 +1,12 @@
 """The project's task backlog: short integer ids, priorities, dependencies, subtasks, statuses.
 
-`Backlog` is the interface `co` works against. `FileBacklog` keeps it in one schema-validated
-JSON file (`.ai-agents/state/backlog.json`), written atomically under a cross-process lock; a
-job-store implementation plugs in behind the same methods.
+`Backlog` is the interface `co` works against; `JobStoreBacklog` keeps it in the project's job
+store (SQLite `.ai-agents/jobs.db` by default, PostgreSQL through `storage.url`), as the tasks
+of one job, so workers and dashboards of the job store see the same tasks.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,14 +14,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import filelock
-import jsonschema
+from sqlalchemy import delete, select, update
 
-from ..errors import StateError, UserError
-from ..fsutil import write_atomic
+from ..errors import UserError
+from ..jobs import DEFAULT_ROLE, JobNotFound, JobStore
+from ..jobs.db import read_transaction, write_transaction
+from ..jobs.schema import task_deps, tasks
 
-BACKLOG_RELATIVE_PATH = Path(".ai-agents") / "state" / "backlog.json"
-SCHEMA_VERSION = 1
 STATUSES = ("pending", "in-progress", "done", "failed", "blocked", "cancelled")
 STATUS_ALIASES = {"in_progress": "in-progress", "running": "in-progress", "completed": "done",
                   "complete": "done", "todo": "pending"}
@@ -136,66 +134,44 @@ class Backlog(ABC):
         return [t for t in self.all() if t.parent == task_id]
 
 
-_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["schema_version", "next_id", "tasks"],
-    "additionalProperties": False,
-    "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
-        "next_id": {"type": "integer", "minimum": 1},
-        "tasks": {"type": "array", "items": {
-            "type": "object",
-            "required": ["id", "description", "priority", "status", "dependencies"],
-            "properties": {
-                "id": {"type": "integer", "minimum": 1},
-                "description": {"type": "string", "minLength": 1},
-                "priority": {"type": "integer", "minimum": 1, "maximum": 10},
-                "status": {"enum": list(STATUSES)},
-                "dependencies": {"type": "array", "items": {"type": "integer"}},
-                "parent": {"type": ["integer", "null"]},
-                "role": {"type": ["string", "null"]},
-                "details": {"type": "string"},
-                "source": {"type": ["string", "null"]},
-                "runs": {"type": "array", "items": {"type": "object"}},
-            },
-        }},
-    },
-}
+#: The backlog's statuses in the job store's words, and back.
+TO_STORE = {"pending": "pending", "in-progress": "running", "done": "completed",
+            "failed": "failed", "blocked": "blocked", "cancelled": "cancelled"}
+FROM_STORE = {v: k for k, v in TO_STORE.items()}
+#: The job that holds the project's backlog in the job store.
+BACKLOG_JOB = "backlog"
 
 
-class FileBacklog(Backlog):
-    """The backlog in `.ai-agents/state/backlog.json`."""
+class JobStoreBacklog(Backlog):
+    """The backlog as the tasks of one job (`backlog`) in the project's job store.
 
-    def __init__(self, project_dir: Path) -> None:
-        self.path = project_dir / BACKLOG_RELATIVE_PATH
-        self._lock = filelock.FileLock(str(self.path) + ".lock", timeout=30)
+    Ids are the store's task ids. The job store has no edit or delete of a task, so those
+    two are written here, in one write transaction each, on the store's own tables.
+    """
 
-    def _read(self) -> dict[str, Any]:
+    def __init__(self, store: JobStore, project_dir: Path) -> None:
+        self.store = store
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {"schema_version": SCHEMA_VERSION, "next_id": 1, "tasks": []}
-        except ValueError as exc:
-            raise StateError(f"The backlog {self.path} is not valid JSON ({exc}); fix it or "
-                             "roll back with `co rollback`.") from None
-        self._validate(data)
-        return data
+            store.get_job(BACKLOG_JOB)
+        except JobNotFound:
+            store.create_job("The project's backlog (co)", project_dir=project_dir,
+                             job_id=BACKLOG_JOB, job_branch="co/backlog")
 
-    def _validate(self, data: Any) -> None:
-        error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(_SCHEMA).iter_errors(data))
-        if error is not None:
-            where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                                  for p in error.absolute_path)
-            raise StateError(f"The backlog {self.path} is invalid at {where}: {error.message}.")
-
-    def _write(self, data: dict[str, Any]) -> None:
-        self._validate(data)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps(data, indent=2) + "\n")
+    def _task(self, row: Mapping[str, Any]) -> BacklogTask:
+        meta = dict(row["metadata"] or {})
+        return BacklogTask(
+            id=int(row["id"]), description=row["prompt"], priority=int(row["priority"]),
+            status=FROM_STORE.get(row["status"], "pending"),
+            dependencies=tuple(int(d) for d in row["dependencies"] or ()),
+            parent=meta.get("parent"), role=meta.get("role"), details=meta.get("details", ""),
+            source=meta.get("source"), created_at=float(row["created_at"] or 0),
+            updated_at=float(meta.get("updated_at") or row["created_at"] or 0),
+            runs=tuple(meta.get("runs") or ()))
 
     def all(self) -> list[BacklogTask]:
-        return [BacklogTask.from_json(t) for t in self._read()["tasks"]]
+        query = select(tasks).where(tasks.c.job_id == BACKLOG_JOB).order_by(tasks.c.id)
+        with read_transaction(self.store.engine) as conn:
+            return [self._task(row) for row in conn.execute(query).mappings()]
 
     def add(self, description: str, *, priority: object = None, dependencies: Iterable[int] = (),
             parent: int | None = None, role: str | None = None, details: str = "",
@@ -203,77 +179,90 @@ class FileBacklog(Backlog):
         if not description.strip():
             raise BadBacklogInput("The task description is empty: co add \"what to do\".")
         level = parse_priority(priority)
-        with self._lock:
-            data = self._read()
-            known = {t["id"] for t in data["tasks"]}
-            wanted = set(dependencies) | ({parent} if parent is not None else set())
-            missing = sorted(wanted - known)
-            if missing:
-                raise BadBacklogInput(f"Task(s) {', '.join(map(str, missing))} do not exist; "
-                                      "add them first.")
-            now = time.time()
-            task = BacklogTask(data["next_id"], description.strip(), level, "pending",
-                               tuple(sorted(set(dependencies))), parent, role, details, source,
-                               now, now)
-            data["tasks"].append(task.to_json())
-            data["next_id"] += 1
-            self._write(data)
-        return task
+        known = {t.id for t in self.all()}
+        missing = sorted((set(dependencies) | ({parent} if parent is not None else set()))
+                         - known)
+        if missing:
+            raise BadBacklogInput(f"Task(s) {', '.join(map(str, missing))} do not exist; "
+                                  "add them first.")
+        # The parent lives in metadata: in the store a parent is also a dependency, while a
+        # backlog parent is finished through its subtasks.
+        record = self.store.add_task(
+            BACKLOG_JOB, description.strip(), priority=level, role=role or None,
+            dependencies=sorted(set(dependencies)),
+            metadata={"parent": parent, "role": role, "details": details, "source": source,
+                      "runs": []})
+        return self.get(record.id)
 
     def update(self, task_id: int, **fields: Any) -> BacklogTask:
+        current = self.get(task_id)
         if "status" in fields:
             fields["status"] = parse_status(fields["status"])
         if "priority" in fields:
             fields["priority"] = parse_priority(fields["priority"])
-        with self._lock:
-            data = self._read()
-            for index, raw in enumerate(data["tasks"]):
-                if raw["id"] == task_id:
-                    task = replace(BacklogTask.from_json(raw), **fields, updated_at=time.time())
-                    data["tasks"][index] = task.to_json()
-                    self._write(data)
-                    return task
-        raise BadBacklogInput(f"No task {task_id} in the backlog. List them with `co list`.")
+        task = replace(current, **fields, updated_at=time.time())
+        with write_transaction(self.store.engine) as conn:
+            conn.execute(update(tasks).where(tasks.c.id == task_id).values(**self._row(task)))
+        return task
+
+    @staticmethod
+    def _row(task: BacklogTask) -> dict[str, Any]:
+        return {"prompt": task.description, "priority": task.priority,
+                "status": TO_STORE[task.status], "role": task.role or DEFAULT_ROLE,
+                "dependencies": list(task.dependencies),
+                "metadata": {"parent": task.parent, "role": task.role, "details": task.details,
+                             "source": task.source, "runs": [dict(r) for r in task.runs],
+                             "updated_at": task.updated_at}}
 
     def delete(self, task_id: int, *, force: bool = False) -> list[int]:
-        with self._lock:
-            data = self._read()
-            tasks = {t["id"]: t for t in data["tasks"]}
-            if task_id not in tasks:
-                raise BadBacklogInput(f"No task {task_id} in the backlog.")
-            doomed = {task_id}
-            frontier = [task_id]
-            while frontier:  # subtasks go with their parent
-                current = frontier.pop()
-                for t in tasks.values():
-                    if t.get("parent") == current and t["id"] not in doomed:
-                        doomed.add(t["id"])
-                        frontier.append(t["id"])
-            running = [i for i in sorted(doomed) if tasks[i]["status"] == "in-progress"]
-            if running:
-                raise BadBacklogInput(f"Task {', '.join(map(str, running))} is running; wait for "
-                                      "the run to end (or stop it) before deleting.")
-            dependents = sorted(t["id"] for t in tasks.values() if t["id"] not in doomed
-                                and doomed & set(t["dependencies"]))
-            if dependents and not force:
-                raise BadBacklogInput(
-                    f"Task(s) {', '.join(map(str, dependents))} depend on task {task_id}. "
-                    "Nothing was deleted. Use --force to delete it and drop those dependencies.")
-            data["tasks"] = [t for t in data["tasks"] if t["id"] not in doomed]
-            for t in data["tasks"]:
-                t["dependencies"] = [d for d in t["dependencies"] if d not in doomed]
-            self._write(data)
+        everything = {t.id: t for t in self.all()}
+        if task_id not in everything:
+            raise BadBacklogInput(f"No task {task_id} in the backlog.")
+        doomed = {task_id}
+        frontier = [task_id]
+        while frontier:  # subtasks go with their parent
+            current = frontier.pop()
+            for t in everything.values():
+                if t.parent == current and t.id not in doomed:
+                    doomed.add(t.id)
+                    frontier.append(t.id)
+        running = [i for i in sorted(doomed) if everything[i].status == "in-progress"]
+        if running:
+            raise BadBacklogInput(f"Task {', '.join(map(str, running))} is running; wait for the "
+                                  "run to end (or stop it) before deleting.")
+        dependents = sorted(t.id for t in everything.values()
+                            if t.id not in doomed and doomed & set(t.dependencies))
+        if dependents and not force:
+            raise BadBacklogInput(
+                f"Task(s) {', '.join(map(str, dependents))} depend on task {task_id}. "
+                "Nothing was deleted. Use --force to delete it and drop those dependencies.")
+        with write_transaction(self.store.engine) as conn:
+            for other in dependents:
+                kept = [d for d in everything[other].dependencies if d not in doomed]
+                conn.execute(update(tasks).where(tasks.c.id == other).values(dependencies=kept))
+            conn.execute(delete(task_deps).where(task_deps.c.depends_on.in_(doomed)))
+            conn.execute(delete(task_deps).where(task_deps.c.task_id.in_(doomed)))
+            conn.execute(delete(tasks).where(tasks.c.id.in_(doomed)))
         return sorted(doomed)
 
-    def restore(self, tasks: Sequence[Mapping[str, Any]]) -> None:
-        with self._lock:
-            data = self._read()
-            restored = [BacklogTask.from_json(t).to_json() for t in tasks]
-            top = max([t["id"] for t in restored] + [data["next_id"] - 1, 0])
-            self._write({"schema_version": SCHEMA_VERSION, "next_id": top + 1,
-                         "tasks": restored})
+    def restore(self, snapshot: Sequence[Mapping[str, Any]]) -> None:
+        restored = [BacklogTask.from_json(t) for t in snapshot]
+        with write_transaction(self.store.engine) as conn:
+            ids = [r.id for r in conn.execute(select(tasks.c.id).where(
+                tasks.c.job_id == BACKLOG_JOB))]
+            if ids:
+                conn.execute(delete(task_deps).where(task_deps.c.task_id.in_(ids)))
+                conn.execute(delete(tasks).where(tasks.c.id.in_(ids)))
+            for task in restored:
+                conn.execute(tasks.insert().values(
+                    id=task.id, job_id=BACKLOG_JOB, created_at=task.created_at or time.time(),
+                    attempts=0, context_files=[], expected_outputs=[], usage={}, cost_usd=0.0,
+                    **self._row(task)))
+                if task.dependencies:
+                    conn.execute(task_deps.insert(), [{"task_id": task.id, "depends_on": d}
+                                                      for d in task.dependencies])
 
 
 def open_backlog(project_dir: Path) -> Backlog:
-    """The project's backlog (the file; the job store once it provides the same methods)."""
-    return FileBacklog(project_dir)
+    """The project's backlog in its job store (`.ai-agents/jobs.db` unless configured)."""
+    return JobStoreBacklog(JobStore.open(project_dir=project_dir), project_dir)
