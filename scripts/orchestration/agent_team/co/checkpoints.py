@@ -21,6 +21,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from ..errors import GitError, UserError
 from ..git_plumbing import identity
 from ..git_workspace import GitWorkspace
@@ -242,13 +244,23 @@ class RollbackManager:
             raise UserError("A selective rollback reverts named tasks: pass --tasks ID ...")
         stamp = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         result = RollbackResult(checkpoint.checkpoint_id, chosen.value, f"{BACKUPS}/{stamp}")
-        checked_out = {w.branch: w.path for w in self.workspace.list_worktrees() if w.branch}
-        if chosen is RollbackStrategy.FULL:
-            self._full(checkpoint, result, checked_out)
-        elif chosen is RollbackStrategy.PARTIAL:
-            self._partial(checkpoint, list(files or ()), result, checked_out)
-        else:
-            self._selective(checkpoint, list(target_tasks or ()), result, checked_out)
+        lock = filelock.FileLock(str(self.common_dir / "agent-team-run.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise UserError("A run is going on in this repository; roll back after it ends "
+                            "(nothing was changed).") from None
+        try:
+            checked_out = {w.branch: w.path for w in self.workspace.list_worktrees()
+                           if w.branch}
+            if chosen is RollbackStrategy.FULL:
+                self._full(checkpoint, result, checked_out)
+            elif chosen is RollbackStrategy.PARTIAL:
+                self._partial(checkpoint, list(files or ()), result, checked_out)
+            else:
+                self._selective(checkpoint, list(target_tasks or ()), result, checked_out)
+        finally:
+            lock.release()
         return result
 
     def _move(self, branch: str, new: str | None, result: RollbackResult,
