@@ -211,7 +211,7 @@ class RunLifecycle(_Base):
             raise StateLockedError(
                 f"Another orchestrator is already running on {self.project_dir} (it holds "
                 f"{lock_path}). Wait for it to finish, or watch it with "
-                "`python scripts/orchestration/team.py status`; the lock is released "
+                "`python scripts/orchestration/co.py status`; the lock is released "
                 "automatically when that process ends."
             ) from None
         self._run_lock = lock

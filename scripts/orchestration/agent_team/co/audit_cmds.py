@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from .backlog import open_backlog
+from .base import CoContext, errors_as_click, json_option, working_dir_option
 from .checkpoint_cmds import owned_branches
-from .cli import CoContext, errors_as_click, json_option, working_dir_option
 from .settings import DEFAULT_CONFIG, ENV_SLACK
 
 #: Expected shapes of the keys `co` uses; a value that does not match is a finding.

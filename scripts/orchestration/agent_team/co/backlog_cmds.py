@@ -11,7 +11,7 @@ import click
 
 from ..plan import Plan
 from .backlog import STATUSES, Backlog, BacklogTask, open_backlog
-from .cli import BadInput, CoContext, errors_as_click, json_option, working_dir_option
+from .base import BadInput, CoContext, errors_as_click, json_option, working_dir_option
 from .engine import manager_for
 
 MAX_DOCUMENT_CHARS = 60_000

@@ -11,8 +11,8 @@ import click
 
 from ..state import STATE_RELATIVE_PATH
 from .backlog import Backlog, open_backlog
+from .base import CoContext, errors_as_click, json_option, working_dir_option
 from .checkpoints import CheckpointType, RollbackManager, RollbackStrategy
-from .cli import CoContext, errors_as_click, json_option, working_dir_option
 
 
 def _state(project: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from ..orchestrator import BaseOrchestrator
 from .settings import CoSettings
 
 if TYPE_CHECKING:
-    from .cli import CoContext
+    from .base import CoContext
 
 
 def engine_config(ctx: CoContext, settings: CoSettings, project: Path,

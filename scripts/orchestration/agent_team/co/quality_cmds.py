@@ -15,7 +15,7 @@ import click
 from ..process import run_process
 from ..redaction import redact, safe_environment
 from .backlog import open_backlog
-from .cli import CoContext, errors_as_click, json_option, working_dir_option
+from .base import CoContext, errors_as_click, json_option, working_dir_option
 
 COVERAGE_TIMEOUT = 1800.0
 

@@ -17,9 +17,9 @@ from ..plan import Plan, Task
 from ..progress import ProgressDisplay
 from ..state import TeamState
 from .backlog import Backlog, BacklogTask, open_backlog
+from .base import BadInput, CoContext, errors_as_click, working_dir_option
 from .checkpoint_cmds import rollback_manager
 from .checkpoints import CheckpointType
-from .cli import BadInput, CoContext, errors_as_click, working_dir_option
 from .engine import engine_config
 from .notify import Notifications, summary_event
 from .run_engine import BacklogOrchestrator, WorkerFunction, backlog_feature, backlog_id_of
@@ -132,7 +132,7 @@ def preflight(project: Path, settings: CoSettings) -> None:
 def run_backlog(ctx: CoContext, project: Path, *, workers: int | None, verbose: bool,
                 progress: bool, only: int | None, limits: Mapping[str, Any],
                 worker: WorkerFunction | None = None,
-                notifiers: Sequence[Any] = ()) -> int:
+                notifiers: Sequence[Any] = (), model: Any = None, storage: Any = None) -> int:
     """The whole of `co run`; returns the exit code. Also used by ClaudeOrchestrator."""
     settings = ctx.settings(project)
     configure_logging(verbose or settings.verbose_logging)
@@ -148,7 +148,7 @@ def run_backlog(ctx: CoContext, project: Path, *, workers: int | None, verbose: 
     label = time.strftime("%Y-%m-%d %H:%M:%S")
     config = engine_config(ctx, settings, project, limits=dict(limits),
                            coordination={"max_workers": workers})
-    manager = rollback_manager(project, backlog)
+    manager = rollback_manager(project, backlog, storage)
     manager.create_checkpoint(CheckpointType.PRE_RUN, f"before co run {label}")
     show_bar = progress and settings.show_progress_bar and sys.stdout.isatty()
     display = ProgressDisplay(sys.stdout, live=False, verbose=verbose or settings.cli_verbose)
@@ -156,7 +156,7 @@ def run_backlog(ctx: CoContext, project: Path, *, workers: int | None, verbose: 
     checks = PlanChecks(chosen)
     orchestrator = BacklogOrchestrator(
         project, backlog_tasks=chosen, settings=settings, worker=worker, checkpoints=manager,
-        config=config, output=bar.write_line if bar else display.write_line,
+        config=config, model=model, output=bar.write_line if bar else display.write_line,
         progress=display if bar is None else None)
     original_plan = orchestrator.plan_feature
     orchestrator.plan_feature = lambda feature: checks.enforce(original_plan(feature))  # type: ignore[method-assign]

@@ -38,7 +38,7 @@ from ..state import (
 from ..state_schema import encoder, load_schema
 from ..status_view import render_status, render_task, status_data
 from ..testrun import detect_test_command
-from .cli import BadInput, CoContext
+from .base import BadInput, CoContext
 from .settings import (
     DEFAULT_CONFIG,
     DOCUMENT_DEFAULTS,
@@ -156,8 +156,8 @@ def has_commit(project: Path) -> bool:
 
 
 ENV_TEMPLATE = ".env.example"
-ENV_TEMPLATE_TEXT = f"""# Copy to .env (kept out of git) or export these in your shell. co never writes keys
-# anywhere; `co security-audit` checks that they are set and well formed, by name only.
+ENV_TEMPLATE_TEXT = f"""# Copy to .env (kept out of git) or export these in your shell.
+# co never writes keys anywhere; `co security-audit` checks that they are set and well formed, by name only.
 ANTHROPIC_API_KEY=
 # OPENAI_API_KEY=
 # OPENAI_BASE_URL=http://localhost:11434/v1
