@@ -157,7 +157,7 @@ class JobStoreBacklog(Backlog):
             store.create_job("The project's backlog (co)", project_dir=project_dir,
                              job_id=BACKLOG_JOB, job_branch="co/backlog")
 
-    def _task(self, row: Mapping[str, Any]) -> BacklogTask:
+    def _task(self, row: Any) -> BacklogTask:
         meta = dict(row["metadata"] or {})
         return BacklogTask(
             id=int(row["id"]), description=row["prompt"], priority=int(row["priority"]),

@@ -38,6 +38,7 @@ class CoContext:
         if self._settings is None:
             with errors_as_click():
                 self._settings = load_settings(find_config(self.config_path, working_dir))
+        assert self._settings is not None
         return self._settings
 
     def working_dir(self, flag: Path | None) -> Path:
@@ -56,7 +57,7 @@ class errors_as_click:  # noqa: N801 - used as a context manager, reads like one
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         if isinstance(exc, PlanError):
             problems = "".join(f"\n  - {p}" for p in exc.errors)
             raise BadInput(f"{exc}{problems}") from None
@@ -66,7 +67,7 @@ class errors_as_click:  # noqa: N801 - used as a context manager, reads like one
             error = click.ClickException(str(exc))
             error.exit_code = exc.exit_code
             raise error from None
-        return False
+        return None
 
 
 def working_dir_option(func: F) -> F:

@@ -9,7 +9,6 @@ the group and attaches them.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -49,4 +48,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    run()

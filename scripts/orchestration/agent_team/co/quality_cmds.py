@@ -72,7 +72,9 @@ def test_status(ctx: CoContext, working_dir: Path | None, as_json: bool) -> None
     project = ctx.working_dir(working_dir)
     with errors_as_click():
         tasks = open_backlog(project).all()
-    per_task, per_run, changed = [], {}, []
+    per_task: list[dict[str, Any]] = []
+    per_run: dict[Any, dict[str, Any]] = {}
+    changed: list[dict[str, Any]] = []
     for task in tasks:
         verdicts = []
         for run in task.runs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ def run_backlog(ctx: CoContext, project: Path, *, workers: int | None, verbose: 
         return 0
     preflight(project, settings)
     notifications = Notifications.from_settings(settings.slack, notifiers)
-    label = time.strftime("%Y-%m-%d %H:%M:%S")
+    label = time.strftime("%Y-%m-%d %H:%M:%S") + " " + uuid.uuid4().hex[:4]
     config = engine_config(ctx, settings, project, limits=dict(limits),
                            coordination={"max_workers": workers})
     manager = rollback_manager(project, backlog, storage)

@@ -157,7 +157,8 @@ def has_commit(project: Path) -> bool:
 
 ENV_TEMPLATE = ".env.example"
 ENV_TEMPLATE_TEXT = f"""# Copy to .env (kept out of git) or export these in your shell.
-# co never writes keys anywhere; `co security-audit` checks that they are set and well formed, by name only.
+# co never writes keys anywhere; `co security-audit` checks that they are set and
+# well formed, by name only.
 ANTHROPIC_API_KEY=
 # OPENAI_API_KEY=
 # OPENAI_BASE_URL=http://localhost:11434/v1
