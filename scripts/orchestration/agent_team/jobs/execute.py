@@ -88,6 +88,16 @@ def task_prompt(job: JobRecord, task: TaskRecord, worktree: Path,
     return "\n".join(lines)
 
 
+def _script_key(model: ChatModel, task: TaskRecord, fence: int) -> str:
+    """The task id a model sees: `<id>-a<attempt>` when a scripted session has a queue for
+    that attempt (tests of retries), else the task id."""
+    remaining = getattr(model, "remaining", None)
+    attempt_key = f"{task.id}-a{fence}"
+    if callable(remaining) and f"{task.role}:{attempt_key}" in remaining():
+        return attempt_key
+    return str(task.id)
+
+
 def _write_log(path: Path, messages: tuple[Message, ...] | list[Message], note: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
@@ -135,10 +145,11 @@ def execute_job_task(queue: TaskQueue, claim: Claim, *, work_dir: Path,
         return TaskOutcome("failed", result or {}, error)
 
     try:
-        repo = JobRepository.prepare(job, work_dir)
+        repo = JobRepository.prepare(job, work_dir, claim.worker_id)
         worktree, start = repo.start_task(branch)
         parents = [store.get_task(d) for d in task.dependencies]
-        chosen = (model or model_for_job(job.settings)).for_agent(task.role, str(task.id))
+        base_model = model or model_for_job(job.settings)
+        chosen = base_model.for_agent(task.role, _script_key(base_model, task, fence))
         toolbox = build_toolbox(
             Workspace(worktree),
             command_timeout=float(job.settings.get("command_timeout_seconds", 300)))

@@ -48,10 +48,10 @@ class JobRepository:
     remote: str | None
 
     @classmethod
-    def prepare(cls, job: JobRecord, work_dir: Path) -> JobRepository:
-        """Open the job's repository: its project directory, or this worker's clone."""
+    def prepare(cls, job: JobRecord, work_dir: Path, worker_id: str = "") -> JobRepository:
+        """Open the job's repository: its project directory, or this worker's own clone."""
         if job.remote_url:
-            clone = work_dir / CLONES / job.id
+            clone = work_dir / CLONES / job.id / slugify(worker_id or "worker", 60)
             if not (clone / ".git").exists():
                 shutil.rmtree(clone, ignore_errors=True)
                 clone.parent.mkdir(parents=True, exist_ok=True)

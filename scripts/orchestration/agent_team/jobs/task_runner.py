@@ -13,12 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from .execute import execute_job_task
-from .queue import Claim, TaskQueue
-from .store import JobStore
-from .worker import EXIT_COMPLETED, EXIT_FAILED, EXIT_REFUSED
-
 PR_SET_PDEATHSIG = 1
+EXIT_COMPLETED, EXIT_FAILED, EXIT_REFUSED = 0, 1, 3
 
 
 def die_with_parent(parent: int) -> None:
@@ -40,11 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", required=True)
     parser.add_argument("--lease", type=float, required=True)
     parser.add_argument("--work-dir", type=Path, required=True)
-    parser.add_argument("--parent", type=int, default=os.getppid())
+    parser.add_argument("--parent", type=int, required=True, help="the worker's pid")
     args = parser.parse_args(argv)
+    die_with_parent(args.parent)
     if not args.db:
         parser.error("no job store: pass --db or set AGENT_TEAM_DB")
-    die_with_parent(args.parent)
+    # Imported only now: a worker killed while this process starts must take it along.
+    from .execute import execute_job_task
+    from .queue import Claim, TaskQueue
+    from .store import JobStore
+
     store = JobStore(args.db)
     queue = TaskQueue(store, lease_s=args.lease)
     claim = Claim(store.get_task(args.task), args.fence, args.worker, args.lease)

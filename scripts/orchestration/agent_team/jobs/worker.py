@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import FenceRejected
 from .queue import Claim, TaskQueue
 from .store import JobStore
 
@@ -95,7 +96,7 @@ class Worker:
         argv = [sys.executable, "-m", "agent_team.jobs.task_runner",
                 "--task", str(claim.task_id), "--fence", str(claim.fence),
                 "--worker", self.worker_id, "--lease", str(claim.lease_s),
-                "--work-dir", str(self.options.work_dir)]
+                "--work-dir", str(self.options.work_dir), "--parent", str(os.getpid())]
         env = dict(os.environ)
         env["AGENT_TEAM_DB"] = self.store.url  # not on the command line: it may hold a password
         env["PYTHONPATH"] = os.pathsep.join(
@@ -105,9 +106,12 @@ class Worker:
         interval = max(0.2, claim.lease_s / 4)
         while True:
             try:
-                return child.wait(timeout=interval)
+                code = child.wait(timeout=interval)
             except subprocess.TimeoutExpired:
                 pass
+            else:
+                self._fail_if_unrecorded(claim, code)
+                return code
             if self._stop_now.is_set():
                 _kill_group(child)
                 self.queue.release(claim, "worker stopped")
@@ -127,6 +131,15 @@ class Worker:
                                          job_id=claim.task.job_id, task_id=claim.task_id,
                                          worker_id=self.worker_id)
                 return child.wait()
+
+    def _fail_if_unrecorded(self, claim: Claim, code: int) -> None:
+        """A task process that died without recording anything fails its task (no loop of
+        re-claims of a task that crashes its process every time)."""
+        if self._lost(claim):
+            return
+        with contextlib.suppress(FenceRejected):
+            self.queue.fail(claim, f"the task process exited with status {code} without "
+                                   "recording a result; see the worker's output")
 
     def _lost(self, claim: Claim) -> bool:
         """Whether the database says another attempt owns the task (kill at once then)."""
