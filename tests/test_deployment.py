@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("script", ["file_based_orchestrator.py", "simple_orchestrator.py",
-                                    "team.py"])
+                                    "co.py"])
 def test_scripts_run_from_a_copy_of_the_orchestration_directory(
     script: str, tmp_path: Path
 ) -> None:

@@ -1,4 +1,4 @@
-"""The .ai-agents template that `team.py init` copies, and the guide's state template."""
+"""The .ai-agents template that `co init` copies, and the guide's state template."""
 
 from __future__ import annotations
 

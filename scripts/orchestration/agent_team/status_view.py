@@ -1,4 +1,4 @@
-"""What `team.py status` and `team.py tasks show` print: the live parts of a state file as
+"""What `co status` and `co tasks show` print: the live parts of a state file as
 data (for --json) and as text for a person.
 
 Pure functions of a state that was already read and validated; nothing here touches files.

@@ -1,4 +1,4 @@
-"""The team CLI (scripts/orchestration/team.py), driven through click on real repositories."""
+"""`co` set-up commands (init, check, status, tasks, report, resume) on real repositories."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 import click
 import file_based_orchestrator
 import pytest
-import team
+from agent_team.co import setup_cmds as team
+from agent_team.co.cli import main as cli
 from agent_team.state import STATE_RELATIVE_PATH, TeamState, utc_now
 from click.testing import CliRunner, Result
 from filelock import FileLock
-from team import cli
 
 from tests.conftest import make_repo
 
@@ -233,7 +233,8 @@ def test_check_flags_an_old_python(project: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_check_config_option_must_name_a_file(project: Path) -> None:
-    result = invoke("check", "--project-dir", str(project), "--config", str(project / "no.json"))
+    result = invoke("check", "--project-dir", str(project), "--engine-config",
+                    str(project / "no.json"))
     assert result.exit_code == 2
     assert "does not exist" in result.output
 
@@ -427,3 +428,76 @@ def test_resume_explains_an_orchestrator_without_resume(
     assert result.exit_code == 2
     assert "cannot resume runs yet" in result.output
     assert "Traceback" not in result.output
+
+
+# --- co additions: init's config and .env template, the document's config and variables -------
+
+
+def test_init_writes_config_env_template_and_dirs(project: Path) -> None:
+    result = invoke("init", "-d", str(project))
+    assert result.exit_code == 0, result.output
+    config = json.loads((project / ".ai-agents" / "config.json").read_text())
+    assert config["execution"]["max_workers"] == 3 and "notifications" in config
+    assert "ANTHROPIC_API_KEY=" in (project / ".env.example").read_text()
+    assert (project / ".ai-agents" / "logs").is_dir()
+    assert "/.env" in (project / ".git" / "info" / "exclude").read_text()
+    (project / ".env.example").write_text("mine\n")
+    again = invoke("init", "-d", str(project))
+    assert again.exit_code == 2 and ".env.example" in again.output
+    assert (project / ".env.example").read_text() == "mine\n"
+
+
+def test_check_reports_the_co_config_and_working_dir(project: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"monitoring": {"show_progress": True}}))
+    result = CliRunner().invoke(cli, ["--config", str(bad), "check", "-d", str(project)])
+    lines = lines_of(result)
+    assert lines["co config"].startswith("problem")
+    assert "$.monitoring" in lines["co config"] and "show_progress" in lines["co config"]
+    assert lines["working dir"].startswith("ok")
+
+
+def test_orchestrator_variables(project: Path, tmp_path: Path) -> None:
+    env = {"ORCHESTRATOR_WORKING_DIR": str(project)}
+    added = CliRunner().invoke(cli, ["add", "From the environment"], env=env)
+    assert added.exit_code == 0, added.output
+    listed = CliRunner().invoke(cli, ["list", "--json"], env=env)
+    assert json.loads(listed.output)[0]["description"] == "From the environment"
+    bad_level = CliRunner().invoke(cli, ["list"], env={**env, "ORCHESTRATOR_LOG_LEVEL": "LOUD"})
+    assert bad_level.exit_code == 2 and "ORCHESTRATOR_LOG_LEVEL" in bad_level.output
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"claude_cli": {"flags": {
+        "dangerously_skip_permissions": True}}}))
+    refused = CliRunner().invoke(cli, ["list"], env={**env, "ORCHESTRATOR_CONFIG": str(config)})
+    assert refused.exit_code == 2
+    assert "$.claude_cli.flags.dangerously_skip_permissions" in refused.output
+    missing = CliRunner().invoke(cli, ["list", "-d", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_the_documents_sample_config_loads(tmp_path: Path) -> None:
+    from agent_team.co.settings import load_settings
+
+    sample = {
+        "models": {"manager": {"model": "claude-3-opus-20240229", "description": "Opus"},
+                   "worker": {"model": "claude-3-5-sonnet-20241022", "description": "Sonnet"}},
+        "execution": {"max_workers": 3, "worker_timeout": 1800, "manager_timeout": 300,
+                      "task_queue_timeout": 1.0, "default_working_dir": None, "max_turns": None,
+                      "max_retries": 3, "retry_base_delay": 1.0, "retry_max_delay": 60.0},
+        "monitoring": {"progress_interval": 10, "verbose_logging": False,
+                       "show_progress_bar": True, "enable_opus_review": True,
+                       "usage_warning_threshold": 80, "check_usage_before_start": True},
+        "claude_cli": {"command": "claude",
+                       "flags": {"verbose": False, "dangerously_skip_permissions": False}},
+        "notifications": {"slack": {"enabled": False, "webhook_url": None,
+                                    "notify_on_completion": True, "notify_on_error": True}},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(sample))
+    settings = load_settings(path)
+    overrides = settings.engine_overrides()
+    assert overrides["agents"]["manager"]["model"] == "claude-3-opus-20240229"
+    assert overrides["model"] == "claude-3-5-sonnet-20241022"
+    assert overrides["retry"]["max_retries"] == 3
+    assert overrides["coordination"]["check_interval_seconds"] == 10
+    assert settings.slack.enabled is False

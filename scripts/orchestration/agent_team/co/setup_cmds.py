@@ -1,18 +1,8 @@
-#!/usr/bin/env python3
-"""The team CLI: set a repository up for the agent team, check it, and follow its runs.
-
-    python scripts/orchestration/team.py init --project-dir ~/projects/my-app
-    python scripts/orchestration/team.py check --project-dir ~/projects/my-app
-    python scripts/orchestration/team.py status [--json]
-    python scripts/orchestration/team.py tasks list [--status failed]
-    python scripts/orchestration/team.py tasks show TASK-002
-    python scripts/orchestration/team.py report [--run RUN_ID]
-    python scripts/orchestration/team.py resume
+"""Set-up and follow-up commands: init, check, status, tasks, report, resume.
 
 `status`, `tasks` and `report` only read: they never lock or write the state file, so they are
 safe while a run goes on (the engine replaces the file atomically, so a read sees one whole
-version). Every mistake on the command line ends with a message and exit code 2. What `status`
-and `tasks show` print is built in agent_team/status_view.py.
+version). What `status` and `tasks show` print is built in agent_team/status_view.py.
 """
 
 from __future__ import annotations
@@ -31,15 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import click
 
-import click  # noqa: E402
-from agent_team.cli_agents import cli_statuses, preflight  # noqa: E402
-from agent_team.config import build_config  # noqa: E402
-from agent_team.errors import EXIT_BAD_INPUT, ConfigError, StateError  # noqa: E402
-from agent_team.models import KEY_VARIABLES, detect_provider  # noqa: E402
-from agent_team.roles import CONTEXT_FILES  # noqa: E402
-from agent_team.state import (  # noqa: E402
+from ..cli_agents import cli_statuses, preflight
+from ..config import build_config
+from ..errors import ConfigError, StateError
+from ..models import KEY_VARIABLES, detect_provider
+from ..roles import CONTEXT_FILES
+from ..state import (
     SCHEMA_VERSION,
     STATE_RELATIVE_PATH,
     migrate_state,
@@ -47,13 +36,21 @@ from agent_team.state import (  # noqa: E402
     utc_now,
     validate_state,
 )
-from agent_team.state_schema import encoder, load_schema  # noqa: E402
-from agent_team.status_view import render_status, render_task, status_data  # noqa: E402
-from agent_team.status_view import tests_line as tests_line  # noqa: E402
-from agent_team.status_view import usage_line as usage_line  # noqa: E402
-from agent_team.testdetect import detect_tests  # noqa: E402
+from ..state_schema import encoder, load_schema
+from ..status_view import render_status, render_task, status_data
+from ..testdetect import detect_tests
+from .base import BadInput, CoContext
+from .settings import (
+    DEFAULT_CONFIG,
+    DOCUMENT_DEFAULTS,
+    ENV_CONFIG,
+    ENV_SLACK,
+    ENV_WORKING_DIR,
+    find_config,
+    load_settings,
+)
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / ".ai-agents-template"
+TEMPLATE_DIR = Path(__file__).resolve().parents[4] / ".ai-agents-template"
 AGENTS_DIR = Path(".ai-agents")
 REPORTS_DIR = AGENTS_DIR / "reports"
 STATE_TEMPLATE = Path("state") / "team-communication.json"
@@ -62,18 +59,13 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 TASK_STATUSES = tuple(load_schema()["$defs"]["task"]["properties"]["status"]["enum"])
 
 
-class BadInput(click.ClickException):
-    """Something the person typed or pointed at is wrong; exit code 2."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
 # --- reading the project ------------------------------------------------------------------------
 
 
 def resolve_project(project_dir: Path | None) -> Path:
     """The project directory (default: the current one), which must exist."""
-    path = (project_dir or Path.cwd()).expanduser()
+    from_env = os.environ.get(ENV_WORKING_DIR)
+    path = (project_dir or (Path(from_env) if from_env else Path.cwd())).expanduser()
     if not path.is_dir():
         raise BadInput(
             f"Project directory {path} does not exist or is not a directory. "
@@ -122,8 +114,8 @@ def require_state(project: Path) -> dict[str, Any]:
     if state is None:
         raise BadInput(
             f"No team state in {project} ({STATE_RELATIVE_PATH} is missing): nothing has run "
-            "here yet. Start a run with file_based_orchestrator.py --feature \"...\" "
-            f"--project-dir {project}, or set the project up with: team.py init."
+            "here yet. Add tasks with co add \"...\" and run them with co run, or set the "
+            "project up with: co init."
         )
     return state
 
@@ -162,6 +154,33 @@ def has_commit(project: Path) -> bool:
     probe = subprocess.run(["git", "-C", str(project), "rev-parse", "--verify", "--quiet", "HEAD"],
                            capture_output=True, check=False)
     return probe.returncode == 0
+
+
+ENV_TEMPLATE = ".env.example"
+ENV_TEMPLATE_TEXT = f"""# Copy to .env (kept out of git) or export these in your shell.
+# co never writes keys anywhere; `co security-audit` checks that they are set and
+# well formed, by name only.
+ANTHROPIC_API_KEY=
+# OPENAI_API_KEY=
+# OPENAI_BASE_URL=http://localhost:11434/v1
+# {ENV_CONFIG}=.ai-agents/config.json
+# ORCHESTRATOR_LOG_LEVEL=INFO
+# {ENV_WORKING_DIR}=/path/to/project
+# {ENV_SLACK}=https://hooks.slack.com/services/...
+"""
+
+
+def hide_env_file(project: Path) -> None:
+    """Keep .env out of `git status` through info/exclude (the user's .gitignore is theirs)."""
+    probe = _git(project, "rev-parse", "--git-path", "info/exclude")
+    if probe.returncode != 0:
+        return
+    exclude = Path(probe.stdout.strip())
+    exclude = exclude if exclude.is_absolute() else project / exclude
+    lines = exclude.read_text(encoding="utf-8").splitlines() if exclude.is_file() else []
+    if "/.env" not in lines:
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        exclude.write_text("\n".join([*lines, "/.env"]) + "\n", encoding="utf-8")
 
 
 # --- check --------------------------------------------------------------------------------------
@@ -339,20 +358,45 @@ def run_checks(project: Path, config_path: Path | None) -> list[Check]:
     return checks
 
 
+def check_co(project: Path, co_config: Path | None) -> list[Check]:
+    """The co config.json, the agent CLI it names, and the working directory."""
+    checks = [Check("working dir", "ok", str(project))]
+    try:
+        settings = load_settings(find_config(co_config, project))
+        checks.append(Check("co config", "ok", str(settings.source or "no config.json; the "
+                                                   "document's defaults")))
+    except ConfigError as exc:
+        checks.append(Check("co config", "problem", str(exc).replace("\n", " ").rstrip("."),
+                            "edit config.json; every key is in the README's `co` section"))
+        return checks
+    found = shutil.which(settings.cli_command)
+    if found:
+        checks.append(Check("agent CLI", "ok", f"{settings.cli_command} at {found}"))
+    else:
+        checks.append(Check("agent CLI", "warn", f"{settings.cli_command!r} not on PATH "
+                            "(optional: co runs its own agents through the SDKs)"))
+    return checks
+
+
+def startup_problems(project: Path) -> list[str]:
+    """What stops a run before it starts: Python, git, the SDK and the keys."""
+    checks = [check_python(), *check_git(project)]
+    provider = detect_provider()
+    if provider not in (None, "scripted"):
+        checks += check_sdks(provider)
+    return [f"{c.name}: {c.detail}. Fix: {c.fix}" for c in checks if c.status == "problem"]
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 project_dir_option = click.option(
-    "--project-dir", type=click.Path(file_okay=False, path_type=Path),
-    help="The git repository (default: the current directory).",
+    "--working-dir", "-d", "--project-dir", "project_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The git repository (default: $ORCHESTRATOR_WORKING_DIR or the current directory).",
 )
 
 
-@click.group()
-def cli() -> None:
-    """Set up, check and follow the agent team in a git repository."""
-
-
-@cli.command()
+@click.command()
 @project_dir_option
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 def init(project_dir: Path | None, force: bool) -> None:
@@ -361,8 +405,12 @@ def init(project_dir: Path | None, force: bool) -> None:
     target = project / AGENTS_DIR
     files = template_files()
     existing = [rel for rel in files if (target / rel).exists()]
-    if existing and not force:
-        listed = "\n".join(f"  {AGENTS_DIR / rel}" for rel in existing)
+    extras = {DEFAULT_CONFIG: json.dumps(DOCUMENT_DEFAULTS, indent=2) + "\n",
+              Path(ENV_TEMPLATE): ENV_TEMPLATE_TEXT}
+    taken = [rel for rel in extras if (project / rel).exists()]
+    if (existing or taken) and not force:
+        listed = "\n".join([f"  {AGENTS_DIR / rel}" for rel in existing]
+                           + [f"  {rel}" for rel in taken])
         raise BadInput(f"These files already exist in {project}:\n{listed}\n"
                        "Nothing was changed. Run init --force to overwrite them.")
     try:
@@ -375,23 +423,32 @@ def init(project_dir: Path | None, force: bool) -> None:
                 shutil.copyfile(TEMPLATE_DIR / rel, destination)
             verb = "overwrote" if rel in existing else "created"
             click.echo(f"{verb} {AGENTS_DIR / rel}")
+        for rel, text in extras.items():
+            (project / rel).parent.mkdir(parents=True, exist_ok=True)
+            (project / rel).write_text(text, encoding="utf-8")
+            click.echo(f"{'overwrote' if rel in taken else 'created'} {rel}")
+        for directory in ("logs", "reports", "worktrees"):
+            (target / directory).mkdir(parents=True, exist_ok=True)
+        hide_env_file(project)
     except OSError as exc:
         raise BadInput(f"Cannot write into {target}: {exc.strerror or exc}.") from None
     click.echo("\nNext: describe your project in .ai-agents/context/*.md (every agent reads them),"
-               "\nreview .ai-agents/orchestrator-config.json, then run: team.py check")
+               "\nreview .ai-agents/orchestrator-config.json, then run: co check")
     if not has_commit(project):
         click.echo(f"Note: {project} needs to be a git repository with at least one commit "
                    "before a run (git init && git add -A && git commit -m \"Initial commit\").")
 
 
-@cli.command()
+@click.command()
 @project_dir_option
-@click.option("--config", "config_path", help="orchestrator-config.json to check.",
+@click.option("--engine-config", "config_path", help="orchestrator-config.json to check.",
               type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def check(project_dir: Path | None, config_path: Path | None) -> None:
-    """Check that a run can start here: Python, git, SDKs, keys, config, state, tests."""
+@click.pass_obj
+def check(ctx: CoContext | None, project_dir: Path | None, config_path: Path | None) -> None:
+    """Check that a run can start here: Python, git, SDKs, keys, configs, state, tests."""
     project = resolve_project(project_dir)
     checks = run_checks(project, config_path)
+    checks += check_co(project, ctx.config_path if ctx else None)
     for item in checks:
         click.echo(item.render())
     problems = sum(1 for c in checks if c.status == "problem")
@@ -401,7 +458,7 @@ def check(project_dir: Path | None, config_path: Path | None) -> None:
     click.echo("\nReady to run.")
 
 
-@cli.command()
+@click.command()
 @project_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(project_dir: Path | None, as_json: bool) -> None:
@@ -411,7 +468,7 @@ def status(project_dir: Path | None, as_json: bool) -> None:
     click.echo(json.dumps(data, indent=2) if as_json else render_status(data))
 
 
-@cli.group()
+@click.group()
 def tasks() -> None:
     """List the current run's tasks or show one of them."""
 
@@ -441,7 +498,7 @@ def tasks_show(project_dir: Path | None, task_id: str) -> None:
     click.echo(render_task(find_task(state, task_id)))
 
 
-@cli.command()
+@click.command()
 @project_dir_option
 @click.option("--run", "run_id", help="The run id (default: the newest report).")
 def report(project_dir: Path | None, run_id: str | None) -> None:
@@ -461,7 +518,7 @@ def report(project_dir: Path | None, run_id: str | None) -> None:
     click.echo(chosen.read_text(encoding="utf-8").rstrip("\n"))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@click.command(context_settings={"ignore_unknown_options": True})
 @project_dir_option
 @click.argument("orchestrator_args", nargs=-1, type=click.UNPROCESSED)
 def resume(project_dir: Path | None, orchestrator_args: tuple[str, ...]) -> None:
@@ -489,5 +546,4 @@ def orchestrator_main() -> click.Command:
     return file_based_orchestrator.main
 
 
-if __name__ == "__main__":
-    cli()
+COMMANDS = [init, check, status, tasks, report, resume]

@@ -1,0 +1,61 @@
+"""Workers: `BaseWorker.process_task(task) -> task`; SonnetWorker runs the engine's agent."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from agent_team.co.run_engine import WorkerError, WorkerTask
+from agent_team.co.settings import CoSettings
+from agent_team.errors import AgentTeamError
+from agent_team.models import ChatModel
+
+__all__ = ["BaseWorker", "SonnetWorker", "WorkerTask"]
+
+
+class BaseWorker(ABC):
+    """A worker gets a task whose `working_dir` is its own worktree and edits files there.
+
+    The orchestrator commits what changed, merges and tests; `process_task` only returns the
+    task with `status` "completed" or "failed" (and `error`, `result` as it likes).
+    """
+
+    def __init__(self, worker_id: int = 0, working_dir: str | Path = ".",
+                 config: CoSettings | None = None) -> None:
+        self.worker_id = worker_id
+        self.working_dir = Path(working_dir)
+        self.config = config or CoSettings()
+
+    @abstractmethod
+    def process_task(self, task: WorkerTask) -> WorkerTask:
+        """Do the task in `task.working_dir`; return it with its status set."""
+
+
+class SonnetWorker(BaseWorker):
+    """The built-in worker: the engine's tool-using agent for the task's role."""
+
+    def __init__(self, worker_id: int = 0, working_dir: str | Path = ".",
+                 config: CoSettings | None = None, *, model: ChatModel | None = None,
+                 **engine: Any) -> None:
+        super().__init__(worker_id, working_dir, config)
+        self.model = model
+        self.engine = engine
+
+    def process_task(self, task: WorkerTask) -> WorkerTask:
+        from agent_team.orchestrator import BaseOrchestrator
+
+        engine = BaseOrchestrator(self.working_dir, model=self.model,
+                                  output=lambda line: None, **self.engine)
+        spec = {"task_id": task.task_id, "description": task.description,
+                "assigned_to": task.role, "dependencies": list(task.dependencies),
+                "deliverables": [], "priority": task.priority}
+        try:
+            report = engine.run_task_agent(spec, task.working_dir).report
+        except AgentTeamError as exc:
+            raise WorkerError(f"{task.task_id}: {exc}") from exc
+        task.status = "completed" if report["status"] == "completed" else "failed"
+        task.result = dict(report)
+        task.error = None if task.status == "completed" else "; ".join(
+            report.get("blockers") or []) or report.get("summary")
+        return task
