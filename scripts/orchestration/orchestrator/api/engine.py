@@ -140,6 +140,8 @@ class JobOrchestrator(FileBasedOrchestrator):
         self.events.add_listener(self._on_event)
 
     def _output(self, line: str) -> None:
+        if line.startswith("[Orchestrator] "):  # the same line arrives as a "log" event
+            return
         self.job.tree.logs.write({"kind": "log", "message": line}, job_id=self.job.record.job_id,
                                  depth=self.job.record.depth, worker=None)
 
