@@ -63,6 +63,7 @@ class JobContext:
     lanes: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     delegations: dict[str, str] = field(default_factory=dict)
+    on_progress: Callable[[], None] | None = None
 
     def label(self, task_id: str | None) -> str | None:
         return self.labels.get(task_id or "")
@@ -168,6 +169,8 @@ class JobOrchestrator(FileBasedOrchestrator):
                 totals["cost_usd"] = None if cost is None or known is None else known + cost
         job.tree.logs.write(event, job_id=job.record.job_id, depth=job.record.depth,
                             worker=job.label(task_id))
+        if kind in ("plan_accepted", "task_status") and job.on_progress is not None:
+            job.on_progress()
         job.registry.emit(job.record, str(kind), worker_id=_worker_id(job.label(task_id)),
                           **{k: v for k, v in event.items()
                              if k not in ("kind", "ts", "run_id", "seq", "job_id", "depth")})

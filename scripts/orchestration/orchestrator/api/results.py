@@ -69,7 +69,7 @@ def task_diff(git: GitWorkspace, start: str | None, commit: str | None) -> str:
 
 def task_results(
     state: Mapping[str, Any], ctx: JobContext, registry: JobRegistry, git: GitWorkspace,
-    feature_branch: str, *, cancelled: bool = False,
+    feature_branch: str, *, cancelled: bool = False, live: bool = False,
 ) -> list[dict[str, Any]]:
     """Every task of the job, children's results nested under the task that delegated."""
     out = []
@@ -82,7 +82,7 @@ def task_results(
             status = "cancelled"
         result = task.get("result") or {}
         files = list(result.get("files_modified") or [])
-        start = task_start_point(git, task, feature_branch)
+        start = None if live else task_start_point(git, task, feature_branch)
         usage = task.get("usage") or {}
         tokens = sum(int(usage.get(k) or 0) for k in (
             "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"))

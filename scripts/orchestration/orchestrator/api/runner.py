@@ -201,6 +201,7 @@ class JobRunner:
                                            config=self.engine_config(record, project),
                                            max_workers=record.settings.max_workers)
             tree.orchestrators.append(orchestrator)
+            ctx.on_progress = lambda: self._live_tasks(ctx, orchestrator)
             summary = orchestrator.run(record.request) or {}
         except Exception as exc:  # noqa: BLE001 - reported on the job
             error = fail_message(exc)
@@ -237,6 +238,18 @@ class JobRunner:
         self.registry.emit(record, "job_finished", status=status, error=problem)
         log.info("job %s finished: %s", record.job_id, status)
         return record
+
+    def _live_tasks(self, ctx: JobContext, orchestrator: JobOrchestrator | None) -> None:
+        """Refresh the record's task list while the job runs (statuses and timings only)."""
+        if orchestrator is None:
+            return
+        try:
+            tasks = task_results(orchestrator.state.read(), ctx, self.registry,
+                                 orchestrator.git, orchestrator.feature_branch, live=True)
+        except AgentTeamError:
+            return
+        with self.registry._lock:
+            ctx.record.tasks = [public_task(t) for t in tasks]
 
     @staticmethod
     def _decide(tree: TreeContext, tasks: list[dict[str, Any]], state: Mapping[str, Any],
