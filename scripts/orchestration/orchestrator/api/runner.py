@@ -221,20 +221,25 @@ class JobRunner:
         if orchestrator is not None and branch and not orchestrator.git.branch_exists(branch):
             branch = None
         public = [public_task(t) for t in tasks]
-        self.registry.update(record.job_id, status=status, error=problem, tasks=public,
-                             finished_at=utc_now(), branch=branch, repository=str(project))
+        self.registry.update(record.job_id, error=problem, tasks=public, branch=branch,
+                             repository=str(project))
         if orchestrator is not None:
             diffs = {t["task_id"]: task_diff(orchestrator.git, t["start_point"], t["commit"])
                      for t in tasks}
             write_worker_dirs(tree.layout, record, public, ctx.transcripts, diffs)
+        # Reports first, the final status last: a finished job always has its reports.
+        ended = replace(record, status=status, finished_at=utc_now())
         review = str((state.get("integration") or {}).get("summary") or "")
-        job_report(tree.layout, record, tasks, review)
-        self.registry.update(record.job_id,
-                             report=str(tree.layout.reports / f"job_{record.job_id}.md"))
-        level_reports(tree.layout, self.registry.tree(record.root_job_id))
+        job_report(tree.layout, ended, tasks, review)
+        fields: dict[str, Any] = {
+            "report": str(tree.layout.reports / f"job_{record.job_id}.md")}
+        others = [r for r in self.registry.tree(record.root_job_id) if r.job_id != record.job_id]
+        level_reports(tree.layout, [ended, *others])
         if record.parent_job_id is None:
-            final_result(tree.layout, record, self.registry.tree(record.job_id))
-            self.registry.update(record.job_id, final_report=str(tree.layout.final_result))
+            final_result(tree.layout, ended, [ended, *others])
+            fields["final_report"] = str(tree.layout.final_result)
+        self.registry.update(record.job_id, status=status, finished_at=ended.finished_at,
+                             **fields)
         self.registry.emit(record, "job_finished", status=status, error=problem)
         log.info("job %s finished: %s", record.job_id, status)
         return record
