@@ -163,7 +163,7 @@ def test_bad_bodies_get_422_with_the_field_and_big_ones_413(tmp_path: Path) -> N
         deep = http.post("/api/v1/orchestrate",
                          json={"request": "x", "config": {"current_depth": 3,
                                                           "max_recursion_depth": 2}})
-        assert deep.status_code == 422 and "Max recursion depth reached" in deep.json()["error"]
+        assert deep.status_code == 403 and "Max recursion depth reached" in deep.json()["error"]
         assert http.get("/api/v1/jobs/not-an-id/status").status_code == 422
 
 

@@ -113,7 +113,9 @@ def create_app(config: ServiceConfig, *, runner: JobRunner | None = None) -> Fas
         return record
 
     @api.post("/orchestrate", response_model=models.OrchestrateResponse, status_code=202,
-              responses={403: {"model": models.ErrorBody}, 413: {"model": models.ErrorBody}})
+              responses={400: {"model": models.ErrorBody, "description": "Body is not JSON"},
+                         403: {"model": models.ErrorBody, "description": "Refused by policy"},
+                         413: {"model": models.ErrorBody, "description": "Body too large"}})
     def orchestrate(body: models.OrchestrateRequest) -> models.OrchestrateResponse:
         """Start a job: the manager plans the request and the team builds it."""
         try:

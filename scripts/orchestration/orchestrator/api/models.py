@@ -31,7 +31,7 @@ class JobConfig(BaseModel):
     max_recursion_depth: int | None = Field(None, ge=0, le=10)
     current_depth: int = Field(0, ge=0, le=10)
     project_dir: str | None = Field(
-        None, min_length=1, max_length=MAX_PATH_CHARS,
+        None, min_length=1, max_length=MAX_PATH_CHARS, pattern=r"^/",
         description="A git repository under one of the server's orchestrator.project_roots; "
                     "without it the job gets a fresh repository in its workspace.",
     )

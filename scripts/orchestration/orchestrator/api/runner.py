@@ -75,7 +75,7 @@ class JobRunner:
         max_depth = min(int(pick("max_recursion_depth", server.max_depth)), server.max_depth)
         depth = int(options.get("current_depth") or 0)
         if depth > max_depth:
-            raise JobRejected(422, f"Max recursion depth reached: current_depth {depth} is "
+            raise JobRejected(403, f"Max recursion depth reached: current_depth {depth} is "
                                    f"above max_recursion_depth {max_depth}.",
                               "config.current_depth")
         limits = {k: options[k] for k in ("max_api_calls", "token_budget", "cost_limit_usd")
@@ -108,7 +108,7 @@ class JobRunner:
             raise JobRejected(403, "project_dir is not under an allowed project root.",
                               "config.project_dir")
         if not (resolved / ".git").exists():
-            raise JobRejected(422, "project_dir is not a git repository with a .git entry.",
+            raise JobRejected(403, "project_dir is not a git repository with a .git entry.",
                               "config.project_dir")
         return resolved
 
