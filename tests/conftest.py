@@ -86,3 +86,7 @@ def process_alive(pid: int) -> bool:
 def git_repo(tmp_path: Path) -> git.Repo:
     """A real repository with one commit on `main`."""
     return make_repo(tmp_path / "project")
+
+
+# The job store's database fixtures (SQLite, and a real PostgreSQL server started on demand).
+from tests.jobs_fixtures import db_url, pg_server, pg_url, store  # noqa: E402, F401

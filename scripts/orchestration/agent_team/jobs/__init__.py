@@ -1,0 +1,65 @@
+"""The job store and its worker pool: durable jobs of tasks on SQLite or PostgreSQL.
+
+Public API (stable; the REST service and the `co` CLI build on it):
+
+- `JobStore.open(db=None, project_dir=None)`: open or create the store (`resolve_db_url`).
+- `JobStore.create_job / get_job / list_jobs / update_job / job_status / cancel_job`.
+- `JobStore.add_task / get_task / list_tasks / retry_failed`.
+- `JobStore.register_worker / worker_heartbeat / list_workers / live_workers`.
+- `JobStore.add_event / recent_events`, `JobStore.save / load` (key/value).
+- `TaskQueue(store, lease_s=60).claim / renew / job_lock / complete / fail / release`.
+- `parse_priority`: 1-10 or high/medium/low, everywhere.
+"""
+
+from __future__ import annotations
+
+from .db import ENV_VAR, normalise_url, resolve_db_url
+from .errors import BadTaskInput, FenceRejected, JobNotFound, JobStoreError, TaskNotFound
+from .priority import DEFAULT_PRIORITY, parse_priority, priority_word
+from .queue import DEFAULT_LEASE_S, Claim, TaskQueue
+from .records import EventRecord, JobRecord, JobStatus, TaskRecord, WorkerRecord
+from .schema import (
+    BLOCKED,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SCHEMA_VERSION,
+    TASK_STATUSES,
+    TERMINAL_STATUSES,
+)
+from .store import DEFAULT_ROLE, JobStore
+
+__all__ = [
+    "BLOCKED",
+    "CANCELLED",
+    "COMPLETED",
+    "DEFAULT_LEASE_S",
+    "DEFAULT_PRIORITY",
+    "DEFAULT_ROLE",
+    "ENV_VAR",
+    "FAILED",
+    "PENDING",
+    "RUNNING",
+    "SCHEMA_VERSION",
+    "TASK_STATUSES",
+    "TERMINAL_STATUSES",
+    "BadTaskInput",
+    "Claim",
+    "EventRecord",
+    "FenceRejected",
+    "JobNotFound",
+    "JobRecord",
+    "JobStatus",
+    "JobStore",
+    "JobStoreError",
+    "TaskNotFound",
+    "TaskQueue",
+    "TaskRecord",
+    "WorkerRecord",
+    "normalise_url",
+    "parse_priority",
+    "priority_word",
+    "resolve_db_url",
+]

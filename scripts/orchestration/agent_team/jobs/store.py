@@ -1,0 +1,441 @@
+"""`JobStore`: jobs, tasks, workers and events in one SQL database (SQLite or PostgreSQL).
+
+This is the durable side of the delegation API, the REST service and the `co` CLI. It holds
+records and answers questions; claiming, leases and fenced result writes live in `queue.py`.
+Every method is one short transaction, safe to call from several threads and processes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, delete, func, select, update
+
+from .db import (
+    db_now,
+    is_postgresql,
+    make_engine,
+    read_transaction,
+    redact_url,
+    resolve_db_url,
+    write_transaction,
+)
+from .errors import BadTaskInput, JobNotFound, TaskNotFound
+from .priority import parse_priority
+from .records import EventRecord, JobRecord, JobStatus, TaskRecord, WorkerRecord
+from .schema import (
+    BLOCKED,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    TERMINAL_STATUSES,
+    events,
+    jobs,
+    kv,
+    migrate,
+    task_deps,
+    tasks,
+    workers,
+)
+
+DEFAULT_ROLE = "worker"
+RETRY_NOTE = "\n\nA previous attempt failed: "
+#: A worker whose heartbeat is older than this many seconds is shown as gone.
+DEFAULT_WORKER_STALE_S = 30.0
+
+
+def new_job_id() -> str:
+    """Short, URL-safe and unique across machines without asking the database."""
+    return uuid.uuid4().hex[:12]
+
+
+class JobStore:
+    """The job store on one database URL; create with `JobStore.open(...)`."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+        migrate(self.engine)
+
+    @classmethod
+    def open(cls, db: str | os.PathLike[str] | None = None,
+             project_dir: str | os.PathLike[str] | None = None) -> JobStore:
+        """Open (creating or migrating) the store `resolve_db_url(db, project_dir)` names."""
+        return cls(resolve_db_url(db, project_dir))
+
+    @property
+    def is_postgresql(self) -> bool:
+        return is_postgresql(self.url)
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def now(self) -> float:
+        """The database's clock, in epoch seconds."""
+        with read_transaction(self.engine) as conn:
+            return float(conn.execute(select(db_now())).scalar_one())
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        goal: str,
+        *,
+        orchestrator_id: str = "",
+        project_dir: str | os.PathLike[str] | None = None,
+        workspace: str | None = None,
+        remote_url: str | None = None,
+        base_branch: str = "",
+        base_commit: str | None = None,
+        job_branch: str | None = None,
+        parent_job_id: str | None = None,
+        parent_task_id: int | None = None,
+        depth: int = 0,
+        settings: Mapping[str, Any] | None = None,
+        job_id: str | None = None,
+    ) -> JobRecord:
+        """Record a new job; its branch defaults to `jobs/<id>`."""
+        if not isinstance(goal, str) or not goal.strip():
+            raise BadTaskInput("a job needs a non-empty goal, e.g. create_job('Build the API')")
+        job_id = job_id or new_job_id()
+        with write_transaction(self.engine) as conn:
+            conn.execute(jobs.insert().values(
+                id=job_id,
+                goal=goal.strip(),
+                orchestrator_id=orchestrator_id,
+                project_dir=str(Path(project_dir).resolve()) if project_dir else None,
+                workspace=workspace,
+                remote_url=remote_url,
+                base_branch=base_branch,
+                base_commit=base_commit,
+                job_branch=job_branch or f"jobs/{job_id}",
+                parent_job_id=parent_job_id,
+                parent_task_id=parent_task_id,
+                depth=int(depth),
+                settings=dict(settings or {}),
+                status=PENDING,
+                usage={},
+                cost_usd=0.0,
+                created_at=db_now(),
+            ))
+            _event(conn, "job_created", goal.strip()[:200], job_id=job_id)
+        return self.get_job(job_id)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return JobRecord.from_row(row)
+
+    def list_jobs(self, *, limit: int = 50, status: str | None = None) -> list[JobRecord]:
+        """Newest first."""
+        query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+        if status is not None:
+            query = query.where(jobs.c.status == status)
+        with read_transaction(self.engine) as conn:
+            return [JobRecord.from_row(row) for row in conn.execute(query).mappings()]
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set columns of a job (branch names, base commit, error...)."""
+        unknown = set(fields) - set(jobs.c.keys())
+        if unknown:
+            raise ValueError(f"unknown job fields: {', '.join(sorted(unknown))}")
+        with write_transaction(self.engine) as conn:
+            done = conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
+        if done.rowcount == 0:
+            raise JobNotFound(job_id)
+
+    def job_status(self, job_id: str) -> JobStatus:
+        """Counts by status; `status` is the job's own (pending/running/completed/failed...)."""
+        with read_transaction(self.engine) as conn:
+            job = conn.execute(select(jobs.c.status, jobs.c.cost_usd)
+                               .where(jobs.c.id == job_id)).first()
+            if job is None:
+                raise JobNotFound(job_id)
+            counts = {status: int(n) for status, n in conn.execute(
+                select(tasks.c.status, func.count()).where(tasks.c.job_id == job_id)
+                .group_by(tasks.c.status))}
+        total = sum(counts.values())
+        return JobStatus(
+            job_id=job_id,
+            status=job.status,
+            total_tasks=total,
+            completed=counts.get(COMPLETED, 0),
+            failed=counts.get(FAILED, 0),
+            running=counts.get(RUNNING, 0),
+            pending=counts.get(PENDING, 0),
+            blocked=counts.get(BLOCKED, 0),
+            cancelled=counts.get(CANCELLED, 0),
+            cost_usd=float(job.cost_usd or 0.0),
+            counts=counts,
+        )
+
+    def cancel_job(self, job_id: str, reason: str = "cancelled") -> int:
+        """Cancel every unfinished task; a running one's worker loses its fence and stops."""
+        self.get_job(job_id)
+        with write_transaction(self.engine) as conn:
+            done = conn.execute(
+                update(tasks)
+                .where(tasks.c.job_id == job_id, tasks.c.status.in_((PENDING, RUNNING, BLOCKED)))
+                .values(status=CANCELLED, error=reason, lease_expires_at=None,
+                        finished_at=db_now())
+            )
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                status=CANCELLED, finished_at=db_now(), error=reason))
+            _event(conn, "job_cancelled", reason, job_id=job_id)
+        return int(done.rowcount)
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def add_task(
+        self,
+        job_id: str,
+        prompt: str,
+        *,
+        priority: object = 5,
+        role: str | None = None,
+        dependencies: Iterable[int] = (),
+        parent_task_id: int | None = None,
+        context_files: Sequence[str] | None = None,
+        expected_outputs: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TaskRecord:
+        """Add a task to a job (also while it runs). A parent task is also a dependency: the
+        child starts once its parent is merged, on top of its work."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise BadTaskInput("a task needs a non-empty prompt")
+        level = parse_priority(priority)
+        deps = sorted({int(d) for d in dependencies} | (
+            {int(parent_task_id)} if parent_task_id is not None else set()))
+        files = _paths(context_files, "context_files")
+        outputs = _paths(expected_outputs, "expected_outputs")
+        with write_transaction(self.engine) as conn:
+            job = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).first()
+            if job is None:
+                raise JobNotFound(job_id)
+            if job.status == CANCELLED:
+                raise BadTaskInput(f"job {job_id} was cancelled; create a new job instead")
+            dep_rows = conn.execute(select(tasks.c.id, tasks.c.job_id, tasks.c.status)
+                                    .where(tasks.c.id.in_(deps))).all() if deps else []
+            found = {row.id: row for row in dep_rows}
+            missing = [d for d in deps if d not in found or found[d].job_id != job_id]
+            if missing:
+                raise BadTaskInput(
+                    f"task(s) {', '.join(map(str, missing))} are not tasks of job {job_id}; a "
+                    "dependency or parent must be added to the same job first"
+                )
+            dead = any(found[d].status in (FAILED, CANCELLED, BLOCKED) for d in deps)
+            task_id = conn.execute(tasks.insert().values(
+                job_id=job_id,
+                prompt=prompt.strip(),
+                role=role or DEFAULT_ROLE,
+                priority=level,
+                dependencies=deps,
+                parent_task_id=parent_task_id,
+                context_files=files,
+                expected_outputs=outputs,
+                metadata=dict(metadata or {}),
+                status=BLOCKED if dead else PENDING,
+                attempts=0,
+                usage={},
+                cost_usd=0.0,
+                created_at=db_now(),
+            ).returning(tasks.c.id)).scalar_one()
+            if deps:
+                conn.execute(task_deps.insert(),
+                             [{"task_id": task_id, "depends_on": d} for d in deps])
+            if job.status in (COMPLETED, FAILED):
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                    status=RUNNING, finished_at=None))
+            _event(conn, "task_added", prompt.strip()[:200], job_id=job_id, task_id=task_id)
+        return self.get_task(int(task_id))
+
+    def get_task(self, task_id: int) -> TaskRecord:
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(select(tasks).where(tasks.c.id == int(task_id))).mappings().first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return TaskRecord.from_row(row)
+
+    def list_tasks(self, job_id: str | None = None, *,
+                   status: str | Sequence[str] | None = None,
+                   limit: int | None = None) -> list[TaskRecord]:
+        """Tasks in id order, optionally of one job and with given statuses."""
+        query = select(tasks).order_by(tasks.c.id)
+        if job_id is not None:
+            query = query.where(tasks.c.job_id == job_id)
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            query = query.where(tasks.c.status.in_(wanted))
+        if limit is not None:
+            query = query.limit(limit)
+        with read_transaction(self.engine) as conn:
+            return [TaskRecord.from_row(row) for row in conn.execute(query).mappings()]
+
+    def retry_failed(self, job_id: str) -> list[int]:
+        """Failed tasks and the dependents they blocked go back to the queue.
+
+        A failed task's prompt gets its last error appended, so the next attempt knows what
+        went wrong. The fence is never reset: a late worker of an old attempt stays refused.
+        """
+        self.get_job(job_id)
+        with write_transaction(self.engine) as conn:
+            rows = conn.execute(select(tasks.c.id, tasks.c.prompt, tasks.c.error, tasks.c.status)
+                                .where(tasks.c.job_id == job_id,
+                                       tasks.c.status.in_((FAILED, BLOCKED)))).all()
+            for row in rows:
+                prompt = row.prompt.split(RETRY_NOTE, 1)[0]
+                if row.status == FAILED and row.error:
+                    prompt += RETRY_NOTE + row.error[:2000]
+                conn.execute(update(tasks).where(tasks.c.id == row.id).values(
+                    status=PENDING, prompt=prompt, worker_id=None, lease_expires_at=None,
+                    finished_at=None))
+            if rows:
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                    status=RUNNING, finished_at=None, error=None))
+                _event(conn, "retry", f"{len(rows)} task(s) back in the queue", job_id=job_id)
+        return [int(row.id) for row in rows]
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def register_worker(self, worker_id: str | None = None) -> str:
+        """Record a worker process (host and pid) and return its id."""
+        worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        with write_transaction(self.engine) as conn:
+            conn.execute(delete(workers).where(workers.c.id == worker_id))
+            conn.execute(workers.insert().values(
+                id=worker_id, host=socket.gethostname(), pid=os.getpid(), status="idle",
+                current_task_id=None, tasks_done=0, started_at=db_now(), heartbeat_at=db_now()))
+            _event(conn, "worker_started", f"pid {os.getpid()}", worker_id=worker_id)
+        return worker_id
+
+    def worker_heartbeat(self, worker_id: str, *, status: str | None = None,
+                         current_task_id: int | None = None, finished_task: bool = False) -> None:
+        """Say the worker is alive, and what it does; `status` idle/busy/stopped."""
+        values: dict[str, Any] = {"heartbeat_at": db_now()}
+        if status is not None:
+            values["status"] = status
+            values["current_task_id"] = current_task_id
+        if finished_task:
+            values["tasks_done"] = workers.c.tasks_done + 1
+        with write_transaction(self.engine) as conn:
+            conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
+            if status == "stopped":
+                _event(conn, "worker_stopped", "", worker_id=worker_id)
+
+    def list_workers(self, *, stale_after: float = DEFAULT_WORKER_STALE_S,
+                     include_stopped: bool = False) -> list[WorkerRecord]:
+        with read_transaction(self.engine) as conn:
+            now = float(conn.execute(select(db_now())).scalar_one())
+            query = select(workers).order_by(workers.c.started_at)
+            if not include_stopped:
+                query = query.where(workers.c.status != "stopped")
+            rows = conn.execute(query).mappings().all()
+        return [WorkerRecord.from_row(r, now=now, stale_after=stale_after) for r in rows]
+
+    def live_workers(self, *, stale_after: float = DEFAULT_WORKER_STALE_S) -> list[WorkerRecord]:
+        """Workers whose heartbeat is recent; the API runs tasks itself when there are none."""
+        return [w for w in self.list_workers(stale_after=stale_after) if w.alive]
+
+    # -- events ------------------------------------------------------------------------------
+
+    def add_event(self, kind: str, message: str = "", *, job_id: str | None = None,
+                  task_id: int | None = None, worker_id: str | None = None) -> None:
+        with write_transaction(self.engine) as conn:
+            _event(conn, kind, message, job_id=job_id, task_id=task_id, worker_id=worker_id)
+
+    def recent_events(self, *, limit: int = 20, job_id: str | None = None) -> list[EventRecord]:
+        """Newest first."""
+        query = select(events).order_by(events.c.id.desc()).limit(limit)
+        if job_id is not None:
+            query = query.where(events.c.job_id == job_id)
+        with read_transaction(self.engine) as conn:
+            return [EventRecord.from_row(row) for row in conn.execute(query).mappings()]
+
+    # -- key/value (the base StorageInterface) -----------------------------------------------
+
+    def save(self, key: str, value: Any) -> None:
+        """Store a JSON value under `key` (replacing any earlier one)."""
+        with write_transaction(self.engine) as conn:
+            conn.execute(delete(kv).where(kv.c.key == key))
+            conn.execute(kv.insert().values(key=key, value=value, updated_at=db_now()))
+
+    def load(self, key: str, default: Any = None) -> Any:
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(select(kv.c.value).where(kv.c.key == key)).first()
+        return default if row is None else row.value
+
+
+def _paths(values: Sequence[str] | None, name: str) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        raise BadTaskInput(f"{name} must be a list of paths, e.g. [{values!r}]")
+    out = []
+    for value in values:
+        text = str(value).strip().replace("\\", "/")
+        if not text or text.startswith("/") or ".." in text.split("/"):
+            raise BadTaskInput(
+                f"{name}: {value!r} must be a path relative to the repository root, inside it")
+        out.append(text)
+    return out
+
+
+def _event(conn: Connection, kind: str, message: str, *, job_id: str | None = None,
+           task_id: int | None = None, worker_id: str | None = None) -> None:
+    conn.execute(events.insert().values(job_id=job_id, task_id=task_id, worker_id=worker_id,
+                                        kind=kind, message=message[:1000], created_at=db_now()))
+
+
+def refresh_job_status(conn: Connection, job_id: str) -> str:
+    """Derive and store the job's status from its tasks, inside the caller's transaction."""
+    counts = {status: int(n) for status, n in conn.execute(
+        select(tasks.c.status, func.count()).where(tasks.c.job_id == job_id)
+        .group_by(tasks.c.status))}
+    current = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+    if current == CANCELLED:
+        return CANCELLED
+    unfinished = counts.get(PENDING, 0) + counts.get(RUNNING, 0)
+    if unfinished:
+        status = RUNNING if counts.get(RUNNING, 0) or any(
+            counts.get(s, 0) for s in TERMINAL_STATUSES) else PENDING
+    elif not counts:
+        status = PENDING
+    elif counts.get(FAILED, 0) or counts.get(BLOCKED, 0):
+        status = FAILED
+    else:
+        status = COMPLETED
+    finished = db_now() if status in (COMPLETED, FAILED) else None
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+        status=status,
+        finished_at=finished,
+        started_at=case((jobs.c.started_at.is_(None), db_now()), else_=jobs.c.started_at)
+        if status != PENDING else jobs.c.started_at,
+    ))
+    return status
+
+
+def add_job_usage(conn: Connection, job_id: str, usage: Mapping[str, int], cost: float) -> None:
+    """Add one task's tokens and cost to its job's totals."""
+    row = conn.execute(select(jobs.c.usage).where(jobs.c.id == job_id)).first()
+    total = dict(row.usage or {}) if row else {}
+    for key, value in usage.items():
+        total[key] = int(total.get(key, 0)) + int(value)
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+        usage=total, cost_usd=jobs.c.cost_usd + float(cost)))
+
+
+__all__ = ["DEFAULT_ROLE", "JobStore", "add_job_usage", "new_job_id",
+           "refresh_job_status"]

@@ -1,0 +1,10 @@
+"""The delegation API: `from orchestrator import ClaudeOrchestrator, quick_delegate`.
+
+See README.md ("Delegating jobs to a worker pool") and `agent_team/jobs/`.
+"""
+
+from __future__ import annotations
+
+from agent_team.jobs.delegation import ClaudeOrchestrator, quick_delegate
+
+__all__ = ["ClaudeOrchestrator", "quick_delegate"]
