@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -103,7 +104,5 @@ def test_quick_start_and_check_status_run_offline_end_to_end(tmp_path: Path) -> 
         pid_file = state / "server.pid"
         if pid_file.exists():
             pid = int(pid_file.read_text())
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass

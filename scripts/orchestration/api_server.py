@@ -49,7 +49,6 @@ def setup_logging(config: ServiceConfig) -> None:
 def main(host: str | None, port: int | None, config_path: str | None) -> None:
     """Serve the orchestration API and dashboard."""
     import uvicorn
-
     from orchestrator.api.app import create_app
 
     default = Path(__file__).resolve().parent / "config.yaml"

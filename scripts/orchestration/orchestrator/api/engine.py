@@ -208,11 +208,13 @@ class JobOrchestrator(FileBasedOrchestrator):
         role = self.roles[task["assigned_to"]]
         task_id = task["task_id"]
         model = self.model_for(role.name).for_agent(role.name, task_id)
+
+        def on_update(status: str, message: str, details: dict[str, Any] | None = None) -> None:
+            self._note(role.name, task_id, status, message, details)
+
         toolbox = build_toolbox(
             Workspace(workspace),
-            on_update=lambda status, message, details=None: self._note(
-                role.name, task_id, status, message, details
-            ),
+            on_update=on_update,
             command_timeout=min(float(self.config.coordination["command_timeout_seconds"]),
                                 self.job.record.settings.default_timeout),
             extra_tools=[self.delegate_tool(task, workspace)],

@@ -45,7 +45,7 @@ class OrchestrateRequest(BaseModel):
 
     request: str = Field(..., min_length=1, max_length=MAX_REQUEST_CHARS,
                          description="The feature to build, in plain words.")
-    config: JobConfig = Field(default_factory=lambda: JobConfig())
+    config: JobConfig = Field(default_factory=lambda: JobConfig.model_validate({}))
 
 
 class OrchestrateResponse(BaseModel):

@@ -63,11 +63,9 @@ def job_report(layout: JobLayout, record: JobRecord, tasks: Sequence[Mapping[str
     chart = svg(bars(record.job_id, tasks), title=f"Job {record.job_id}: tasks per worker")
     svg_name = f"job_{record.job_id}_timeline.svg"
     write_atomic(layout.reports / svg_name, chart)
-    head = [
-        f"# Job {record.job_id} (depth {record.depth}): {record.status}", "",
-        f"Request: {record.request.strip().splitlines()[0][:300] if record.request.strip() else ''}",
-        "",
-    ]
+    first_line = (record.request.strip().splitlines() or [""])[0][:300]
+    head = [f"# Job {record.job_id} (depth {record.depth}): {record.status}", "",
+            f"Request: {first_line}", ""]
     if record.parent_job_id:
         head += [f"Delegated by job {record.parent_job_id}, task {record.parent_task_id}.", ""]
     if record.branch:
@@ -158,7 +156,7 @@ def final_result(layout: JobLayout, root: JobRecord, tree: Sequence[JobRecord]) 
                      f"LEVEL_{depth}_REPORT.md), "
                      f"{sum(1 for r in tree if r.depth == depth)} job(s)")
     lines += ["", "## Which worker created which file", "",
-              "| File | Created by | Depth | Task | Job status of the task |", "|---|---|---|---|---|"]
+              "| File | Created by | Depth | Task | Task status |", "|---|---|---|---|---|"]
     for depth, task in every:
         for path in task.get("files_created") or []:
             lines.append(f"| `{path}` | {task['worker_id']} | {depth} | {task['task_id']} | "

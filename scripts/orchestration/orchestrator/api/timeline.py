@@ -53,7 +53,7 @@ def bars(job_id: str, tasks: Sequence[Mapping[str, Any]], *, now: float | None =
     zero = origin if origin is not None else min(known)
     out = []
     lane_names: dict[str, str] = {}
-    for task, start in zip(tasks, starts):
+    for task, start in zip(tasks, starts, strict=False):
         if start is None:
             continue
         end = seconds(task.get("finished_at"))
