@@ -38,6 +38,7 @@ from agent_team.config import build_config  # noqa: E402
 from agent_team.errors import EXIT_BAD_INPUT, ConfigError, StateError  # noqa: E402
 from agent_team.models import KEY_VARIABLES, detect_provider  # noqa: E402
 from agent_team.roles import CONTEXT_FILES  # noqa: E402
+from agent_team.sandbox import SandboxPolicy, sandbox_status  # noqa: E402
 from agent_team.state import (  # noqa: E402
     SCHEMA_VERSION,
     STATE_RELATIVE_PATH,
@@ -283,6 +284,19 @@ def check_context(project: Path) -> Check:
         "" if status == "ok" else " (optional; these files go into every agent's prompt)"))
 
 
+def check_sandbox(section: dict[str, Any] | None) -> Check:
+    """Whether agents' commands can run in the sandbox, or why not and how to fix it."""
+    policy = SandboxPolicy.from_config(section)
+    if not policy.enabled:
+        return Check("sandbox", "warn", "turned off in the config (sandbox.enabled: false); "
+                     "agents' commands and tests run unconfined, as you")
+    status = sandbox_status(policy)
+    if status.available:
+        network = "network allowed" if policy.network else "no network"
+        return Check("sandbox", "ok", f"{status.detail}; {network}")
+    return Check("sandbox", "problem", f"{status.detail}; runs are refused", status.fix)
+
+
 def run_checks(project: Path, config_path: Path | None) -> list[Check]:
     checks = [check_python(), *check_git(project)]
     config = None
@@ -313,6 +327,7 @@ def run_checks(project: Path, config_path: Path | None) -> list[Check]:
     else:
         checks.append(Check("test command", "problem", "none configured and none detected",
                             "set test_command in orchestrator-config.json or pass --test-command"))
+    checks.append(check_sandbox(config["sandbox"] if config else None))
     checks.append(check_context(project))
     return checks
 

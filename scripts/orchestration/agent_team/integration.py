@@ -112,6 +112,7 @@ class IntegrationMixin(_Base):
             Workspace(worktree),
             command_timeout=float(self.config.coordination["command_timeout_seconds"]),
             extra_tools=[self._keep_side_tool(worktree, merge.conflicts)],
+            sandbox=self.sandbox_policy,
         )
         message = (f"Merge {task['task_id']} ({task['assigned_to']}), conflicts resolved by "
                    f"manager\n\nBranch: {branch}\nConflicts: {', '.join(merge.conflicts)}\n")

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .events import EventLog, log_path
 from .git_workspace import slugify
+from .sandbox import require_sandbox
 from .state import new_state, utc_now
 
 if TYPE_CHECKING:
@@ -77,11 +78,14 @@ class RunLifecycle(_Base):
 
     @contextlib.contextmanager
     def _locked_run(self) -> Iterator[None]:
+        sandbox_off = require_sandbox(self.sandbox_policy)  # refuses (exit 2) when broken
         self.hide_run_files()
         self.acquire_run_lock()
         try:
             with self.state.exclusive(), self._graceful_interrupt():
                 try:
+                    if sandbox_off:
+                        self.log(sandbox_off)
                     yield
                 except BaseException as exc:
                     self._close_run_after_error(exc)

@@ -45,6 +45,7 @@ from .roles import MANAGER, Role, build_roles, default_agent_types, load_prompt,
 from .state import TeamState, utc_now
 from .stuck import StuckDetector, StuckEscalation, StuckHooks, guidance_prompt
 from .testrun import TestResults, detect_test_command, run_tests
+from .sandbox import SandboxPolicy
 from .tools import Workspace, build_toolbox
 
 AGENT_EMAIL_DOMAIN = "agent-team.invalid"
@@ -448,6 +449,7 @@ class BaseOrchestrator(RunLifecycle):
                 role.name, task_id, status, message, details
             ),
             command_timeout=float(self.config.coordination["command_timeout_seconds"]),
+            sandbox=self.sandbox_policy,
         )
         max_turns = int(role.max_turns or self.config.coordination["max_iterations"])
         system = self._get_system_prompt(role.name)
@@ -478,6 +480,11 @@ class BaseOrchestrator(RunLifecycle):
             raise AgentStuck(
                 f"{task_id} got stuck again after the manager's guidance: {again.reason}"
             ) from again
+
+    @property
+    def sandbox_policy(self) -> SandboxPolicy:
+        """The config's sandbox section, for agents' commands, hooks and test runs."""
+        return SandboxPolicy.from_config(self.config["sandbox"])
 
     def task_branch(self, task: Mapping[str, Any]) -> str:
         """`feature/<slug>-agents/<role>/<task>`: git cannot nest refs under `feature/<slug>`."""
@@ -518,6 +525,7 @@ class BaseOrchestrator(RunLifecycle):
         results = run_tests(
             command, directory,
             timeout=float(self.config.coordination["test_timeout_seconds"]), ref=ref,
+            sandbox=self.sandbox_policy,
         )
         self.events.emit("test_run", command=results.command, exit_code=results.exit_code,
                          passed=results.passed, failed=results.failed,

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .process import interpreter_argv, run_process
+from .sandbox import SandboxPolicy, run_sandboxed
 from .state_schema import utc_now
 
 OUTPUT_TAIL_CHARS = 4000
@@ -183,19 +184,25 @@ def run_tests(
     timeout: float = 900,
     env: dict[str, str] | None = None,
     ref: str | None = None,
+    sandbox: SandboxPolicy | None = None,
 ) -> TestResults:
     """Run the test command in `cwd` (no shell), with a timeout that kills its process group.
 
     Output is read as it comes and only its first and last KEEP_OUTPUT_BYTES are kept; counts
     are parsed from those (the summary lines come last), `output_tail` is the last
-    OUTPUT_TAIL_CHARS. `env=None` runs the tests with `command_environment()`.
+    OUTPUT_TAIL_CHARS. `env=None` runs the tests with `command_environment()`. With `sandbox`
+    the tests run inside it (`cwd` writable, git read-only, no keys) and `env` is ignored.
     """
     argv = split_command(command)
     ran_at = utc_now()
     try:
-        outcome = run_process(
-            argv, cwd=cwd, timeout=timeout, env=env, keep_bytes=KEEP_OUTPUT_BYTES
-        )
+        if sandbox is not None:
+            outcome = run_sandboxed(argv, workdir=cwd, policy=sandbox, timeout=timeout,
+                                    keep_bytes=KEEP_OUTPUT_BYTES)
+        else:
+            outcome = run_process(
+                argv, cwd=cwd, timeout=timeout, env=env, keep_bytes=KEEP_OUTPUT_BYTES
+            )
     except OSError as exc:
         return TestResults(
             command=command, exit_code=None, output_tail=f"could not start: {exc}",

@@ -1,7 +1,8 @@
 """The default tools of role agents: files confined to one directory, commands, team updates.
 
-The file tools are confined to the workspace; `run_command` is not a sandbox (it runs what
-the agent asks in the workspace, with secrets removed from its environment). What a tool is
+The file tools are confined to the workspace (paths resolved without following links, see
+`fsutil.open_beneath`); `run_command` runs what the agent asks inside the OS sandbox of
+`sandbox.py` (the workspace writable, git read-only, no keys, no network by default). What a tool is
 and how calls are dispatched lives in `toolbox.py`, running a process in `process.py`, and
 the secret rule in `redaction.py`; their public names are re-exported here, so existing
 `from agent_team.tools import ...` lines keep working.
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache, partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -26,6 +28,7 @@ from .errors import ToolError, UserError
 from .models import ToolSpec
 from .process import CommandOutcome, interpreter_argv, run_process
 from .redaction import SECRET_ENV_PATTERNS, is_secret_env_name, safe_environment
+from .sandbox import SandboxPolicy, SandboxUnavailable, run_sandboxed, sandbox_environment
 from .toolbox import (
     DEFAULT_MAX_OUTPUT_CHARS,
     Handler,
@@ -324,21 +327,49 @@ def search_files(workspace: Workspace, pattern: str, path: str = ".") -> str:
 # -- Commands --------------------------------------------------------------------------------
 
 
+def _check_program(argv: Sequence[str], workspace: Workspace, policy: SandboxPolicy) -> None:
+    """Say "not found" clearly, rather than as the sandbox's own execvp error line."""
+    program = argv[0] if argv else ""
+    if not program:
+        raise ToolError("argv[0] is empty. Give the program to run, e.g. [\"ls\", \"-la\"].")
+    if "/" in program:
+        target = workspace.root / program
+        if not target.exists():
+            raise ToolError(f"Command not found: {program!r} does not exist.")
+        if not target.is_file() or not os.access(target, os.X_OK):
+            raise ToolError(
+                f"Could not start {program!r}: it is not an executable file. Run it through "
+                "its interpreter, e.g. [\"sh\", \"script.sh\"], or make it executable."
+            )
+        return
+    path = sandbox_environment(policy).get("PATH") if policy.enabled else None
+    if shutil.which(program, path=path) is None:
+        raise ToolError(
+            f"Command not found: {program!r}. Check the name, or run it through an installed "
+            "interpreter, e.g. [\"python\", \"-m\", \"pytest\"]."
+        )
+
+
 def run_command(
     workspace: Workspace,
     default_timeout: float,
     keep_bytes: int,
+    policy: SandboxPolicy,
     argv: list[str],
     timeout_seconds: float | None = None,
 ) -> ToolResult:
     """The run_command tool: a non-zero exit is a normal result, a timeout is an error."""
     timeout = default_timeout if timeout_seconds is None else float(timeout_seconds)
     workspace.check_present()
+    command = interpreter_argv(argv)
+    _check_program(command, workspace, policy)
     try:
-        outcome = run_process(
-            interpreter_argv(argv), cwd=workspace.root, timeout=timeout, env=None,
+        outcome = run_sandboxed(
+            command, workdir=workspace.root, policy=policy, timeout=timeout,
             keep_bytes=keep_bytes,
         )
+    except SandboxUnavailable as exc:
+        raise ToolError(f"{exc} Tell the user; do not retry.") from None
     except FileNotFoundError:
         raise ToolError(
             f"Command not found: {argv[0]!r}. Check the name, or run it through an installed "
@@ -415,8 +446,14 @@ def build_toolbox(
     max_command_timeout: float = DEFAULT_MAX_COMMAND_TIMEOUT,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     extra_tools: Iterable[Tool] = (),
+    sandbox: SandboxPolicy | None = None,
 ) -> Toolbox:
-    """The default tools of a role agent working in `workspace`."""
+    """The default tools of a role agent working in `workspace`.
+
+    `sandbox` is the config's policy for `run_command`; None means the safe default (sandbox
+    on, network off).
+    """
+    policy = sandbox if sandbox is not None else SandboxPolicy()
     max_command_timeout = max(max_command_timeout, command_timeout)
     keep_bytes = max((max_output_chars - 400) // 2, 1024)
     path = {"type": "string", "description": "Relative to the workspace root."}
@@ -473,7 +510,7 @@ def build_toolbox(
                     "type": "number", "exclusiveMinimum": 0, "maximum": max_command_timeout,
                 },
             },
-            partial(run_command, workspace, command_timeout, keep_bytes),
+            partial(run_command, workspace, command_timeout, keep_bytes, policy),
             required=["argv"],
         ),
         define_tool(
