@@ -23,6 +23,7 @@ import git
 from git.exc import GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 
 from .errors import GitError, NotAGitRepository
+from .git_env import GitGuard
 from .git_merge import MergeMixin, MergeResult
 from .git_plumbing import GIT_ERRORS, check_rev, git_error, identity, repo_lock, split_z
 from .git_worktrees import WorktreeInfo, WorktreeMixin
@@ -124,6 +125,8 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
         ).resolve()
         self._lock = repo_lock(self.common_dir)
         self._parallel_checkout: bool | None = None
+        #: Hooks, global config and `.git/config` as they are now; see git_env.py.
+        self.guard = GitGuard.take(self.root, self.common_dir)
 
     @property
     def repo(self) -> git.Repo:
@@ -192,8 +195,16 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
         check: bool = True,
         **options: bool,
     ) -> tuple[int, Any, str]:
-        """Run `git <cmd>` through GitPython; (status, stdout, stderr), GitError when checked."""
+        """Run `git <cmd>` through GitPython; (status, stdout, stderr), GitError when checked.
+
+        Every call gets the guard's environment (no secrets, the snapshot configuration) and
+        first checks that `.git/config` is still the user's (GitConfigChanged otherwise).
+        """
         runner, where = self._runner(cwd)
+        guard = getattr(self, "guard", None)  # None only while __init__ opens the repository
+        if guard is not None:
+            guard.check_config()
+            env = guard.environment(env)
         try:
             status, out, err = getattr(runner, cmd)(
                 *args,

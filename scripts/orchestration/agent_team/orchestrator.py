@@ -91,6 +91,7 @@ class BaseOrchestrator(RunLifecycle):
                 "limits": dict(limits or {}),
             },
         )
+        self.git.guard.policy = self.sandbox_policy  # the user's hooks run in this sandbox
         self.output = output or (lambda line: print(line, flush=True))
         self.recorder = SessionRecorder(Path(record)) if record else None
         self.progress = progress

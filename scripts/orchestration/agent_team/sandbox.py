@@ -19,6 +19,7 @@ Where bubblewrap is missing or cannot start, `run_sandboxed` refuses with `Sandb
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -41,6 +42,7 @@ __all__ = [
     "git_dirs_of",
     "require_sandbox",
     "run_sandboxed",
+    "run_sandboxed_exec_argv",
     "sandbox_environment",
     "sandbox_status",
     "sandbox_warning",
@@ -309,6 +311,32 @@ def sandboxed_argv(
         args += ["--ro-bind", real, real]
     args += ["--chdir", str(Path(os.path.realpath(cwd)) if cwd else workdir), "--", *argv]
     return args
+
+
+def run_sandboxed_exec_argv(
+    argv: Sequence[str],
+    *,
+    workdir: Path,
+    policy: SandboxPolicy,
+    readonly: Sequence[Path] = (),
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment to `exec` a git hook with, inside the sandbox.
+
+    A broken sandbox makes the hook fail (so git refuses the commit) rather than run it bare.
+    """
+    if not policy.enabled:
+        return list(argv), {**command_environment(), **_git_hook_env()}
+    status = sandbox_status(policy)
+    if not status.available:
+        message = f"agent-team: hook refused, the sandbox does not work: {status.detail}"
+        return ["sh", "-c", f"echo {shlex.quote(message)} >&2; exit 126"], command_environment()
+    command = sandboxed_argv(argv, workdir=workdir, policy=policy, readonly=readonly)
+    return command, sandbox_environment(policy, for_hook=True)
+
+
+def _git_hook_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if k in _HOOK_ENV or k.startswith(_HOOK_PREFIXES)}
 
 
 def run_sandboxed(
