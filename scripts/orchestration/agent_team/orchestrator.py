@@ -42,10 +42,10 @@ from .progress import ProgressDisplay
 from .recording import RecordingModel, SessionRecorder
 from .redaction import redact
 from .roles import MANAGER, Role, build_roles, default_agent_types, load_prompt, read_context
+from .sandbox import SandboxPolicy
 from .state import TeamState, utc_now
 from .stuck import StuckDetector, StuckEscalation, StuckHooks, guidance_prompt
 from .testrun import TestResults, detect_test_command, run_tests
-from .sandbox import SandboxPolicy
 from .tools import Workspace, build_toolbox
 
 AGENT_EMAIL_DOMAIN = "agent-team.invalid"

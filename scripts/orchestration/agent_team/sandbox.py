@@ -18,6 +18,7 @@ Where bubblewrap is missing or cannot start, `run_sandboxed` refuses with `Sandb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -157,11 +158,9 @@ def _probe(path: str, network: bool) -> SandboxStatus:
             path,
         )
     version = ""
-    try:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         version = subprocess.run([path, "--version"], capture_output=True, text=True,
                                  timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
     return SandboxStatus(True, f"{version or 'bubblewrap'} works ({path})", "", path)
 
 
