@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import io
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from .errors import ToolError, UserError
+from .fsutil import UnsafePath, open_beneath, read_beneath, write_beneath
 from .models import ToolSpec
 from .process import CommandOutcome, interpreter_argv, run_process
 from .redaction import SECRET_ENV_PATTERNS, is_secret_env_name, safe_environment
@@ -167,9 +169,18 @@ class Workspace:
 # -- File tools ------------------------------------------------------------------------------
 
 
-def _is_binary(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return b"\0" in handle.read(8192)
+def _open_text(workspace: Workspace, real: Path, path: str) -> io.TextIOWrapper:
+    """Open a workspace file for reading through `open_beneath` (no link, one hard link)."""
+    try:
+        fd = open_beneath(workspace.root, workspace.relative(real), os.O_RDONLY)
+    except UnsafePath as exc:
+        raise ToolError(f"{path} cannot be read: {exc}.") from None
+    handle = os.fdopen(fd, "rb")
+    if b"\0" in handle.peek(8192)[:8192]:
+        size = os.fstat(fd).st_size
+        handle.close()
+        raise ToolError(f"{path} is a binary file ({size:,} bytes).")
+    return io.TextIOWrapper(handle, encoding="utf-8", errors="replace", newline="")
 
 
 def _regular_file(workspace: Workspace, path: str) -> Path:
@@ -193,9 +204,7 @@ def read_file(
     used = 0
     more = False
     try:
-        if _is_binary(real):
-            raise ToolError(f"{path} is a binary file ({real.stat().st_size:,} bytes).")
-        with real.open(encoding="utf-8", errors="replace", newline="") as handle:
+        with _open_text(workspace, real, path) as handle:
             for number, line in enumerate(handle, start=1):
                 if number < offset:
                     continue
@@ -225,8 +234,9 @@ def write_file(workspace: Workspace, path: str, content: str) -> str:
         raise ToolError(f"{path} is a directory; give a file path.")
     existed = real.exists()
     try:
-        real.parent.mkdir(parents=True, exist_ok=True)
-        real.write_bytes(content.encode("utf-8"))
+        write_beneath(workspace.root, workspace.relative(real), content.encode("utf-8"))
+    except UnsafePath as exc:
+        raise ToolError(f"{path} cannot be written: {exc}.") from None
     except OSError as exc:
         raise ToolError(f"Could not write {path}: {exc.strerror or exc}.") from None
     lines = len(content.splitlines())
@@ -239,10 +249,13 @@ def edit_file(workspace: Workspace, path: str, old: str, new: str) -> str:
     workspace.resolve(path, write=True)
     if not old:
         raise ToolError("old is empty. Give the exact text to replace, or use write_file.")
+    relative = workspace.relative(real)
     try:
-        text = real.read_bytes().decode("utf-8")
+        text = read_beneath(workspace.root, relative).decode("utf-8")
     except UnicodeDecodeError:
         raise ToolError(f"{path} is not UTF-8 text; edit_file cannot change it.") from None
+    except UnsafePath as exc:
+        raise ToolError(f"{path} cannot be edited: {exc}.") from None
     count = text.count(old)
     if count == 0:
         raise ToolError(
@@ -254,7 +267,10 @@ def edit_file(workspace: Workspace, path: str, old: str, new: str) -> str:
             f"old occurs {count} times in {path}; it must be unique. Include more surrounding "
             "lines in old (and new) so it matches exactly once."
         )
-    real.write_bytes(text.replace(old, new, 1).encode("utf-8"))
+    try:
+        write_beneath(workspace.root, relative, text.replace(old, new, 1).encode("utf-8"))
+    except UnsafePath as exc:
+        raise ToolError(f"{path} cannot be edited: {exc}.") from None
     return f"Edited {path}: replaced 1 occurrence ({len(old)} chars -> {len(new)} chars)."
 
 
@@ -307,9 +323,7 @@ def search_files(workspace: Workspace, pattern: str, path: str = ".") -> str:
             real = workspace.resolve(rel)
             if not real.is_file() or real.stat().st_size > MAX_SEARCH_FILE_BYTES:
                 continue
-            if _is_binary(real):
-                continue
-            with real.open(encoding="utf-8", errors="replace") as handle:
+            with _open_text(workspace, real, rel) as handle:
                 for number, line in enumerate(handle, start=1):
                     if regex.search(line):
                         matches.append(f"{rel}:{number}: {line.rstrip()[:MAX_MATCH_LINE_CHARS]}")
