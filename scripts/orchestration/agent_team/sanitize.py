@@ -40,7 +40,7 @@ def for_terminal(text: str, *, single_line: bool = False) -> str:
     text = _ESCAPES.sub("", str(text))
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROLS.sub("", text)
-    if single_line:
+    if single_line and "\n" in text:
         text = " | ".join(part.rstrip() for part in text.split("\n") if part.strip())
     return text
 
