@@ -127,7 +127,11 @@ class Workspace:
                 f"The path {path!r} leads outside the workspace. Every path must stay inside "
                 "the workspace root."
             )
-        real = Path(os.path.realpath(self.root / path))
+        try:
+            real = Path(os.path.realpath(self.root / path))
+        except OSError as exc:  # a link changed while it was being read
+            raise ToolError(f"The path {path!r} changed while it was being resolved "
+                            f"({exc.strerror}); try again.") from None
         if real != self.root and self.root not in real.parents:
             raise ToolError(
                 f"The path {path!r} resolves outside the workspace (through a symbolic link). "
