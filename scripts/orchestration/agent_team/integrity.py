@@ -13,12 +13,21 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .errors import GitError
+from .git_env import GitGuard
 
-if TYPE_CHECKING:
-    from .git_workspace import GitWorkspace
+
+class GitWorkspace(Protocol):
+    """What these checks need of `git_workspace.GitWorkspace` (a Protocol: no import cycle)."""
+
+    guard: GitGuard
+
+    def _admin_dir(self, path: str | Path) -> Path | None: ...
+    def _run(self, cmd: str, *args: str) -> str: ...
+    def resolve(self, ref: str) -> str | None: ...
+    def is_merged(self, branch: str, into: str) -> bool: ...
 
 __all__ = [
     "Expected",

@@ -209,7 +209,7 @@ def sandbox_environment(
     """The allow-listed environment: never a key, by name or by value, nor GITHUB_* files."""
     environ = os.environ if environ is None else environ
     allowed = set(ALLOWED_ENV) | set(policy.env_allow)
-    prefixes = _ALLOWED_PREFIXES
+    prefixes: tuple[str, ...] = _ALLOWED_PREFIXES
     if for_hook:
         allowed |= set(_HOOK_ENV)
         prefixes = prefixes + _HOOK_PREFIXES
