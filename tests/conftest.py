@@ -88,5 +88,34 @@ def git_repo(tmp_path: Path) -> git.Repo:
     return make_repo(tmp_path / "project")
 
 
+def processes_with(marker: str) -> list[int]:
+    """Live host processes whose command line contains `marker`.
+
+    Commands run in the sandbox's own PID namespace, so a pid they print means nothing out
+    here; a unique argument (e.g. `sleep 300.4711`) finds them from the host side.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmdline and "pytest" not in cmdline and process_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until_gone(marker: str, seconds: float = 5.0) -> list[int]:
+    """Wait for every process with `marker` to end; returns those still alive."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while (alive := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
 # The job store's database fixtures (SQLite, and a real PostgreSQL server started on demand).
 from tests.jobs_fixtures import db_url, pg_server, pg_url, store  # noqa: E402, F401

@@ -341,7 +341,6 @@ def test_a_failing_post_checkout_hook_does_not_stop_the_run(project: Path) -> No
 
 
 HOOK = """#!/bin/sh
-echo "$(pwd)" >> "{log}"
 if git diff --cached --name-only | grep -q '\\.bad$'; then
   echo "lint failed: .bad files are not allowed"
   exit 1
@@ -353,8 +352,7 @@ fi
 def test_a_refusing_pre_commit_hook_fails_the_task_and_keeps_its_work_on_a_branch(
     project: Path, tmp_path: Path, cls: type[FileBasedOrchestrator]
 ) -> None:
-    log = tmp_path / "hook-runs.log"
-    install_hook(project, "pre-commit", HOOK.format(log=log))
+    install_hook(project, "pre-commit", HOOK)
     dirty_the_checkout(project)
     before = preserve(project)
     agents = {
@@ -371,7 +369,8 @@ def test_a_refusing_pre_commit_hook_fails_the_task_and_keeps_its_work_on_a_branc
     run = run_orchestrator(cls, project, agents, "Hook feature")
 
     assert run.summary["exit_code"] == 1
-    assert len(log.read_text().splitlines()) >= 2  # the hook ran for both commits
+    # The hook runs in the sandbox and cannot log outside the worktree; its refusal below is
+    # the proof that it ran (tests/test_attacks.py checks where it runs).
     tasks = tasks_by_id(assert_state_valid(project))
     feature = "feature/hook-feature"
     rescue = f"{feature}-agents/frontend-dev/B-hook-refused"

@@ -363,6 +363,7 @@ def test_failing_pre_commit_hook_reports_its_output(
     hook = Path(git_repo.git_dir) / "hooks" / "pre-commit"
     _write(hook, "#!/bin/sh\necho 'lint failed: trailing whitespace in app.py'\nexit 1\n")
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    ws = GitWorkspace(ws.root)  # hooks are taken when the workspace opens the repository
     wt = ws.add_worktree(tmp_path / "wt", "agent/t1")
     _write(wt / "app.py", "x = 1 \n")
     with pytest.raises(GitError, match="lint failed: trailing whitespace in app.py"):
@@ -484,6 +485,7 @@ def test_refusing_merge_hook_aborts_and_raises(
     hook = Path(git_repo.git_dir) / "hooks" / "pre-merge-commit"
     _write(hook, "#!/bin/sh\necho 'merge policy: no merges on fridays' >&2\nexit 1\n")
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    ws = GitWorkspace(ws.root)  # hooks are taken when the workspace opens the repository
     with pytest.raises(GitError, match="no merges on fridays"):
         ws.merge(integration, "agent/x/a", "m", **MANAGER)
     assert not ws.merge_in_progress(integration)

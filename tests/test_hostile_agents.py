@@ -6,16 +6,16 @@ What is guaranteed, and checked here:
 - The file tools (read, write, edit, list, search) only reach files inside the task's worktree:
   `..`, absolute paths, `~`, symbolic links planted in the repository (to a directory, a file,
   a missing file, the real `.git`) and `.git` itself are refused with an error the model reads.
-- `run_command` is not a sandbox: it runs what the agent asks, as the user, in the worktree,
-  with a bounded output, a timeout that ends every process it started (also those that left
-  its process group), and an environment without keys; the keys are masked in the
-  orchestrator's own /proc environ too. What it does outside the worktree is beyond any
-  file-tool check, so the orchestrator defends its own records instead: git is never run in a
-  directory that is not one of its worktrees (a deleted and re-created worktree would
-  otherwise let `git add`, `git reset` or `git merge --abort` act on the user's checkout), and
-  during a run the state file is written by that run only: a change by anyone else, valid or
-  not, is kept aside, never overwritten, and stops the run with the path of the run's last
-  good version.
+- `run_command` runs in the sandbox (tests/test_sandbox.py, tests/test_attacks.py) with a
+  bounded output, a timeout that ends every process it started (also those that left its
+  process group), and an environment without keys; the keys are masked in the orchestrator's
+  own /proc environ too. The tests marked "unconfined" turn the sandbox off
+  (`sandbox.enabled: false`) to prove the second line of defence still holds there: git is
+  never run in a directory that is not one of its worktrees (a deleted and re-created
+  worktree would otherwise let `git add`, `git reset` or `git merge --abort` act on the
+  user's checkout), and during a run the state file is written by that run only: a change by
+  anyone else, valid or not, is kept aside, never overwritten, and stops the run with the
+  path of the run's last good version.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from agent_team.state import TeamState
 from file_based_orchestrator import FileBasedOrchestrator
 from simple_orchestrator import SimpleOrchestrator
 
-from tests.conftest import make_repo
+from tests.conftest import make_repo, wait_until_gone
 from tests.fault_helpers import (
     FILE_BASED,
     assert_nothing_lost,
@@ -77,9 +77,13 @@ def worktree_of(project: Path, feature_slug: str, task_id: str) -> Path:
     return project / ".ai-agents" / "worktrees" / feature_slug / "tasks" / task_id
 
 
-def config(tmp_path: Path, **coordination: Any) -> Path:
+def config(tmp_path: Path, *, unconfined: bool = False, **coordination: Any) -> Path:
+    """A config file; `unconfined` turns the sandbox off, to test the second line of defence."""
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"coordination": coordination}), encoding="utf-8")
+    data: dict[str, Any] = {"coordination": coordination}
+    if unconfined:
+        data["sandbox"] = {"enabled": False}
+    path.write_text(json.dumps(data), encoding="utf-8")
     return path
 
 
@@ -202,23 +206,12 @@ def test_a_command_printing_50_mb_keeps_memory_bounded_and_the_run_goes_on(
     assert_nothing_lost(project, before)
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process still runs (a zombie waiting for its reaper counts as ended)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return fields[0] != "Z"
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_a_command_that_never_ends_is_killed_with_its_children_at_the_timeout(
     project: Path, tmp_path: Path
 ) -> None:
-    pids = tmp_path / "pids.txt"
-    escape = f"{sys.executable} -c 'import os, time; os.setsid(); time.sleep(300)'"
-    hang = (f"echo $$ > {pids}; sleep 300 & echo $! >> {pids}; {escape} & echo $! >> {pids}; "
-            "wait")
+    escape = f"{sys.executable} -c 'import os, time; os.setsid(); time.sleep(300.0913)'"
+    hang = f"sleep 300.0911 & {escape} & sleep 300.0912; wait"
     agents = {
         "manager:plan": [plan_turn([task("A", "backend-dev")])],
         "backend-dev:A": [
@@ -239,12 +232,8 @@ def test_a_command_that_never_ends_is_killed_with_its_children_at_the_timeout(
         run.calls("backend-dev:A")[1])
     assert error1 and "timed out after 1 s" in timed_out
     assert error2 and "timeout_seconds" in too_long
-    deadline = time.monotonic() + 5
-    numbers = [int(n) for n in pids.read_text().split()]
-    while any(map(_alive, numbers)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(numbers) == 3
-    assert not any(map(_alive, numbers)), "the command or one of its children survived"
+    for marker in ("sleep 300.0911", "sleep 300.0912", "time.sleep(300.0913)"):
+        assert wait_until_gone(marker) == [], f"{marker} survived"
 
 
 def test_commands_reading_the_environment_find_no_keys(
@@ -284,8 +273,9 @@ def test_commands_reading_the_environment_find_no_keys(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+@pytest.mark.parametrize("unconfined", [False, True], ids=["sandboxed", "unconfined"])
 def test_a_command_cannot_read_the_key_from_the_orchestrators_own_environment(
-    project: Path, tmp_path: Path
+    project: Path, tmp_path: Path, unconfined: bool
 ) -> None:
     key = "sk-ant-api03-" + "P" * 40
     grab = "tr '\\0' '\\n' < /proc/$PPID/environ | grep API_KEY > found.txt; true"
@@ -299,11 +289,16 @@ def test_a_command_cannot_read_the_key_from_the_orchestrators_own_environment(
     done = subprocess.run([sys.executable, str(FILE_BASED), "--project-dir", str(project),
                            "--api-provider", "scripted", "--session", str(session),
                            "--feature", "Prying feature", "--test-command", PASSING_TESTS,
-                           "--no-progress"], env={**env, "ANTHROPIC_API_KEY": key},
+                           "--no-progress",
+                           "--config", str(config(tmp_path, unconfined=unconfined))],
+                          env={**env, "ANTHROPIC_API_KEY": key},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     found = file_at(project, "feature/prying-feature-agents/backend-dev/A", "found.txt")
-    assert found == "ANTHROPIC_API_KEY=" + "*" * len(key) + "\n"
+    if unconfined:  # the orchestrator's own block is masked
+        assert found == "ANTHROPIC_API_KEY=" + "*" * len(key) + "\n"
+    else:  # its parent is the sandbox's init, whose environment never held a key
+        assert found == ""
 
 
 HIDDEN = """\
@@ -353,8 +348,10 @@ def rm_turns(how: str, worktree: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("how", ["dot", "absolute", "contents"])
 def test_rm_rf_of_its_own_worktree_fails_only_that_task_and_touches_nothing_else(
-    project: Path, how: str
+    project: Path, how: str, tmp_path: Path
 ) -> None:
+    """Unconfined: in the sandbox the worktree and its .git file are mount points rm cannot
+    remove (tests/test_attacks.py)."""
     dirty_the_checkout(project)
     before = preserve(project)
     worktree = worktree_of(project, "removal-feature", "A")
@@ -367,7 +364,8 @@ def test_rm_rf_of_its_own_worktree_fails_only_that_task_and_touches_nothing_else
         "manager:integration": [integration_turn()],
     }
 
-    run = run_orchestrator(FileBasedOrchestrator, project, agents, "Removal feature")
+    run = run_orchestrator(FileBasedOrchestrator, project, agents, "Removal feature",
+                           config_path=config(tmp_path, unconfined=True))
 
     state = assert_state_valid(project)
     tasks = tasks_by_id(state)
@@ -406,8 +404,9 @@ def test_rm_rf_of_its_own_worktree_fails_only_that_task_and_touches_nothing_else
 
 
 def test_rm_rf_of_the_shared_worktree_stops_the_simple_orchestrator_clearly(
-    project: Path,
+    project: Path, tmp_path: Path
 ) -> None:
+    """Unconfined, as above."""
     dirty_the_checkout(project)
     before = preserve(project)
     worktree = project / ".ai-agents" / "worktrees" / "removal-feature" / "feature"
@@ -418,7 +417,8 @@ def test_rm_rf_of_the_shared_worktree_stops_the_simple_orchestrator_clearly(
     }
 
     with pytest.raises(GitError, match="was deleted while B ran"):
-        run_orchestrator(SimpleOrchestrator, project, agents, "Removal feature")
+        run_orchestrator(SimpleOrchestrator, project, agents, "Removal feature",
+                         config_path=config(tmp_path, unconfined=True))
 
     state = assert_state_valid(project)
     assert state["current_feature"]["status"] == "failed"
@@ -441,8 +441,9 @@ TAMPERING = {
 
 @pytest.mark.parametrize("how", sorted(TAMPERING))
 def test_an_agent_changing_the_state_file_stops_the_run_and_loses_nothing(
-    project: Path, how: str
+    project: Path, how: str, tmp_path: Path
 ) -> None:
+    """Unconfined: in the sandbox the state file is read-only (tests/test_attacks.py)."""
     before = preserve(project)
     path = state_path(project)
     code = TAMPERING[how].replace("PATH", repr(str(path)))
@@ -460,7 +461,8 @@ def test_an_agent_changing_the_state_file_stops_the_run_and_loses_nothing(
 
     message = "deleted" if how == "deleted" else "changed"
     with pytest.raises(StateError, match=f"was {message} by something other than this run"):
-        run_orchestrator(FileBasedOrchestrator, project, agents, "Tampered feature")
+        run_orchestrator(FileBasedOrchestrator, project, agents, "Tampered feature",
+                         config_path=config(tmp_path, unconfined=True))
 
     if how == "deleted":
         assert not path.exists()

@@ -93,6 +93,14 @@ def team(slow: str | None = None) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def unconfined(tmp_path: Path) -> Path:
+    """A config without the sandbox: the test command signals through files outside the
+    worktree (the kill points), which the sandbox would rightly refuse."""
+    path = tmp_path / "unconfined.json"
+    path.write_text(json.dumps({"sandbox": {"enabled": False}}), encoding="utf-8")
+    return path
+
+
 def project_test_command(tmp_path: Path) -> tuple[str, Path]:
     script = tmp_path / "project_tests.py"
     script.write_text(TEST_SCRIPT, encoding="utf-8")
@@ -112,7 +120,8 @@ def reference_tree(tmp_path_factory: pytest.TempPathFactory) -> str:
     make_repo(base / "project", BASE_FILES)
     command, _ = project_test_command(base)
     summary = FileBasedOrchestrator(base / "project", model=ScriptedModel(team()),
-                                    test_command=command, output=lambda _: None).run(FEATURE)
+                                    test_command=command, output=lambda _: None,
+                                    config_path=unconfined(base)).run(FEATURE)
     assert summary["exit_code"] == 0
     merges = TeamState.for_project(base / "project").read()["integration"]["merges"]
     assert sorted(m["status"] for m in merges) == ["conflict_resolved", "merged", "merged"]
@@ -152,7 +161,8 @@ def test_sigkill_in_each_phase_then_resume_reaches_the_uninterrupted_tree(
     (markers / "slow").touch()
     killed_session = write_session(tmp_path / "killed.json", team(slow=phase), FEATURE)
     process = subprocess.Popen(
-        [*cli_args(project, killed_session, "--test-command", command), "--feature", FEATURE],
+        [*cli_args(project, killed_session, "--test-command", command,
+                   "--config", str(unconfined(tmp_path))), "--feature", FEATURE],
         env=clean_env(), start_new_session=True, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     reached = kill_point(phase, project, markers)
@@ -174,7 +184,8 @@ def test_sigkill_in_each_phase_then_resume_reaches_the_uninterrupted_tree(
     snapshot = assert_nothing_lost(project, before)
     (markers / "slow").unlink()
     resume_session = write_session(tmp_path / "resume.json", team(), FEATURE)
-    resumed = subprocess.run([*cli_args(project, resume_session, "--test-command", command),
+    resumed = subprocess.run([*cli_args(project, resume_session, "--test-command", command,
+                                        "--config", str(unconfined(tmp_path))),
                               "--resume"], env=clean_env(), capture_output=True, text=True,
                              timeout=120)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_team.errors import ToolError, UsageLimitExceeded
 from agent_team.models import ToolCall
+from agent_team.sandbox import SandboxPolicy
 from agent_team.tools import (
     Toolbox,
     ToolResult,
@@ -20,7 +22,7 @@ from agent_team.tools import (
     define_tool,
 )
 
-from tests.conftest import process_alive
+from tests.conftest import wait_until_gone
 
 
 @pytest.fixture
@@ -207,16 +209,13 @@ def test_run_command_timeout_kills_process_group(toolbox: Toolbox, root: Path) -
         toolbox,
         "run_command",
         timeout_seconds=1,
-        argv=["sh", "-c", "sleep 100 & echo $! > child.pid; sleep 100"],
+        argv=["sh", "-c", "sleep 100.2171 & echo started > child.txt; sleep 100"],
     )
     elapsed = time.monotonic() - started
     assert result.is_error and "timed out after 1 s" in result.content
     assert elapsed < 5
-    child = int((root / "child.pid").read_text())
-    deadline = time.monotonic() + 3
-    while process_alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not process_alive(child)
+    assert (root / "child.txt").read_text() == "started\n"
+    assert wait_until_gone("sleep 100.2171") == []
 
 
 def test_tool_output_capped_centrally(toolbox: Toolbox, workspace: Workspace) -> None:
@@ -232,6 +231,12 @@ def test_tool_output_capped_centrally(toolbox: Toolbox, workspace: Workspace) ->
     assert "48,0" in capped  # says how much was cut
 
 
+def toolbox_workspace(box: Toolbox) -> Workspace:
+    handler = box._tools["run_command"].handler
+    assert isinstance(handler, partial)
+    return handler.args[0]
+
+
 def test_secrets_scrubbed_from_environment(
     toolbox: Toolbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,10 +245,13 @@ def test_secrets_scrubbed_from_environment(
     monkeypatch.setenv("DB_PASSWORD", "hunter2")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("HARMLESS_SETTING", "visible")
-    result = call(toolbox, "run_command", argv=["env"])
+    monkeypatch.setenv("NOT_ALLOWED", "hidden")
+    allowing = SandboxPolicy(env_allow=("HARMLESS_SETTING", "DB_PASSWORD", "AWS_REGION"))
+    box = build_toolbox(toolbox_workspace(toolbox), command_timeout=30, sandbox=allowing)
+    result = call(box, "run_command", argv=["env"])
     assert "HARMLESS_SETTING=visible" in result.content
-    assert "HOME=" in result.content
-    for secret in ("sk-fake-123", "ghp-fake", "hunter2", "AWS_REGION"):
+    assert "HOME=/tmp/home" in result.content
+    for secret in ("sk-fake-123", "ghp-fake", "hunter2", "AWS_REGION", "NOT_ALLOWED"):
         assert secret not in result.content
 
 

@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
         "request_timeout_seconds": 600.0,
     },
     "prices": {},
+    "sandbox": {"enabled": True, "network": False, "env_allow": [], "hide_paths": []},
 }
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .errors import GitError
 from .git_plumbing import check_rev, identity, split_z
+from .integrity import check_worktree
 from .redaction import redact
 
 if TYPE_CHECKING:
@@ -67,7 +68,11 @@ class MergeMixin(_Base):
         """
         message = redact(message)  # agents' summaries end up in messages
         env = identity(author_name, author_email)
+        directory = Path(worktree).expanduser().resolve()
+        expected = self.expected.get(directory)
         with self._lock:
+            if expected is not None:
+                check_worktree(self, directory, expected)
             merged = self._status(
                 "merge-base", "--is-ancestor", check_rev(branch), "HEAD", cwd=worktree
             )
@@ -87,7 +92,10 @@ class MergeMixin(_Base):
                         f"{exc}\n(the merge stopped without conflicts; aborted)"
                     ) from exc
                 return MergeResult("conflict", None, conflicts)
-            return MergeResult("merged", self._run("rev-parse", "HEAD", cwd=worktree).strip())
+            sha = self._run("rev-parse", "HEAD", cwd=worktree).strip()
+            if expected is not None:
+                self._advance_expected(directory, expected, sha)
+            return MergeResult("merged", sha)
 
     def merge_in_progress(self, worktree: str | Path) -> bool:
         """Whether `worktree` is in the middle of a merge (MERGE_HEAD exists)."""
@@ -176,9 +184,12 @@ class MergeMixin(_Base):
         message = redact(message)  # agents' summaries end up in messages
         env = identity(author_name, author_email)
         directory = Path(worktree).expanduser().resolve()
+        expected = self.expected.get(directory)
         with self._lock:
             if not self.merge_in_progress(directory):
                 raise GitError(f"no merge in progress in {directory}")
+            if expected is not None:
+                check_worktree(self, directory, expected, merging=True)
             problems = self._unresolved(directory)
             if problems:
                 raise GitError(
@@ -187,7 +198,10 @@ class MergeMixin(_Base):
                 )
             self._run("add", "--all", cwd=directory)
             self._run("commit", "-q", "--no-edit", "-m", message, cwd=directory, env=env)
-            return self._run("rev-parse", "HEAD", cwd=directory).strip()
+            sha = self._run("rev-parse", "HEAD", cwd=directory).strip()
+            if expected is not None:
+                self._advance_expected(directory, expected, sha)
+            return sha
 
     def _unresolved(self, directory: Path) -> list[str]:
         unmerged = set(self.unmerged_paths(directory))

@@ -23,9 +23,11 @@ import git
 from git.exc import GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 
 from .errors import CommitRefused, GitError, NotAGitRepository
+from .git_env import GitGuard
 from .git_merge import MergeMixin, MergeResult
 from .git_plumbing import GIT_ERRORS, check_rev, git_error, identity, repo_lock, split_z
 from .git_worktrees import WorktreeInfo, WorktreeMixin
+from .integrity import Expected, ExpectedHeads, IntegrityError, check_worktree
 from .redaction import redact
 
 __all__ = [
@@ -114,6 +116,10 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
         ).resolve()
         self._lock = repo_lock(self.common_dir)
         self._parallel_checkout: bool | None = None
+        #: Hooks, global config and `.git/config` as they are now; see git_env.py.
+        self.guard = GitGuard.take(self.root, self.common_dir)
+        #: Branch and commit each of the orchestrator's worktrees must be at; see integrity.py.
+        self.expected = ExpectedHeads()
 
     @property
     def repo(self) -> git.Repo:
@@ -182,8 +188,16 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
         check: bool = True,
         **options: bool,
     ) -> tuple[int, Any, str]:
-        """Run `git <cmd>` through GitPython; (status, stdout, stderr), GitError when checked."""
+        """Run `git <cmd>` through GitPython; (status, stdout, stderr), GitError when checked.
+
+        Every call gets the guard's environment (no secrets, the snapshot configuration) and
+        first checks that `.git/config` is still the user's (GitConfigChanged otherwise).
+        """
         runner, where = self._runner(cwd)
+        guard = getattr(self, "guard", None)  # None only while __init__ opens the repository
+        if guard is not None:
+            guard.check_config()
+            env = guard.environment(env)
         try:
             status, out, err = getattr(runner, cmd)(
                 *args,
@@ -324,6 +338,9 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
         """
         message = redact(message)  # agents' summaries end up in messages
         env = identity(author_name, author_email)
+        expected = self.expected.get(Path(worktree))
+        if expected is not None:
+            check_worktree(self, Path(worktree), expected)
         self._run("add", "--all", "--", ".", *JUNK_PATHSPECS, cwd=worktree)
         if self._status("diff", "--cached", "--quiet", cwd=worktree) == 0:
             return None
@@ -344,7 +361,28 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
                 branch=branch,
                 sha=sha,
             )
-        return self._run("rev-parse", "HEAD", cwd=worktree).strip()
+        sha = self._run("rev-parse", "HEAD", cwd=worktree).strip()
+        if expected is not None:
+            self._advance_expected(Path(worktree), expected, sha)
+        return sha
+
+    def _advance_expected(self, worktree: Path, expected: Expected, sha: str) -> None:
+        """Record the worktree's new commit, after checking it came from the expected one."""
+        parent = self.resolve(f"{sha}^1")
+        if parent != expected.head:
+            raise IntegrityError(
+                f"Integrity check failed in {worktree}: the new commit {sha} does not follow "
+                f"{expected.head}; the commit is kept on {expected.branch} for you to inspect.",
+                worktree=worktree, reason="unexpected parent",
+            )
+        self.expected.set(worktree, Expected(expected.branch, sha, expected.admin_dir))
+
+    def _expect(self, worktree: Path, branch: str) -> None:
+        """Start expecting `worktree` on `branch` at its current commit."""
+        admin = self._admin_dir(worktree)
+        sha = self.resolve(f"refs/heads/{branch}")
+        if admin is not None and sha is not None:
+            self.expected.set(worktree, Expected(branch, sha, admin))
 
     def _rescue(
         self, worktree: str | Path, branch: str, message: str, env: Mapping[str, str]
@@ -392,6 +430,9 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
         directory = Path(worktree).expanduser().resolve()
         self._run("reset", "--hard", "--quiet", check_rev(commit), cwd=directory)
         self._run("clean", "-fd", "--quiet", cwd=directory)
+        expected = self.expected.get(directory)
+        if expected is not None:
+            self._expect(directory, expected.branch)
 
     def soft_reset(self, worktree: str | Path, commit: str) -> None:
         """Move the worktree's branch back to `commit`, keeping its changes staged."""

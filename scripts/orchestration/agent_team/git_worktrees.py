@@ -74,6 +74,7 @@ class WorktreeMixin(_Base):
                 )
                 if not made:
                     raise
+            self._expect(target, branch)
         return target
 
     def clear_stale_locks(self, worktree: str | Path) -> list[Path]:
@@ -106,6 +107,7 @@ class WorktreeMixin(_Base):
     def remove_worktree(self, path: str | Path, *, force: bool = False) -> None:
         """Remove a worktree, keeping its branch; uncommitted work is kept unless `force`."""
         target = Path(path).expanduser().resolve()
+        self.expected.forget(target)
         with self._lock:
             if not target.exists():
                 self.prune_worktrees()

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from .sanitize import for_log
+
 __all__ = ["ProgressDisplay", "format_event", "format_tokens"]
 
 _CURSOR_UP = "\x1b[{n}A"
@@ -185,7 +187,7 @@ class ProgressDisplay:
             urgent = self._apply(event)
             line = format_event(event, verbose=self.verbose)
             if line is not None:
-                self._emit_permanent(line)
+                self._emit_permanent(for_log(line))  # events carry the models' text
             elif self.live and (urgent or self._due()):
                 self._write(self._erase() + self._block())
             elif self.live:
@@ -291,7 +293,7 @@ class ProgressDisplay:
     def agent_lines(self) -> list[str]:
         """One line per active agent, in the order they started."""
         with self._lock:
-            return [agent.render() for agent in self._agents.values()]
+            return [for_log(agent.render()) for agent in self._agents.values()]
 
     # -- drawing (callers hold the lock) ---------------------------------------------------
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .fsutil import write_atomic
+from .sanitize import for_log
+from .sanitize import for_markdown_pr as md
 
 RULE = "=" * 80
 STATUS_MARK = {
@@ -168,7 +170,7 @@ def render_console(summary: Mapping[str, Any]) -> str:
         RULE,
         "ORCHESTRATION SUMMARY",
         RULE,
-        f"Feature: {summary['feature']}",
+        f"Feature: {for_log(summary['feature'])}",
         f"Branch: {summary['feature_branch']} (from {summary['base_branch']})",
         f"Duration: {summary['duration_seconds']:.1f} s",
         f"API Calls: {summary['api_calls']}" + (f" ({calls})" if calls else ""),
@@ -182,7 +184,7 @@ def render_console(summary: Mapping[str, Any]) -> str:
         line = f"  {mark} {task['task_id']} ({task['assigned_to']}): {task['description'][:60]}"
         if task.get("error"):
             line += f" - {task['error'][:120]}"
-        lines.append(line)
+        lines.append(for_log(line))  # descriptions and errors carry the models' text
     lines += [
         "",
         "Results:",
@@ -198,7 +200,7 @@ def render_console(summary: Mapping[str, Any]) -> str:
             f" (x{schedule['ratio']:.2f})"
         )
     if summary.get("stop_reason"):
-        lines.append(f"  Stopped: {summary['stop_reason']}")
+        lines.append(f"  Stopped: {for_log(summary['stop_reason'])}")
     verdict = "SUCCESS - ready to review" if summary["exit_code"] == 0 else "FAILED"
     if summary["exit_code"] == 3:
         verdict = "STOPPED - budget reached; resume with --resume"
@@ -208,9 +210,14 @@ def render_console(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _code(text: str) -> str:
+    """A code span, in which Markdown, HTML, mentions and closing keywords are inert."""
+    return "`" + for_log(text).replace("`", "'") + "`"
+
+
 def render_markdown(summary: Mapping[str, Any]) -> str:
     lines = [
-        f"# Run {summary['run_id']}: {summary['feature']}",
+        f"# Run {summary['run_id']}: {md(for_log(summary['feature']))}",
         "",
         f"- Status: **{summary['status']}** (exit code {summary['exit_code']})",
         f"- Branch: `{summary['feature_branch']}` from `{summary['base_branch']}`",
@@ -228,18 +235,18 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     ]
     for t in summary["tasks"]:
         commit = (t["commit"] or "")[:10]
-        files = "<br>".join(f"`{f}`" for f in t["files_modified"]) or "-"
+        files = "<br>".join(_code(f) for f in t["files_modified"]) or "-"
         lines.append(
-            f"| {t['task_id']} | {t['assigned_to']} | {t['status']} | {commit} | {files} | "
-            f"{t['api_calls']} |"
+            f"| {md(t['task_id'])} | {md(t['assigned_to'])} | {t['status']} | {commit} | "
+            f"{files} | {t['api_calls']} |"
         )
     if summary["merges"]:
         lines += ["", "## Merges", ""]
         for m in summary["merges"]:
             conflicts = f" (conflicts: {', '.join(m['conflicts'])})" if m.get("conflicts") else ""
-            lines.append(f"- {m['task_id']}: {m['status']}{conflicts}")
+            lines.append(md(f"- {m['task_id']}: {m['status']}{conflicts}"))
     if summary["integration_summary"]:
-        lines += ["", "## Integration summary", "", summary["integration_summary"]]
+        lines += ["", "## Integration summary", "", md(summary["integration_summary"])]
     return "\n".join(lines) + "\n"
 
 

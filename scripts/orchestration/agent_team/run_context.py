@@ -20,6 +20,7 @@ from .budget import BudgetGuard
 from .errors import AgentTeamError, RunInterrupted, StateError, UsageLimitExceeded
 from .events import EventLog
 from .redaction import redact
+from .sanitize import for_log
 from .state import TeamState
 
 #: Stop reasons, in the words the state file and the report use.
@@ -113,7 +114,7 @@ class RunContext:
     def log(self, message: str) -> None:
         """A progress line: to the event log, and to the console (masked)."""
         self.events.emit("log", message=message)
-        self.say(f"[Orchestrator] {redact(message)}")
+        self.say(f"[Orchestrator] {for_log(redact(message))}")
 
     def check_stop(self) -> None:
         """Raise the stop reason when the run was asked to stop."""

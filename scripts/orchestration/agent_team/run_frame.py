@@ -27,6 +27,7 @@ from .errors import (
 from .events import EventLog, log_path
 from .git_workspace import slugify
 from .run_context import RunContext
+from .sandbox import require_sandbox
 from .state import TeamState, new_state, utc_now
 from .steps_task import fail_message
 from .team import Team
@@ -73,6 +74,7 @@ def check_feature(team: Team, run: RunContext, feature: str) -> None:
 @contextlib.contextmanager
 def locked_run(team: Team, run: RunContext) -> Iterator[None]:
     """Hide run files, hold the run lock and the store, catch Ctrl-C, close the run on error."""
+    unconfined = require_sandbox(team.sandbox)  # refuses (exit 2) when it is needed and broken
     for pattern in (team.worktree_root_pattern(), *RUN_FILES):
         team.git.exclude(pattern)
     lock = acquire_run_lock(team)
@@ -86,6 +88,9 @@ def locked_run(team: Team, run: RunContext) -> Iterator[None]:
     try:
         with run.store.exclusive(), graceful_interrupt(run):
             try:
+                if unconfined:
+                    run.log(unconfined)
+                    run.events.emit("sandbox_off", message=unconfined)
                 yield
             except BaseException as exc:
                 close_after_error(run, exc)

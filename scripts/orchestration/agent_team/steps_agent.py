@@ -51,6 +51,7 @@ def task_toolbox(team: Team, run: RunContext, role: str, task_id: str,
         on_update=lambda status, message, details=None: note(
             run, role, task_id, status, message, details),
         command_timeout=team.settings.coordination.command_timeout_seconds,
+        sandbox=team.sandbox,
     )
 
 

@@ -53,7 +53,7 @@ def run_project_tests(team: Team, run: RunContext, directory: Path, *,
     run.log(f"Running tests: {command}")
     results = run_tests(command, directory,
                         timeout=team.settings.coordination.test_timeout_seconds, ref=ref,
-                        checkout=team.project_dir)
+                        checkout=team.project_dir, sandbox=team.sandbox)
     run.events.emit("test_run", command=results.command, exit_code=results.exit_code,
                     passed=results.passed, failed=results.failed, errors=results.errors,
                     skipped=results.skipped, source=results.source, timed_out=results.timed_out)

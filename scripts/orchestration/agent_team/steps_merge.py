@@ -87,6 +87,7 @@ def resolve_conflict(team: Team, run: RunContext, task: Mapping[str, Any], branc
         Workspace(worktree),
         command_timeout=team.settings.coordination.command_timeout_seconds,
         extra_tools=[keep_side_tool(team, worktree, merge.conflicts)],
+        sandbox=team.sandbox,
     )
     message = (f"Merge {task['task_id']} ({task['assigned_to']}), conflicts resolved by "
                f"manager\n\nBranch: {branch}\nConflicts: {', '.join(merge.conflicts)}\n")

@@ -19,6 +19,7 @@ from .models import ChatModel
 from .progress import ProgressDisplay
 from .recording import SessionRecorder
 from .roles import Role, build_roles, default_agent_types
+from .sandbox import SandboxPolicy
 from .settings import Settings
 
 
@@ -51,6 +52,7 @@ class Team:
     progress: ProgressDisplay | None = None
     recorder: SessionRecorder | None = None
     seams: Seams | None = None
+    sandbox: SandboxPolicy = SandboxPolicy()
 
     @property
     def worktree_root(self) -> Path:
@@ -112,8 +114,10 @@ def build_team(
     roles = build_roles(dict(agent_types or default_agent_types()), dict(settings.agents))
     recorder = SessionRecorder(Path(record)) if record else None
     models = ModelFactory(settings, roles, injected=model, recorder=recorder)
+    sandbox = SandboxPolicy.from_config(settings.extra.get("sandbox"))
+    git.guard.policy = sandbox  # the user's hooks run in the same sandbox as agents' commands
     return Team(
         name=name, project_dir=root, settings=settings, roles=roles, models=models, git=git,
         output=output or (lambda line: print(line, flush=True)), progress=progress,
-        recorder=recorder, seams=seams,
+        recorder=recorder, seams=seams, sandbox=sandbox,
     )

@@ -17,6 +17,7 @@ from typing import Any
 from .editable import editable_environment
 from .errors import ConfigError
 from .process import CommandOutcome, command_environment, interpreter_argv, run_process
+from .sandbox import SandboxPolicy, run_sandboxed
 from .state_schema import utc_now
 from .testconsole import Counts, parse_console
 from .testdetect import detect_tests
@@ -142,6 +143,18 @@ def execute(
     return runner(argv, cwd=cwd, timeout=timeout, env=env, keep_bytes=KEEP_OUTPUT_BYTES)
 
 
+def _sandboxed_runner(policy: SandboxPolicy, reports: Path,
+                      added: Mapping[str, str]) -> Runner:
+    """A runner that starts the test command in the sandbox, able to write its report."""
+
+    def run(argv: Sequence[str], *, cwd: Path, timeout: float, env: Mapping[str, str],
+            keep_bytes: int) -> CommandOutcome:
+        return run_sandboxed(argv, workdir=cwd, policy=policy, timeout=timeout,
+                             keep_bytes=keep_bytes, writable=[reports], extra_env=added)
+
+    return run
+
+
 def _counts_fields(counts: Counts) -> dict[str, int]:
     return counts.as_dict()
 
@@ -155,6 +168,7 @@ def run_tests(
     ref: str | None = None,
     checkout: Path | None = None,
     runner: Runner = run_process,
+    sandbox: SandboxPolicy | None = None,
 ) -> TestResults:
     """Run the test command in `cwd` (no shell), with a timeout that kills its process group.
 
@@ -162,15 +176,21 @@ def run_tests(
     come from that report, else from the console summaries, else only the exit code decides.
     With `checkout` (the user's repository, when `cwd` is a worktree of it), an editable
     install pointing at the checkout is redirected to `cwd`'s sources. `env=None` runs the
-    tests with `command_environment()`.
+    tests with `command_environment()`. With `sandbox`
+    the tests run inside it (`cwd` writable, git read-only, no keys; only the variables the
+    report and the editable-install fix need are added to its environment).
     """
     argv = split_command(command)
     environment = dict(command_environment() if env is None else env)
+    added: dict[str, str] = {}
     if checkout is not None:
-        environment.update(editable_environment(checkout, cwd, argv, environment))
+        added.update(editable_environment(checkout, cwd, argv, environment))
+    environment.update(added)
     ran_at = utc_now()
     with tempfile.TemporaryDirectory(prefix="agent-team-reports-") as directory:
         plan = plan_reports(argv, cwd, Path(directory), environment)
+        if sandbox is not None:
+            runner = _sandboxed_runner(sandbox, Path(directory), {**added, **plan.env})
         try:
             outcome = execute(plan.argv, cwd, {**environment, **plan.env}, timeout, runner)
         except OSError as exc:

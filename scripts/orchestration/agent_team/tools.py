@@ -1,7 +1,8 @@
 """The default tools of role agents: files confined to one directory, commands, team updates.
 
-The file tools are confined to the workspace; `run_command` is not a sandbox (it runs what
-the agent asks in the workspace, with secrets removed from its environment). What a tool is
+The file tools are confined to the workspace (paths resolved without following links, see
+`fsutil.open_beneath`); `run_command` runs what the agent asks inside the OS sandbox of
+`sandbox.py` (the workspace writable, git read-only, no keys, no network by default). What a tool is
 and how calls are dispatched lives in `toolbox.py`, running a process in `process.py`, and
 the secret rule in `redaction.py`; their public names are re-exported here, so existing
 `from agent_team.tools import ...` lines keep working.
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import io
 import json
 import os
 import re
 import shlex
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache, partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -23,9 +26,11 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from .errors import ToolError, UserError
+from .fsutil import UnsafePath, open_beneath, read_beneath, write_beneath
 from .models import ToolSpec
 from .process import CommandOutcome, interpreter_argv, run_process
 from .redaction import SECRET_ENV_PATTERNS, is_secret_env_name, safe_environment
+from .sandbox import SandboxPolicy, SandboxUnavailable, run_sandboxed, sandbox_environment
 from .toolbox import (
     DEFAULT_MAX_OUTPUT_CHARS,
     Handler,
@@ -122,7 +127,11 @@ class Workspace:
                 f"The path {path!r} leads outside the workspace. Every path must stay inside "
                 "the workspace root."
             )
-        real = Path(os.path.realpath(self.root / path))
+        try:
+            real = Path(os.path.realpath(self.root / path))
+        except OSError as exc:  # a link changed while it was being read
+            raise ToolError(f"The path {path!r} changed while it was being resolved "
+                            f"({exc.strerror}); try again.") from None
         if real != self.root and self.root not in real.parents:
             raise ToolError(
                 f"The path {path!r} resolves outside the workspace (through a symbolic link). "
@@ -164,9 +173,18 @@ class Workspace:
 # -- File tools ------------------------------------------------------------------------------
 
 
-def _is_binary(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return b"\0" in handle.read(8192)
+def _open_text(workspace: Workspace, real: Path, path: str) -> io.TextIOWrapper:
+    """Open a workspace file for reading through `open_beneath` (no link, one hard link)."""
+    try:
+        fd = open_beneath(workspace.root, workspace.relative(real), os.O_RDONLY)
+    except UnsafePath as exc:
+        raise ToolError(f"{path} cannot be read: {exc}.") from None
+    handle = os.fdopen(fd, "rb")
+    if b"\0" in handle.peek(8192)[:8192]:
+        size = os.fstat(fd).st_size
+        handle.close()
+        raise ToolError(f"{path} is a binary file ({size:,} bytes).")
+    return io.TextIOWrapper(handle, encoding="utf-8", errors="replace", newline="")
 
 
 def _regular_file(workspace: Workspace, path: str) -> Path:
@@ -190,9 +208,7 @@ def read_file(
     used = 0
     more = False
     try:
-        if _is_binary(real):
-            raise ToolError(f"{path} is a binary file ({real.stat().st_size:,} bytes).")
-        with real.open(encoding="utf-8", errors="replace", newline="") as handle:
+        with _open_text(workspace, real, path) as handle:
             for number, line in enumerate(handle, start=1):
                 if number < offset:
                     continue
@@ -222,8 +238,9 @@ def write_file(workspace: Workspace, path: str, content: str) -> str:
         raise ToolError(f"{path} is a directory; give a file path.")
     existed = real.exists()
     try:
-        real.parent.mkdir(parents=True, exist_ok=True)
-        real.write_bytes(content.encode("utf-8"))
+        write_beneath(workspace.root, workspace.relative(real), content.encode("utf-8"))
+    except UnsafePath as exc:
+        raise ToolError(f"{path} cannot be written: {exc}.") from None
     except OSError as exc:
         raise ToolError(f"Could not write {path}: {exc.strerror or exc}.") from None
     lines = len(content.splitlines())
@@ -236,10 +253,13 @@ def edit_file(workspace: Workspace, path: str, old: str, new: str) -> str:
     workspace.resolve(path, write=True)
     if not old:
         raise ToolError("old is empty. Give the exact text to replace, or use write_file.")
+    relative = workspace.relative(real)
     try:
-        text = real.read_bytes().decode("utf-8")
+        text = read_beneath(workspace.root, relative).decode("utf-8")
     except UnicodeDecodeError:
         raise ToolError(f"{path} is not UTF-8 text; edit_file cannot change it.") from None
+    except UnsafePath as exc:
+        raise ToolError(f"{path} cannot be edited: {exc}.") from None
     count = text.count(old)
     if count == 0:
         raise ToolError(
@@ -251,7 +271,10 @@ def edit_file(workspace: Workspace, path: str, old: str, new: str) -> str:
             f"old occurs {count} times in {path}; it must be unique. Include more surrounding "
             "lines in old (and new) so it matches exactly once."
         )
-    real.write_bytes(text.replace(old, new, 1).encode("utf-8"))
+    try:
+        write_beneath(workspace.root, relative, text.replace(old, new, 1).encode("utf-8"))
+    except UnsafePath as exc:
+        raise ToolError(f"{path} cannot be edited: {exc}.") from None
     return f"Edited {path}: replaced 1 occurrence ({len(old)} chars -> {len(new)} chars)."
 
 
@@ -304,9 +327,7 @@ def search_files(workspace: Workspace, pattern: str, path: str = ".") -> str:
             real = workspace.resolve(rel)
             if not real.is_file() or real.stat().st_size > MAX_SEARCH_FILE_BYTES:
                 continue
-            if _is_binary(real):
-                continue
-            with real.open(encoding="utf-8", errors="replace") as handle:
+            with _open_text(workspace, real, rel) as handle:
                 for number, line in enumerate(handle, start=1):
                     if regex.search(line):
                         matches.append(f"{rel}:{number}: {line.rstrip()[:MAX_MATCH_LINE_CHARS]}")
@@ -324,21 +345,49 @@ def search_files(workspace: Workspace, pattern: str, path: str = ".") -> str:
 # -- Commands --------------------------------------------------------------------------------
 
 
+def _check_program(argv: Sequence[str], workspace: Workspace, policy: SandboxPolicy) -> None:
+    """Say "not found" clearly, rather than as the sandbox's own execvp error line."""
+    program = argv[0] if argv else ""
+    if not program:
+        raise ToolError("argv[0] is empty. Give the program to run, e.g. [\"ls\", \"-la\"].")
+    if "/" in program:
+        target = workspace.root / program
+        if not target.exists():
+            raise ToolError(f"Command not found: {program!r} does not exist.")
+        if not target.is_file() or not os.access(target, os.X_OK):
+            raise ToolError(
+                f"Could not start {program!r}: it is not an executable file. Run it through "
+                "its interpreter, e.g. [\"sh\", \"script.sh\"], or make it executable."
+            )
+        return
+    path = sandbox_environment(policy).get("PATH") if policy.enabled else None
+    if shutil.which(program, path=path) is None:
+        raise ToolError(
+            f"Command not found: {program!r}. Check the name, or run it through an installed "
+            "interpreter, e.g. [\"python\", \"-m\", \"pytest\"]."
+        )
+
+
 def run_command(
     workspace: Workspace,
     default_timeout: float,
     keep_bytes: int,
+    policy: SandboxPolicy,
     argv: list[str],
     timeout_seconds: float | None = None,
 ) -> ToolResult:
     """The run_command tool: a non-zero exit is a normal result, a timeout is an error."""
     timeout = default_timeout if timeout_seconds is None else float(timeout_seconds)
     workspace.check_present()
+    command = interpreter_argv(argv)
+    _check_program(command, workspace, policy)
     try:
-        outcome = run_process(
-            interpreter_argv(argv), cwd=workspace.root, timeout=timeout, env=None,
+        outcome = run_sandboxed(
+            command, workdir=workspace.root, policy=policy, timeout=timeout,
             keep_bytes=keep_bytes,
         )
+    except SandboxUnavailable as exc:
+        raise ToolError(f"{exc} Tell the user; do not retry.") from None
     except FileNotFoundError:
         raise ToolError(
             f"Command not found: {argv[0]!r}. Check the name, or run it through an installed "
@@ -415,8 +464,14 @@ def build_toolbox(
     max_command_timeout: float = DEFAULT_MAX_COMMAND_TIMEOUT,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     extra_tools: Iterable[Tool] = (),
+    sandbox: SandboxPolicy | None = None,
 ) -> Toolbox:
-    """The default tools of a role agent working in `workspace`."""
+    """The default tools of a role agent working in `workspace`.
+
+    `sandbox` is the config's policy for `run_command`; None means the safe default (sandbox
+    on, network off).
+    """
+    policy = sandbox if sandbox is not None else SandboxPolicy()
     max_command_timeout = max(max_command_timeout, command_timeout)
     keep_bytes = max((max_output_chars - 400) // 2, 1024)
     path = {"type": "string", "description": "Relative to the workspace root."}
@@ -473,7 +528,7 @@ def build_toolbox(
                     "type": "number", "exclusiveMinimum": 0, "maximum": max_command_timeout,
                 },
             },
-            partial(run_command, workspace, command_timeout, keep_bytes),
+            partial(run_command, workspace, command_timeout, keep_bytes, policy),
             required=["argv"],
         ),
         define_tool(

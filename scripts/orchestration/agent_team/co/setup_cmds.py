@@ -28,6 +28,7 @@ from ..config import build_config
 from ..errors import ConfigError, StateError
 from ..models import KEY_VARIABLES, detect_provider
 from ..roles import CONTEXT_FILES
+from ..sandbox import SandboxPolicy, sandbox_status
 from ..state import (
     SCHEMA_VERSION,
     STATE_RELATIVE_PATH,
@@ -319,6 +320,19 @@ def check_clis(config: Mapping[str, Any]) -> list[Check]:
     return checks
 
 
+def check_sandbox(section: dict[str, Any] | None) -> Check:
+    """Whether agents' commands can run in the sandbox, or why not and how to fix it."""
+    policy = SandboxPolicy.from_config(section)
+    if not policy.enabled:
+        return Check("sandbox", "warn", "turned off in the config (sandbox.enabled: false); "
+                     "agents' commands and tests run unconfined, as you")
+    status = sandbox_status(policy)
+    if status.available:
+        network = "network allowed" if policy.network else "no network"
+        return Check("sandbox", "ok", f"{status.detail}; {network}")
+    return Check("sandbox", "problem", f"{status.detail}; runs are refused", status.fix)
+
+
 def run_checks(project: Path, config_path: Path | None) -> list[Check]:
     checks = [check_python(), *check_git(project)]
     config = None
@@ -354,6 +368,7 @@ def run_checks(project: Path, config_path: Path | None) -> list[Check]:
     else:
         checks.append(Check("test command", "problem", "none configured and none detected",
                             "set test_command in orchestrator-config.json or pass --test-command"))
+    checks.append(check_sandbox(config["sandbox"] if config else None))
     checks.append(check_context(project))
     return checks
 
