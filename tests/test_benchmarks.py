@@ -18,6 +18,7 @@ EXPECTED = {
     "makespan": ["Makespan / critical path", "| graph", "FileBasedOrchestrator"],
     "overhead": ["| files", "worktree add", "Growth of the per-task time"],
     "tokens": ["| turn", "cacheable share", "breakpoints ok"],
+    "claims": ["| backend", "claim median ms", "exactly once per fence"],
     "state_load": ["| writers", "| tasks", "Lost updates across all scenarios: 0."],
     "cli_workers": ["| measure", "run_invocation + parse", "its child gone"],
 }

@@ -19,6 +19,7 @@ from agent_team.jobs import (
     resolve_db_url,
 )
 from agent_team.jobs.schema import SCHEMA_VERSION, schema_version
+from agent_team.priority import BadPriority
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,7 +28,7 @@ def test_priority_words_and_numbers_are_one_scale() -> None:
     assert parse_priority("high") == 8 and parse_priority("LOW") == 2
     assert parse_priority(10) == 10 and parse_priority("7") == 7 and parse_priority(None) == 5
     for bad in (0, 11, "urgentish", True, 2.5):
-        with pytest.raises(BadTaskInput, match="integer from 1 to 10"):
+        with pytest.raises(BadPriority, match="integer from 1 to 10"):
             parse_priority(bad)
 
 
@@ -156,3 +157,15 @@ def test_cancel_and_workers_and_kv(store: JobStore) -> None:
     assert store.live_workers() == []
     store.save("k", {"a": [1, 2]})
     assert store.load("k") == {"a": [1, 2]} and store.load("missing", 3) == 3
+
+
+def test_manager_plans_accept_numeric_priorities() -> None:
+    from agent_team.plan import parse_plan
+
+    plan = {"tasks": [
+        {"task_id": "T1", "description": "a", "assigned_to": "backend-dev", "priority": 5},
+        {"task_id": "T2", "description": "b", "assigned_to": "backend-dev", "priority": 9},
+        {"task_id": "T3", "description": "c", "assigned_to": "backend-dev", "priority": "low"},
+    ], "decisions": []}
+    parsed = parse_plan(plan, ["backend-dev"])
+    assert [t.priority for t in parsed.tasks] == ["medium", "high", "low"]

@@ -6,6 +6,7 @@ the caller's clone and one clone per worker machine). Leases are 2 s so expiries
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from agent_team.jobs import JobStore
 from agent_team.jobs.pgserver import PostgresServer
+
 from tests.jobs_helpers import (
     ROOT,
     Setup,
@@ -201,17 +202,14 @@ def test_frozen_worker_past_its_lease_is_refused(tmp_path: Path, backend: str,
         wait_for(lambda: orch.get_job_status(job)["status"] == "completed", 90, "takeover")
     finally:
         for pid in stopped:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
     store = JobStore.open(setup.db)
     wait_for(lambda: any(e.kind in ("refused", "lease_lost")
                          for e in store.recent_events(job_id=job, limit=50)), 30,
              "the late worker to be refused or to stop its agent")
     record = orch.queue.get_task(task)
-    assert record["attempts"] == 2 and record["worker_id"] != store.list_tasks(job)[0].worker_id \
-        or record["attempts"] == 2
+    assert record["attempts"] == 2
     assert record["branch"].endswith("1-a2-worker")
     merges = [s for s in setup.job_log(f"jobs/{job}") if s.startswith(f"Merge task {task}:")]
     assert len(merges) == 1

@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 
 from .errors import PlanError
+from .priority import parse_priority, priority_word
 from .redaction import redact
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "plan.schema.json"
@@ -341,7 +342,8 @@ def parse_plan(
             assigned_to=t["assigned_to"],
             dependencies=tuple(t.get("dependencies", [])),
             deliverables=tuple(redact(d) for d in t.get("deliverables", [])),
-            priority=t.get("priority", "medium"),
+            # One reading of priorities everywhere: 1-10 or words, stored here as a word.
+            priority=priority_word(parse_priority(t.get("priority", "medium"))),
         )
         for t in data["tasks"]
     )
