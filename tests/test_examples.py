@@ -20,7 +20,6 @@ from agent_team.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from agent_team.scripted import ScriptedModel
 from agent_team.state import STATE_RELATIVE_PATH
 from click.testing import CliRunner
-from file_based_orchestrator import FileBasedOrchestrator
 
 from tests.conftest import make_repo
 
@@ -265,59 +264,3 @@ def test_data_team_cli_refuses_demo_with_project_dir(tmp_path: Path) -> None:
 
     assert result.exit_code == EXIT_BAD_INPUT
     assert "drop --project-dir" in result.output
-
-
-# -- the guide's CostAwareOrchestrator -----------------------------------------------------------
-
-
-class CostAwareOrchestrator(FileBasedOrchestrator):
-    """The usage guide's troubleshooting example, as a user would paste it."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.total_tokens = 0
-        self.token_budget = 500000
-        self.calls: list[tuple[str, str]] = []
-
-    def call_agent(self, agent_id: str, role: str, prompt: str, system_prompt: str) -> str:
-        estimated_tokens = (len(prompt) + len(system_prompt)) // 4
-        if self.total_tokens + estimated_tokens > self.token_budget:
-            raise RuntimeError(
-                f"Token budget exceeded: {self.total_tokens}/{self.token_budget}")
-        response = super().call_agent(agent_id, role, prompt, system_prompt)
-        self.total_tokens += estimated_tokens
-        self.calls.append((agent_id, role))
-        return response
-
-
-def test_guide_cost_aware_subclass_sees_every_call_agent(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    make_repo(project)
-    plan = {"tasks": [{"task_id": "TASK-001", "description": "Write the release notes",
-                       "assigned_to": "backend-dev", "dependencies": [],
-                       "deliverables": ["NOTES.md"], "priority": "high"}], "decisions": []}
-    model = ScriptedModel({
-        "manager:plan": [{"text": json.dumps(plan)}],
-        "backend-dev:TASK-001": [
-            {"tool_calls": [{"name": "write_file",
-                             "arguments": {"path": "NOTES.md", "content": "# Notes\n"}}]},
-            {"tool_calls": [{"name": "finish_task",
-                             "arguments": {"status": "completed", "summary": "Notes."}}]},
-        ],
-        "manager:integration": [{"text": json.dumps({"summary": "Done.", "decisions": []})}],
-    })
-    orchestrator = CostAwareOrchestrator(project, model=model, output=lambda line: None,
-                                         test_command="python -c pass")
-    orchestrator.token_budget = 10
-
-    with pytest.raises(RuntimeError, match="Token budget exceeded"):
-        orchestrator.run("Release notes")
-    assert not git.Repo(project).git.branch("--list", "feature/*")
-
-    orchestrator.token_budget = 500000
-    summary = orchestrator.run("Release notes")
-
-    assert summary["status"] == "completed" and summary["exit_code"] == EXIT_OK
-    assert orchestrator.calls == [("plan", "manager"), ("integration", "manager")]
-    assert orchestrator.total_tokens > 0
-    assert branch_authors(project, summary["feature_branch"]) == {"backend-dev": {"NOTES.md"}}

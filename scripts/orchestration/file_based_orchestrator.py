@@ -17,6 +17,7 @@ Everything the team does is visible live in .ai-agents/state/team-communication.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
         super().__init__(project_dir, **kwargs)
         self.max_workers = 1 if not self.team.settings.coordination.parallel_execution else (
             max_workers or self.team.settings.max_workers)
+        self._workspace_lock = threading.Lock()
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -167,10 +169,11 @@ class FileBasedOrchestrator(BaseOrchestrator):
     def _prepare_workspace(self) -> None:
         """The feature branch (created when missing) and its integration checkout."""
         run = self.current
-        if not self.git.branch_exists(run.feature_branch):
-            create_feature_branch(self.team, run)
-        if run.integration_worktree is None:
-            run.integration_worktree = open_integration_worktree(self.team, run)
+        with self._workspace_lock:  # a subclass's driver may start tasks in parallel
+            if not self.git.branch_exists(run.feature_branch):
+                create_feature_branch(self.team, run)
+            if run.integration_worktree is None:
+                run.integration_worktree = open_integration_worktree(self.team, run)
 
     def _run_one(self, task_id: str) -> bool:
         """One task of the schedule, through the `agent_execute_task` seam."""

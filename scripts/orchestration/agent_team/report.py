@@ -240,6 +240,10 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
             f"| {md(t['task_id'])} | {md(t['assigned_to'])} | {t['status']} | {commit} | "
             f"{files} | {t['api_calls']} |"
         )
+    problems = [t for t in summary["tasks"] if t.get("error")]
+    if problems:
+        lines += ["", "## Why tasks did not complete", ""]
+        lines += [md(f"- {t['task_id']} ({t['status']}): {t['error']}") for t in problems]
     if summary["merges"]:
         lines += ["", "## Merges", ""]
         for m in summary["merges"]:
