@@ -259,7 +259,7 @@ def resumed_settings(project_dir: Path) -> dict[str, Any] | None:
     return stored_settings(store)
 
 
-def limit_options(options: dict[str, Any]) -> dict[str, Any]:
+def limit_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """The budget flags in the config file's `limits` shape (None = not given)."""
     return {
         "max_api_calls": options.get("max_api_calls"),

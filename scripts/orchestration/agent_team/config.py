@@ -102,7 +102,8 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     """Where the error is and what is wrong; an unknown key is named in the path itself."""
     where = _json_path(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
-        known = error.schema.get("properties", {})
+        schema = error.schema if isinstance(error.schema, Mapping) else {}
+        known = schema.get("properties", {})
         unknown = [key for key in error.instance if key not in known]
         if unknown and known:
             return (

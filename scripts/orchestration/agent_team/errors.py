@@ -69,10 +69,15 @@ class ModelError(AgentTeamError):
 class ModelAPIError(ModelError):
     """The provider answered with an error that retrying will not fix (or retries ran out)."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None, attempts: int = 1,
+                 exit_code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = attempts
+        self.exit_code = exit_code
 
 
 class ModelBehaviorError(ModelError):

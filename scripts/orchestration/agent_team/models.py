@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,7 +226,7 @@ def create_model(
             )
         from .scripted import ScriptedModel
 
-        return ScriptedModel.from_file(session)
+        return ScriptedModel.from_file(Path(session))
     if provider in ADAPTERS:
         return _adapter(provider)(
             model=model or DEFAULT_MODELS[provider],

@@ -6,7 +6,6 @@ must name the task and the problem in words a model (and a person) can act on.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import json
 import re
@@ -21,6 +20,8 @@ import jsonschema
 from .errors import PlanError
 from .priority import parse_priority, priority_word
 from .redaction import redact
+from .scheduler import Job, find_cycle
+from .scheduler import topological_order as schedule_order
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "plan.schema.json"
 PRIORITY_RANK = {"high": 2, "medium": 1, "low": 0}
@@ -173,71 +174,21 @@ def _json_path(path: Iterable[Any]) -> str:
     return out
 
 
-def find_cycle(dependencies: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """Return one dependency cycle as a closed path (a -> b -> a), or None.
-
-    Iterative depth-first search, so a long dependency chain cannot exhaust the call stack.
-    Dependencies on nodes that are not keys of the mapping are ignored.
-    """
-    white, grey, black = 0, 1, 2
-    colour = dict.fromkeys(dependencies, white)
-    for root in dependencies:
-        if colour[root] != white:
-            continue
-        colour[root] = grey
-        path = [root]
-        pending = [iter(dependencies.get(root, ()))]
-        while pending:
-            for dep in pending[-1]:
-                if dep not in colour:
-                    continue
-                if colour[dep] == grey:
-                    return path[path.index(dep) :] + [dep]
-                if colour[dep] == white:
-                    colour[dep] = grey
-                    path.append(dep)
-                    pending.append(iter(dependencies.get(dep, ())))
-                    break
-            else:
-                colour[path.pop()] = black
-                pending.pop()
-    return None
-
-
 def topological_order(tasks: Sequence[Task]) -> list[str]:
-    """Kahn's algorithm; ready tasks are taken by priority, then by their order in the plan.
+    """Dependencies first; among ready tasks, higher priority, then their order in the plan.
 
     Dependencies on ids that are not in `tasks` are ignored here; `validate_plan_data`
-    reports them.
+    reports them. A cycle is a PlanError naming it.
     """
-    position = {task.task_id: i for i, task in enumerate(tasks)}
-    waiting_on = {task.task_id: set(task.dependencies) & position.keys() for task in tasks}
-    dependents: dict[str, list[str]] = {task.task_id: [] for task in tasks}
-    for task_id, deps in waiting_on.items():
-        for dep in deps:
-            dependents[dep].append(task_id)
-
-    def key(task_id: str) -> tuple[int, int, str]:
-        rank = PRIORITY_RANK.get(tasks[position[task_id]].priority, 1)
-        return (-rank, position[task_id], task_id)
-
-    ready = [key(tid) for tid, deps in waiting_on.items() if not deps]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        chosen = heapq.heappop(ready)[2]
-        order.append(chosen)
-        for dependent in dependents[chosen]:
-            waiting_on[dependent].discard(chosen)
-            if not waiting_on[dependent]:
-                heapq.heappush(ready, key(dependent))
-    if len(order) < len(position):
-        cycle = find_cycle({t.task_id: list(t.dependencies) for t in tasks}) or []
-        raise PlanError(
-            "The plan has a dependency cycle.",
-            ["Dependency cycle: " + " -> ".join(cycle) + "." if cycle else "dependency cycle"],
-        )
-    return order
+    ids = {task.task_id for task in tasks}
+    graph = {task.task_id: [d for d in task.dependencies if d in ids] for task in tasks}
+    cycle = find_cycle(graph)
+    if cycle:
+        raise PlanError("The plan has a dependency cycle.",
+                        ["Dependency cycle: " + " -> ".join(cycle) + "."])
+    return schedule_order(
+        Job(task.task_id, tuple(graph[task.task_id]), PRIORITY_RANK.get(task.priority, 1))
+        for task in tasks)
 
 
 def _task_id_problem(task_id: str) -> str | None:

@@ -114,8 +114,8 @@ def api_error(
     if retryable is None:
         retryable = True if status is None else is_retryable_status(status, headers)
     error = ModelAPIError(redact(message), status=status, retryable=retryable)
-    error.retry_after = parse_retry_after(headers)  # type: ignore[attr-defined]
-    error.exit_code = (  # type: ignore[misc]
+    error.retry_after = parse_retry_after(headers)
+    error.exit_code = (
         EXIT_BAD_INPUT if status in BAD_INPUT_STATUSES else EXIT_FAILED
     )
     return error
@@ -175,16 +175,16 @@ def call_with_retries(
         except ModelAPIError as error:
             if not error.retryable or retry_number >= policy.max_retries:
                 if retry_number == 0 or not error.retryable:
-                    error.attempts = retry_number + 1  # type: ignore[attr-defined]
+                    error.attempts = retry_number + 1
                     raise
                 final = ModelAPIError(
                     f"{error} (gave up after {retry_number + 1} attempts)",
                     status=error.status,
                     retryable=error.retryable,
                 )
-                final.retry_after = getattr(error, "retry_after", None)  # type: ignore[attr-defined]
-                final.attempts = retry_number + 1  # type: ignore[attr-defined]
-                final.exit_code = error.exit_code  # type: ignore[misc]
+                final.retry_after = getattr(error, "retry_after", None)
+                final.attempts = retry_number + 1
+                final.exit_code = error.exit_code
                 raise final from error
             retry_number += 1
             delay = policy.delay(retry_number, getattr(error, "retry_after", None))

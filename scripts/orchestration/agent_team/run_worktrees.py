@@ -103,12 +103,12 @@ def remove_empty_dirs(root: Path) -> None:
     """Delete empty directories left under `root` (and `root` itself when empty)."""
     if not root.is_dir():
         return
-    found = []
-    for directory, subdirs, files in os.walk(root):
+    found: list[Path] = []
+    for current, subdirs, files in os.walk(root):
         if ".git" in files or ".git" in subdirs:  # a worktree that was kept: leave it be
             subdirs.clear()
             continue
-        found.append(Path(directory))
+        found.append(Path(current))
     for directory in reversed(found):
         with contextlib.suppress(OSError):
             directory.rmdir()

@@ -150,8 +150,9 @@ def critical_path_length(
         finish[job_id] = duration + (finish[before] if before is not None else 0.0)
     if not finish:
         return 0.0, []
-    last: str | None = max(finish, key=lambda job_id: finish[job_id])
-    length = finish[last]
+    longest = max(finish, key=lambda job_id: finish[job_id])
+    length = finish[longest]
+    last: str | None = longest
     path: list[str] = []
     while last is not None:
         path.append(last)
@@ -398,7 +399,7 @@ def _validate(jobs: Iterable[Job]) -> dict[str, Job]:
         for dep in job.dependencies:
             if dep not in index:
                 raise ValueError(f"job {job.id!r} depends on unknown job {dep!r}")
-    cycle = _find_cycle(index)
+    cycle = find_cycle({job_id: job.dependencies for job_id, job in index.items()})
     if cycle:
         raise ValueError(
             f"dependency cycle: {' -> '.join(cycle)} (each job depends on the next one)"
@@ -414,25 +415,31 @@ def _dependents(index: Mapping[str, Job]) -> dict[str, list[str]]:
     return dependents
 
 
-def _find_cycle(index: Mapping[str, Job]) -> list[str] | None:
-    """One cycle as a closed path of ids, found by iterative depth-first search."""
+def find_cycle(dependencies: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """One dependency cycle as a closed path (a -> b -> a), or None.
+
+    Iterative depth-first search, so a long chain cannot exhaust the call stack. Dependencies
+    on ids that are not keys of the mapping are ignored.
+    """
     finished: set[str] = set()
-    for root in index:
+    for root in dependencies:
         if root in finished:
             continue
         path = [root]
         on_path = {root}
-        stack = [iter(index[root].dependencies)]
+        stack = [iter(dependencies[root])]
         while stack:
             dep = next(stack[-1], None)
             if dep is None:
                 finished.add(path[-1])
                 on_path.discard(path.pop())
                 stack.pop()
+            elif dep not in dependencies or dep in finished:
+                continue
             elif dep in on_path:
                 return path[path.index(dep) :] + [dep]
-            elif dep not in finished:
+            else:
                 path.append(dep)
                 on_path.add(dep)
-                stack.append(iter(index[dep].dependencies))
+                stack.append(iter(dependencies[dep]))
     return None

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from .config import Config
 
@@ -116,9 +116,9 @@ class Settings:
             session=data.get("session"),
             test_command=data.get("test_command"),
             agents=_frozen(data.get("agents") or {}),
-            coordination=Coordination(**{
+            coordination=Coordination(**cast(dict[str, Any], {
                 key: tuple(value) if isinstance(value, list) else value
-                for key, value in data["coordination"].items()}),
+                for key, value in data["coordination"].items()})),
             limits=Limits(**data["limits"]),
             retry=RetrySettings(**data["retry"]),
             prices=_frozen(data.get("prices") or {}),

@@ -178,7 +178,8 @@ def _accumulate(bucket: dict, counts: Mapping[str, int], calls: int, cost: float
     for key in TOKEN_KEYS:
         bucket[key] = bucket.get(key, 0) + counts[key]
     known = bool(was_known) and cost is not None
-    bucket["cost_usd"] = round((bucket.get("cost_usd") or 0.0) + cost, 10) if known else None
+    bucket["cost_usd"] = (round((bucket.get("cost_usd") or 0.0) + cost, 10)
+                          if known and cost is not None else None)
     bucket["cost_known"] = known
 
 

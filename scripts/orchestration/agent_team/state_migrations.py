@@ -101,7 +101,12 @@ def _status(value: Any, allowed: Iterable[str], default: str) -> str:
     return status if status in allowed else default
 
 
-def _fit(raw: Mapping[str, Any], definition: str, **fields: Any) -> dict:
+def _enum(schema: object) -> list[Any]:
+    """The `enum` of a property's schema (empty when it has none)."""
+    return list(schema.get("enum", [])) if isinstance(schema, Mapping) else []
+
+
+def _fit(raw: Mapping[str, Any], definition: str | None, **fields: Any) -> dict:
     """The fields of `raw`, overridden by `fields`, that the schema knows and that fit it."""
     merged = {**raw, **{k: v for k, v in fields.items() if v is not None}}
     for key in [k for k in merged if k.endswith("_at") or k == "timestamp"]:
@@ -132,10 +137,10 @@ def _legacy_tasks(raw_tasks: list[dict]) -> list[dict]:
             task_id=task_id,
             description=str(_first(raw, "description", "title", "name") or task_id),
             assigned_to=role or "unassigned",
-            priority={"critical": "high", "urgent": "high"}.get(raw.get("priority")),
+            priority={"critical": "high", "urgent": "high"}.get(str(raw.get("priority"))),
             dependencies=[d for d in dict.fromkeys(deps) if d != task_id],
             status=_status(
-                raw.get("status"), property_checks("task")["status"].schema["enum"], "pending"
+                raw.get("status"), _enum(property_checks("task")["status"].schema), "pending"
             ),
             progress=max(0, min(100, int(progress)))
             if isinstance(progress, (int, float))
@@ -186,7 +191,7 @@ def m001_legacy_template(data: dict) -> dict:
             base_branch=feature.get("base_branch") or "main",
             status=_status(
                 feature.get("status"),
-                property_checks("feature")["status"].schema["enum"],
+                _enum(property_checks("feature")["status"].schema),
                 "in_progress",
             ),
             started_at=_legacy_time(feature.get("started_at")) or when,
@@ -226,7 +231,8 @@ def m001_legacy_template(data: dict) -> dict:
                 details=details or None,
             )
         )
-    shapes = {"tasks": (list, dict), "decisions": list, "agent_updates": list}
+    shapes: dict[str, type | tuple[type, ...]] = {
+        "tasks": (list, dict), "decisions": list, "agent_updates": list}
     shapes |= {"current_feature": (str, dict), "project_name": str, "project": str}
     known = {k for k, kind in shapes.items() if isinstance(data.get(k), kind)}
     known |= {"last_updated", "updated_at", "schema_version"}

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
@@ -220,9 +220,11 @@ class _Encoder:
             container = _lookup(shell, path)
             if not isinstance(container, spec.kind):
                 continue  # left in place: the whole-document check reports it
-            if spec.kind is dict and any(secret.search(_compact(k)) for k in container):
+            if spec.kind is dict and any(
+                    secret.search(_compact(k)) for k in cast(Iterable[str], container)):
                 continue
-            if spec.keys is not None and not spec.keys.is_valid(dict.fromkeys(container)):
+            if spec.keys is not None and not spec.keys.is_valid(
+                    dict.fromkeys(cast(Iterable[str], container))):
                 raise self.first_error(state)
             pieces[path] = self._nested_piece(path, spec, container, secret, state)
             shell = _replaced(shell, path, spec.kind())

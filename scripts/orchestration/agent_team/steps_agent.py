@@ -46,10 +46,12 @@ def agent_hooks(team: Team, run: RunContext, role: str, task_id: str) -> AgentHo
 
 def task_toolbox(team: Team, run: RunContext, role: str, task_id: str,
                  workspace: Path) -> Toolbox:
+    def on_update(status: str, message: str, details: Mapping[str, Any] | None = None) -> None:
+        note(run, role, task_id, status, message, details)
+
     return build_toolbox(
         Workspace(workspace),
-        on_update=lambda status, message, details=None: note(
-            run, role, task_id, status, message, details),
+        on_update=on_update,
         command_timeout=team.settings.coordination.command_timeout_seconds,
         sandbox=team.sandbox,
     )
