@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_team.errors import ToolError
+from agent_team.errors import IntegrityError, ToolError
 from agent_team.git_workspace import GitWorkspace
-from agent_team.integrity import IntegrityError, move_branch
+from agent_team.integrity import move_branch
 from agent_team.sanitize import for_markdown_pr, for_terminal
 from agent_team.tools import Workspace, edit_file, write_file
 from file_based_orchestrator import FileBasedOrchestrator

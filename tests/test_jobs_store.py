@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from agent_team.errors import BadPriority
 from agent_team.jobs import (
     BadTaskInput,
     FenceRejected,
@@ -19,7 +20,6 @@ from agent_team.jobs import (
     resolve_db_url,
 )
 from agent_team.jobs.schema import SCHEMA_VERSION, schema_version
-from agent_team.priority import BadPriority
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,6 +6,9 @@ log; the command-line entry points turn these into messages and exit codes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -128,3 +131,67 @@ class RunInterrupted(RunStopped):
     """The user pressed Ctrl-C: running agents stop at their next turn, work is committed."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class StuckEscalation(AgentStuck):
+    """A nudged agent got stuck again; carries what the manager needs to give guidance.
+
+    A subclass rather than attributes set on `AgentStuck`, so the fields are declared and
+    typed, while `except AgentStuck` still catches it.
+    """
+
+    def __init__(self, reason: str, transcript_tail: Sequence[str] = ()) -> None:
+        super().__init__(f"The agent got stuck even after a nudge: {reason}.")
+        self.reason = reason
+        self.transcript_tail = tuple(transcript_tail)
+
+
+class UnknownTaskError(StateError, KeyError):
+    """A helper was asked to change a task the state does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class SandboxUnavailable(ConfigError):
+    """Agents' commands cannot run: the sandbox is required and does not work here."""
+
+    def __init__(self, message: str, *, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class GitConfigChanged(GitError):
+    """The repository's git configuration changed during the run; it was put back."""
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class IntegrityError(GitError):
+    """Git is not where the orchestrator left it; nothing was committed or moved."""
+
+    def __init__(self, message: str, *, worktree: Path | None, reason: str) -> None:
+        super().__init__(message)
+        self.worktree = worktree
+        self.reason = reason
+
+
+class CliAgentError(AgentTeamError):
+    """A CLI worker failed its task: it exited non-zero, reported an error or timed out."""
+
+    def __init__(self, message: str, *, backend: str, cli_exit_code: int | None = None,
+                 timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.cli_exit_code = cli_exit_code
+        self.timed_out = timed_out
+
+
+class BadPriority(UserError):
+    """A priority that is neither 1-10 nor one of the accepted words."""
+
+
+class UnsafePath(OSError):
+    """A path that leads through a link, out of its root, or to a file with other names."""

@@ -16,6 +16,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from .errors import UnsafePath
+
 #: Permission bits of a new file written with `keep_mode`, as `open` would give it.
 NEW_FILE_MODE = 0o644
 
@@ -71,10 +73,6 @@ def fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-class UnsafePath(OSError):
-    """A path that leads through a link, out of its root, or to a file with other names."""
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import GitError
+from .errors import GitConfigChanged
 from .redaction import is_secret_env_name, redact
 from .sandbox import SandboxPolicy, run_sandboxed_exec_argv
 
@@ -40,14 +40,6 @@ __all__ = ["GitConfigChanged", "GitGuard", "combine_config_env", "scrubbed_overr
 
 _POLICY_VARIABLE = "AGENT_TEAM_HOOK_SANDBOX"
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-
-
-class GitConfigChanged(GitError):
-    """The repository's git configuration changed during the run; it was put back."""
-
-    def __init__(self, message: str, *, path: Path) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 def scrubbed_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -22,12 +22,12 @@ from typing import Any
 import git
 from git.exc import GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 
-from .errors import CommitRefused, GitError, NotAGitRepository
+from .errors import CommitRefused, GitError, IntegrityError, NotAGitRepository
 from .git_env import GitGuard
 from .git_merge import MergeMixin, MergeResult
 from .git_plumbing import GIT_ERRORS, check_rev, git_error, identity, repo_lock, split_z
 from .git_worktrees import WorktreeInfo, WorktreeMixin
-from .integrity import Expected, ExpectedHeads, IntegrityError, check_worktree
+from .integrity import Expected, ExpectedHeads, check_worktree
 from .redaction import redact
 
 __all__ = [

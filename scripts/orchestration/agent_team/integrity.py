@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .errors import GitError
+from .errors import GitError, IntegrityError
 from .git_env import GitGuard
 
 
@@ -40,15 +40,6 @@ __all__ = [
 ]
 
 _IN_PROGRESS = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "rebase-merge", "rebase-apply")
-
-
-class IntegrityError(GitError):
-    """Git is not where the orchestrator left it; nothing was committed or moved."""
-
-    def __init__(self, message: str, *, worktree: Path | None, reason: str) -> None:
-        super().__init__(message)
-        self.worktree = worktree
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError

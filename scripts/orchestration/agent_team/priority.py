@@ -7,12 +7,7 @@ Both are accepted at every edge and stored as integers, so ordering is a plain S
 
 from __future__ import annotations
 
-from .errors import UserError
-
-
-class BadPriority(UserError):
-    """A priority that is neither 1-10 nor one of the accepted words."""
-
+from .errors import BadPriority
 
 MIN_PRIORITY = 1
 MAX_PRIORITY = 10

@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import SandboxUnavailable
 from .process import DEFAULT_KEEP_BYTES, CommandOutcome, command_environment, run_process
 from .redaction import is_secret_env_name, redact
 
@@ -81,14 +81,6 @@ INSTALL_HINT = (
     '"sandbox": {"enabled": false} in orchestrator-config.json to run agents\' commands '
     "unconfined"
 )
-
-
-class SandboxUnavailable(ConfigError):
-    """Agents' commands cannot run: the sandbox is required and does not work here."""
-
-    def __init__(self, message: str, *, detail: str) -> None:
-        super().__init__(message)
-        self.detail = detail
 
 
 @dataclass(frozen=True)

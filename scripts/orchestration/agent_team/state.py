@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from filelock import FileLock, Timeout
 from jsonschema.exceptions import ValidationError
 
-from .errors import StateError
+from .errors import StateError, UnknownTaskError
 from .fsutil import write_atomic
 from .redaction import redact, redact_value
 from .state_migrations import (
@@ -123,13 +123,6 @@ def _save_error(path: Path, exc: OSError) -> StateError:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-class UnknownTaskError(StateError, KeyError):
-    """A helper was asked to change a task the state does not hold."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 def _check_fields(kind: str, definition: str, fields: Mapping[str, Any]) -> None:

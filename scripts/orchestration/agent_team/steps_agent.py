@@ -9,13 +9,13 @@ from typing import Any
 from .agent_calls import ModelRequest, RunModel, agent_entry, ask
 from .agent_loop import AgentHooks, AgentResult, run_agent
 from .cli_agents import run_cli_task, worker_spec
-from .errors import AgentStuck
+from .errors import AgentStuck, StuckEscalation
 from .models import Message
 from .prompts import system_for, task_prompt_for
 from .records import note
 from .roles import MANAGER
 from .run_context import RunContext
-from .stuck import StuckDetector, StuckEscalation, StuckHooks, guidance_prompt
+from .stuck import StuckDetector, StuckHooks, guidance_prompt
 from .team import Team
 from .tools import Toolbox, Workspace, build_toolbox
 

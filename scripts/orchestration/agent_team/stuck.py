@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from .agent_loop import AgentHooks
-from .errors import AgentStuck
+from .errors import StuckEscalation
 from .models import Message, Reply, ToolCall
 from .toolbox import ToolResult
 
@@ -32,19 +32,6 @@ TAIL_SIZE = 8
 SNIPPET_CHARS = 160
 
 OnStuck = Callable[[str, str], None]
-
-
-class StuckEscalation(AgentStuck):
-    """A nudged agent got stuck again; carries what the manager needs to give guidance.
-
-    A subclass rather than attributes set on `AgentStuck`, so the fields are declared and
-    typed, while `except AgentStuck` still catches it.
-    """
-
-    def __init__(self, reason: str, transcript_tail: Sequence[str] = ()) -> None:
-        super().__init__(f"The agent got stuck even after a nudge: {reason}.")
-        self.reason = reason
-        self.transcript_tail = tuple(transcript_tail)
 
 
 def call_signature(call: ToolCall) -> str:

@@ -25,12 +25,12 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from .errors import ToolError, UserError
-from .fsutil import UnsafePath, open_beneath, read_beneath, write_beneath
+from .errors import SandboxUnavailable, ToolError, UnsafePath, UserError
+from .fsutil import open_beneath, read_beneath, write_beneath
 from .models import ToolSpec
 from .process import CommandOutcome, interpreter_argv, run_process
 from .redaction import SECRET_ENV_PATTERNS, is_secret_env_name, safe_environment
-from .sandbox import SandboxPolicy, SandboxUnavailable, run_sandboxed, sandbox_environment
+from .sandbox import SandboxPolicy, run_sandboxed, sandbox_environment
 from .toolbox import (
     DEFAULT_MAX_OUTPUT_CHARS,
     Handler,

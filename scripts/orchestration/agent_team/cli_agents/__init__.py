@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import CliAgentError
 from .preflight import CliStatus, Problem, cli_statuses, preflight, raise_on_problems
 from .runner import Invocation, Wrapper, run_invocation
-from .spec import CliAgentError, CliReport, WorkerSpec, worker_spec
+from .spec import CliReport, WorkerSpec, worker_spec
 from .task import backend_for, run_cli_task
 
 __all__ = [

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AgentTeamError, ConfigError
+from ..errors import ConfigError
 from ..models import Usage
 
 BUILTIN = "builtin"
@@ -28,17 +28,6 @@ COMMAND = "command"
 CLI_KINDS = (CLAUDE_CODE, CODEX, AIDER)
 DEFAULT_TIMEOUT_SECONDS = 1800.0  # the co reference's worker_timeout
 DEFAULT_MAX_TURNS = 30
-
-
-class CliAgentError(AgentTeamError):
-    """A CLI worker failed its task: it exited non-zero, reported an error or timed out."""
-
-    def __init__(self, message: str, *, backend: str, cli_exit_code: int | None = None,
-                 timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.backend = backend
-        self.cli_exit_code = cli_exit_code
-        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..agent_loop import AgentResult
 from ..agent_calls import agent_entry
-from ..errors import UsageLimitExceeded
+from ..agent_loop import AgentResult
+from ..errors import CliAgentError, UsageLimitExceeded
 from ..git_workspace import GitWorkspace
 from ..models import Message
 from ..prompts import task_prompt_for
@@ -32,7 +32,6 @@ from .runner import Finished, Invocation, Wrapper, cli_environment, run_invocati
 from .spec import (
     COMMAND,
     Backend,
-    CliAgentError,
     CliReport,
     CliRequest,
     WorkerSpec,
