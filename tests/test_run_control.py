@@ -482,3 +482,33 @@ def test_ctrl_c_stops_at_the_next_turn_keeps_the_work_and_resumes(tmp_path: Path
                              timeout=120)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert tree(project, state["current_feature"]["branch"]) == expected
+
+
+def test_resume_rebuilds_the_run_from_its_stored_settings(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    make_repo(project, FILES)
+    session = tmp_path / "session.json"
+    session.write_text(json.dumps({"agents": chain_session()}))
+    seven = "python -c \"print('7 passed, 0 failed')\""
+    first = CliRunner().invoke(main, [
+        "--feature", FEATURE, "--project-dir", str(project), "--api-provider", "scripted",
+        "--session", str(session), "--test-command", seven, "--max-api-calls", "4",
+        "--max-iterations", "9", "--no-progress",
+    ], catch_exceptions=False)
+    assert first.exit_code == 3, first.output
+    stored = TeamState.for_project(project).read()["runs"][0]["settings"]
+    assert stored["test_command"] == seven and stored["limits"]["max_api_calls"] == 4
+
+    # No provider, session or test command given: the run is rebuilt from what it stored;
+    # the one flag given (a higher budget) wins over the stored value.
+    second = CliRunner().invoke(main, ["--resume", "--project-dir", str(project),
+                                       "--max-api-calls", "50", "--no-progress"],
+                                catch_exceptions=False)
+
+    assert second.exit_code == 0, second.output
+    state = TeamState.for_project(project).read()
+    assert state["integration"]["test_results"]["passed"] == 7
+    rebuilt = state["runs"][-1]["settings"]
+    assert rebuilt["test_command"] == seven and rebuilt["api_provider"] == "scripted"
+    assert rebuilt["limits"]["max_api_calls"] == 50
+    assert rebuilt["coordination"]["max_iterations"] == 9
