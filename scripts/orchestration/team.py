@@ -41,6 +41,7 @@ from agent_team.roles import CONTEXT_FILES  # noqa: E402
 from agent_team.state import (  # noqa: E402
     SCHEMA_VERSION,
     STATE_RELATIVE_PATH,
+    apply_journal,
     migrate_state,
     schema_version_of,
     utc_now,
@@ -109,6 +110,7 @@ def load_state(project: Path) -> dict[str, Any] | None:
             data = migrate_state(data)
             data["project_name"] = data.get("project_name") or project.name
         validate_state(data, path)
+        apply_journal(path, raw, data)  # a running run's newest changes
     except StateError as exc:
         raise BadInput(str(exc)) from None
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
