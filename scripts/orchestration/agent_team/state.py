@@ -332,11 +332,16 @@ class TeamState:
             except OSError as exc:
                 raise StateError(f"Cannot read {self.path}: {exc.strerror or exc}.") from exc
             self._owned = True
+        unusable = False
         try:
             yield
+        except StateError:
+            unusable = True  # a file that could not be used is not tried again
+            raise
         finally:
-            with contextlib.suppress(StateError):
-                self.checkpoint()
+            if not unusable:  # the run's end: the file alone shows everything again
+                with contextlib.suppress(StateError):
+                    self.checkpoint()
             self._owned = False
             self._written = None
             self._cache = None

@@ -130,12 +130,7 @@ class JournalWriter:
     def start(self, base: str, existing: int = 0) -> None:
         """Continue a journal of `existing` bytes on `base`, or (0) start a new one there."""
         self.base, self.size = base, existing
-        self._identity = None
-        if existing:
-            if os.stat(self.path).st_size != existing:  # drop a line a crash cut short
-                os.truncate(self.path, existing)
-            st = os.stat(self.path)
-            self._identity = (st.st_ino, st.st_size)
+        self._identity = None  # read, not written: the first append checks the length
 
     def intact(self) -> bool:
         """Whether the journal on disk is still the one this writer appended to."""
@@ -143,6 +138,8 @@ class JournalWriter:
             st = os.stat(self.path)
         except FileNotFoundError:
             return self.size == 0
+        if self._identity is None:  # read at load time, not appended to yet
+            return st.st_size >= self.size
         return self._identity == (st.st_ino, st.st_size)
 
     def append(self, entry: Mapping[str, Any]) -> int:
@@ -157,6 +154,8 @@ class JournalWriter:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_TRUNC if self.size == 0 else 0)
         fd = os.open(self.path, flags, 0o644)
         try:
+            if self._identity is None and self.size and os.fstat(fd).st_size != self.size:
+                os.ftruncate(fd, self.size)  # drop a line a crash cut short
             os.write(fd, data)
             os.fsync(fd)
             st = os.fstat(fd)
