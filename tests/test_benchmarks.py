@@ -18,6 +18,7 @@ EXPECTED = {
     "makespan": ["Makespan / critical path", "| graph", "FileBasedOrchestrator"],
     "overhead": ["| files", "worktree add", "Growth of the per-task time"],
     "tokens": ["| turn", "cacheable share", "breakpoints ok"],
+    "scaling": ["Per-task time at", "writes/task", "orch / lean", "Lock wait:"],
     "state_load": ["| writers", "| tasks", "Lost updates across all scenarios: 0."],
 }
 
