@@ -20,6 +20,7 @@ the orchestrator's or git's):
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 import time
@@ -47,8 +48,11 @@ def orchestrate(repo: Path, tasks: int, workers: int) -> dict[str, Any]:
     """One run of the real orchestrator: wall time, state-file I/O and repository lock."""
     plan = [plan_task(f"TASK-{i + 1:03d}", ROLES[i % len(ROLES)]) for i in range(tasks)]
     model = ScriptedModel(team_session(plan))
+    config = repo.parent / f"{repo.name}-config.json"  # plans above the default 100 tasks
+    config.write_text(json.dumps({"coordination": {"max_tasks": 1000}}), encoding="utf-8")
     orchestrator = FileBasedOrchestrator(repo, model=model, max_workers=workers,
-                                         output=lambda line: None, test_command=PASSING_TESTS)
+                                         output=lambda line: None, test_command=PASSING_TESTS,
+                                         config_path=config)
     lock = orchestrator.team.git._lock
     waited, held = lock.wait_seconds, lock.held_seconds
     started = time.perf_counter()
