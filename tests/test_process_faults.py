@@ -204,7 +204,7 @@ class FullDisk:
         self._real = os.replace
         self._append = JournalWriter.append
         monkeypatch.setattr(os, "replace", self.replace)
-        monkeypatch.setattr(JournalWriter, "append", 
+        monkeypatch.setattr(JournalWriter, "append",
                             lambda writer, entry: self.append(writer, entry))
 
     def append(self, writer: JournalWriter, entry: Any) -> int:

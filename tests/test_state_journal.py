@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from agent_team.errors import StateError
 from agent_team.state import STATE_RELATIVE_PATH, TeamState
 from agent_team.state_journal import journal_path

@@ -1,6 +1,7 @@
 """Writing a run's records to its store: tasks, agents' live entries, notes, the feature.
 
-Each function is one journaled change (O(1), see `state_journal.py`) or one transaction. The event log gets the same facts, so a reader of either
+Each function is one journaled change (O(1), see `state_journal.py`) or one transaction.
+The event log gets the same facts, so a reader of either
 sees the run; the state file holds the current view, the log the history.
 """
 

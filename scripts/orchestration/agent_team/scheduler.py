@@ -201,6 +201,11 @@ class _Attempt:
     exception: BaseException | None = None
 
 
+def _start_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.start()
+
+
 class _Workers:
     """Threads started ahead of need, so starting a job never waits for a new thread.
 
@@ -226,8 +231,8 @@ class _Workers:
             thread.start()
         rest = self._threads[now:]
         if rest:
-            self._spawner = threading.Thread(
-                target=lambda: [thread.start() for thread in rest], name="agent-team-job-spawner")
+            self._spawner = threading.Thread(target=_start_all, args=(rest,),
+                                             name="agent-team-job-spawner")
             self._spawner.start()
 
     def finished(self) -> list[_Attempt]:

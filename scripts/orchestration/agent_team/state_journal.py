@@ -16,12 +16,13 @@ the crash cut short: it was never acknowledged, so it is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -169,17 +170,15 @@ class JournalWriter:
 
     def remove(self) -> None:
         """Forget the journal: its entries are in the state file now."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
         self.size, self._identity = 0, None
 
 
 # -- entity checks -----------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _check(definition: str) -> Draft202012Validator:
     return definition_validator(definition)
 
