@@ -19,6 +19,7 @@ EXPECTED = {
     "overhead": ["| files", "worktree add", "Growth of the per-task time"],
     "tokens": ["| turn", "cacheable share", "breakpoints ok"],
     "claims": ["| backend", "claim median ms", "exactly once per fence"],
+    "scaling": ["Per-task time at", "writes/task", "orch / lean", "Lock wait:"],
     "state_load": ["| writers", "| tasks", "Lost updates across all scenarios: 0."],
     "cli_workers": ["| measure", "run_invocation + parse", "its child gone"],
 }

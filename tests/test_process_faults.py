@@ -22,6 +22,7 @@ import pytest
 from agent_team.errors import StateError
 from agent_team.scripted import ScriptedModel
 from agent_team.state import TeamState, new_state
+from agent_team.state_journal import JournalWriter
 from click.testing import CliRunner
 from file_based_orchestrator import FileBasedOrchestrator, main
 
@@ -212,7 +213,18 @@ class FullDisk:
         self.armed = threading.Event()
         self.on_disk_then: list[bytes] = []
         self._real = os.replace
+        self._append = JournalWriter.append
         monkeypatch.setattr(os, "replace", self.replace)
+        monkeypatch.setattr(JournalWriter, "append",
+                            lambda writer, entry: self.append(writer, entry))
+
+    def append(self, writer: JournalWriter, entry: Any) -> int:
+        """A run's small changes go to the journal: the disk is just as full there."""
+        state = writer.path.with_name("team-communication.json")
+        if self.armed.is_set() and (self.always or not self.on_disk_then):
+            self.on_disk_then.append(state.read_bytes())
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(writer.path))
+        return self._append(writer, entry)
 
     def replace(self, src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
         target = Path(dst)

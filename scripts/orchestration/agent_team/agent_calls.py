@@ -133,19 +133,12 @@ def record_usage(
     if not run.began:
         run.pending_usage.append(PendingUsage(request.role, counts, cost))
         return
-    tokens = reply.usage.total_tokens
-
-    def apply(state: dict[str, Any]) -> None:
-        known = any(t["task_id"] == request.task_id for t in state["tasks"])
-        TeamState.add_usage_to(state, request.role, counts, cost_usd=cost,
-                               task_id=request.task_id if known else None)
-        if request.turn is not None:
-            entry = state["agents"].get(request.agent) or {}
-            TeamState.set_agent_in(state, request.agent, turn=request.turn,
-                                   tokens=int(entry.get("tokens") or 0) + tokens,
-                                   updated_at=utc_now())
-
-    run.store.update(apply)
+    ops = [TeamState.usage_op(request.role, counts, cost_usd=cost, task_id=request.task_id,
+                              if_known=True)]
+    if request.turn is not None:
+        ops.append({"op": "turn", "agent": request.agent, "turn": request.turn,
+                    "tokens": reply.usage.total_tokens, "updated_at": utc_now()})
+    run.store.record(*ops)
 
 
 class RunModel(ChatModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,14 +18,48 @@ from .errors import GitError
 
 GIT_ERRORS = (GitCommandError, GitCommandNotFound)
 
-_LOCKS: dict[str, threading.RLock] = {}
+class RepoLock:
+    """A re-entrant lock that counts how long threads waited for it, for the benchmarks.
+
+    Only what git itself must serialise takes it: branch creation and ref moves, merges into
+    the feature branch, pruning, the shared exclude file. Adding, committing in and removing
+    different worktrees run side by side.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.wait_seconds = 0.0
+        self.held_seconds = 0.0
+        self.acquisitions = 0
+        self._depth = threading.local()
+
+    def __enter__(self) -> RepoLock:
+        start = time.perf_counter()
+        self._lock.acquire()
+        got = time.perf_counter()
+        depth = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        if depth == 0:
+            self.wait_seconds += got - start
+            self.acquisitions += 1
+            self._depth.since = got
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth.n -= 1
+        if self._depth.n == 0:
+            self.held_seconds += time.perf_counter() - self._depth.since
+        self._lock.release()
+
+
+_LOCKS: dict[str, RepoLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def repo_lock(common_dir: Path) -> threading.RLock:
+def repo_lock(common_dir: Path) -> RepoLock:
     """One lock per repository, shared by every GitWorkspace opened on it in this process."""
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(str(common_dir), threading.RLock())
+        return _LOCKS.setdefault(str(common_dir), RepoLock())
 
 
 def _unformat(stream: str, label: str) -> str:

@@ -56,25 +56,27 @@ class WorktreeMixin(_Base):
         target = Path(path).expanduser().resolve()
         self._check_branch_name(branch)
         env = self._checkout_env()
-        with self._lock:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                if self.branch_exists(branch):
-                    self._run("worktree", "add", str(target), branch, env=env)
-                else:
-                    start = check_rev(start_point or "HEAD")
-                    self._run(
-                        "worktree", "add", "--no-track", "-b", branch, str(target), start,
-                        env=env,
-                    )
-            except GitError:
-                made = self.is_worktree(target) and any(
-                    info.path == target and info.branch == branch
-                    for info in self.list_worktrees()
+        # No repository lock: git locks the one ref it creates and the worktree's own admin
+        # directory (marked "initializing" against a concurrent prune), so adds of different
+        # worktrees run side by side; the checkout, most of the cost, never waits for a merge.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.branch_exists(branch):
+                self._run("worktree", "add", str(target), branch, env=env)
+            else:
+                start = check_rev(start_point or "HEAD")
+                self._run(
+                    "worktree", "add", "--no-track", "-b", branch, str(target), start,
+                    env=env,
                 )
-                if not made:
-                    raise
-            self._expect(target, branch)
+        except GitError:
+            made = self.is_worktree(target) and any(
+                info.path == target and info.branch == branch
+                for info in self.list_worktrees()
+            )
+            if not made:
+                raise
+        self._expect(target, branch)
         return target
 
     def clear_stale_locks(self, worktree: str | Path) -> list[Path]:
@@ -108,28 +110,29 @@ class WorktreeMixin(_Base):
         """Remove a worktree, keeping its branch; uncommitted work is kept unless `force`."""
         target = Path(path).expanduser().resolve()
         self.expected.forget(target)
-        with self._lock:
-            if not target.exists():
-                self.prune_worktrees()
-                return
-            if force:
-                self._run("worktree", "remove", "--force", str(target))
-                return
-            # git checks for changes itself (one status scan of the whole tree); the list for
-            # the message is only computed when it refuses. Untracked files always count.
-            try:
-                self._run(
-                    "worktree", "remove", str(target),
-                    env=extra_config({"status.showUntrackedFiles": "normal"}),
-                )
-            except GitError:
-                changes = self._dirty_paths(target) if target.is_dir() else []
-                if changes:
-                    raise GitError(
-                        f"worktree {target} has uncommitted changes ({', '.join(changes[:10])}); "
-                        "commit them or pass force=True to discard them"
-                    ) from None
-                raise
+        # No repository lock: removing one worktree touches only its directory and its admin
+        # entry, so removals run beside other tasks' adds, commits and merges.
+        if not target.exists():
+            self.prune_worktrees()
+            return
+        if force:
+            self._run("worktree", "remove", "--force", str(target))
+            return
+        # git checks for changes itself (one status scan of the whole tree); the list for
+        # the message is only computed when it refuses. Untracked files always count.
+        try:
+            self._run(
+                "worktree", "remove", str(target),
+                env=extra_config({"status.showUntrackedFiles": "normal"}),
+            )
+        except GitError:
+            changes = self._dirty_paths(target) if target.is_dir() else []
+            if changes:
+                raise GitError(
+                    f"worktree {target} has uncommitted changes ({', '.join(changes[:10])}); "
+                    "commit them or pass force=True to discard them"
+                ) from None
+            raise
 
     def list_worktrees(self) -> list[WorktreeInfo]:
         """All worktrees of the repository, the main one first."""

@@ -28,7 +28,10 @@ def system_prompt(team: Team, agent_id: str) -> str:
 
 def task_prompt(run: RunContext, task: Mapping[str, Any]) -> str:
     """What the agent is asked to do, with its dependencies' real results and decisions."""
-    state = run.store.read()
+    wanted = set(task.get("dependencies", []))
+    state = run.store.view(lambda s: {  # only what the prompt needs: O(1) copies per task
+        "tasks": [t for t in s["tasks"] if t["task_id"] in wanted],
+        "current_feature": s["current_feature"], "decisions": s["decisions"]})
     by_id = {t["task_id"]: t for t in state["tasks"]}
     feature = state["current_feature"]
     lines = [

@@ -1,6 +1,7 @@
 """Writing a run's records to its store: tasks, agents' live entries, notes, the feature.
 
-Each function is one transaction. The event log gets the same facts, so a reader of either
+Each function is one journaled change (O(1), see `state_journal.py`) or one transaction.
+The event log gets the same facts, so a reader of either
 sees the run; the state file holds the current view, the log the history.
 """
 
@@ -10,12 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from .run_context import RunContext
-from .state import TeamState, utc_now
+from .state import utc_now
 
 
 def set_task(run: RunContext, task_id: str, **fields: Any) -> None:
     """Update one task; a status change is also an event."""
-    task = run.store.update(lambda state: TeamState.set_task_in(state, task_id, **fields))
+    task = run.store.set_task(task_id, **fields)
     if "status" in fields:
         run.events.emit("task_status", task_id=task_id, status=fields["status"],
                         error=fields.get("error"), role=(task or {}).get("assigned_to"))
@@ -23,14 +24,13 @@ def set_task(run: RunContext, task_id: str, **fields: Any) -> None:
 
 def set_agent(run: RunContext, agent_id: str, **fields: Any) -> None:
     fields.setdefault("updated_at", utc_now())
-    run.store.update(lambda state: TeamState.set_agent_in(state, agent_id, **fields))
+    run.store.set_agent(agent_id, **fields)
 
 
 def note(run: RunContext, agent: str, task_id: str | None, status: str, message: str,
          details: Mapping[str, Any] | None = None) -> None:
     """Append a line to the state file's updates (what the team said and did)."""
-    run.store.update(lambda state: TeamState.append_update_to(
-        state, agent, task_id, status, message, dict(details or {})))
+    run.store.append_update(agent, task_id, status, message, dict(details or {}))
 
 
 def set_feature_status(run: RunContext, status: str, **fields: Any) -> None:
@@ -45,4 +45,4 @@ def set_feature_status(run: RunContext, status: str, **fields: Any) -> None:
 
 def task_record(run: RunContext, task_id: str) -> dict[str, Any]:
     """The task as the store has it now."""
-    return next(t for t in run.store.read()["tasks"] if t["task_id"] == task_id)
+    return run.store.task(task_id)

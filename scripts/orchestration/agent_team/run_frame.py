@@ -34,6 +34,7 @@ from .team import Team
 
 #: Paths the run writes inside the repository, kept out of the user's `git status`.
 RUN_FILES = ("/.ai-agents/logs/", "/.ai-agents/reports/", "/.ai-agents/state/*.lock",
+             "/.ai-agents/state/*.journal",
              "/.ai-agents/state/.*.tmp")
 
 

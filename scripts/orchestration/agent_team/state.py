@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,7 +31,18 @@ from jsonschema.exceptions import ValidationError
 
 from .errors import StateError, UnknownTaskError
 from .fsutil import write_atomic
-from .redaction import redact, redact_value
+from .redaction import redact, redact_value, secret_pattern
+from .state_journal import (
+    CHECKPOINT_SECONDS,
+    MIN_COMPACT_BYTES,
+    IoStats,
+    JournalWriter,
+    check_agent_name,
+    check_entity,
+    digest,
+    journal_path,
+    read_entries,
+)
 from .state_migrations import (
     MIGRATIONS,
     SUPPORTED_VERSIONS,
@@ -59,6 +71,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "TeamState",
     "UnknownTaskError",
+    "apply_journal",
     "load_schema",
     "migrate_state",
     "migration",
@@ -141,6 +154,10 @@ def _find_task(state: Mapping[str, Any], task_id: str) -> dict:
     raise UnknownTaskError(f"No task {task_id!r} in the team state (tasks: {known}).")
 
 
+def _no_check(definition: str, value: Any, where: str) -> None:
+    """Entity checks are skipped when the whole state is validated before it is saved."""
+
+
 def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise StateError(f"{name} must be a non-negative integer, got {value!r}.")
@@ -176,6 +193,27 @@ def _accumulate(bucket: dict, counts: Mapping[str, int], calls: int, cost: float
     bucket["cost_known"] = known
 
 
+def apply_journal(path: Path, raw: bytes, data: dict, stats: IoStats | None = None) -> int:
+    """Apply to `data` (the state file `path` parsed from `raw`) what its journal adds.
+
+    Every reader goes through here (`TeamState.read`, `team.py status`), so a run's newest
+    changes are seen before they are folded into the file. Returns the journal's usable length.
+    """
+    journal = journal_path(path)
+    entries, size = read_entries(journal, digest(raw), stats)
+    for number, entry in enumerate(entries, start=1):
+        try:
+            for op in entry["ops"]:
+                TeamState.apply_op(data, op)
+            data["last_updated"] = entry.get("at") or data["last_updated"]
+        except (StateError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"Entry {number} of the state journal {journal} does not apply to {path} "
+                f"({exc}). Both were left untouched; move the journal away to continue from "
+                "the state file alone.") from None
+    return size
+
+
 class TeamState:
     """One team state file, safe to share between the threads and processes of a run.
 
@@ -197,6 +235,12 @@ class TeamState:
         self._shared = _shared_for(self.path)
         self._owned = False
         self._written: bytes | None = None
+        self.stats = IoStats()
+        self._journal = JournalWriter(journal_path(self.path), self.stats)
+        self._cache: dict | None = None
+        self._snapshot_id: tuple[int, int, int] | None = None
+        self._snapshot_size = 0
+        self._checkpointed = time.monotonic()
 
     def __repr__(self) -> str:
         return f"TeamState({str(self.path)!r})"
@@ -243,11 +287,26 @@ class TeamState:
             return True
 
     def read(self) -> dict:
-        """A validated private copy of the state as it is on disk now."""
+        """A validated private copy of the state as it is now (the file and its journal)."""
         if self._owned and getattr(self._shared.local, "state", None) is None:
             with self._locked():
-                return self._load()[0]
+                state, cached = self._current()
+                return copy.deepcopy(state) if cached else state
         return self._load()[0]
+
+    def view(self, pick: Callable[[dict], T]) -> T:
+        """A copy of one part of the state, without copying the rest (`read` copies it all)."""
+        active = getattr(self._shared.local, "state", None)
+        if active is not None:
+            return copy.deepcopy(pick(active))
+        if self._owned:
+            with self._locked():
+                return copy.deepcopy(pick(self._current()[0]))
+        return pick(self._load()[0])
+
+    def task(self, task_id: str) -> dict:
+        """A copy of one task; UnknownTaskError when the plan has no such task."""
+        return self.view(lambda state: _find_task(state, task_id))
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -267,11 +326,19 @@ class TeamState:
             except OSError as exc:
                 raise StateError(f"Cannot read {self.path}: {exc.strerror or exc}.") from exc
             self._owned = True
+        unusable = False
         try:
             yield
+        except StateError:
+            unusable = True  # a file that could not be used is not tried again
+            raise
         finally:
+            if not unusable:  # the run's end: the file alone shows everything again
+                with contextlib.suppress(StateError):
+                    self.checkpoint()
             self._owned = False
             self._written = None
+            self._cache = None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict]:
@@ -299,7 +366,118 @@ class TeamState:
                         f"{version} file first ({exc.strerror or exc}). Nothing was written."
                     ) from exc
             state["last_updated"] = utc_now()
+            self._cache = None  # the caller may still hold parts of `state`
             self._save(state)
+
+    def checkpoint(self) -> bool:
+        """Fold the journal into the state file now; True when there was something to fold."""
+        if getattr(self._shared.local, "state", None) is not None:
+            return False
+        with self._locked():
+            if self._journal.size == 0 and not self._journal.path.exists():
+                return False
+            state, _ = self._current()
+            self._save(state)
+            return True
+
+    def record(self, *ops: dict[str, Any], pick: Callable[[dict], Any] | None = None) -> Any:
+        """Apply small changes (see `apply_op`) and append them to the journal: O(1) per call.
+
+        Each touched entity is validated on its own; the whole file is rewritten only at
+        checkpoints. Inside a transaction the changes join it. Returns a copy of `pick(state)`.
+        """
+        items = [dict(op) for op in ops]
+        try:
+            text = json.dumps(items, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise StateError(
+                f"Refusing to save the team state file {self.path}: {exc}. Nothing was written."
+            ) from exc
+        if secret_pattern(in_json=True).search(text):
+            items = [redact_value(op) for op in items]
+        if self._owned and getattr(self._shared.local, "state", None) is None:
+            done, result = self._record_journaled(items, pick)
+            if done:
+                return result
+        with self.transaction() as state:  # joins an active one, or saves the file whole
+            for op in items:  # the whole file is validated when it is saved
+                self.apply_op(state, op, check=False)
+            return copy.deepcopy(pick(state)) if pick else None
+
+    def _record_journaled(self, items: list[dict[str, Any]],
+                          pick: Callable[[dict], Any] | None) -> tuple[bool, Any]:
+        """`record` for the run that owns the file: (False, None) when it cannot journal yet."""
+        with self._locked():
+            state, journaled = self._current()
+            if not journaled:  # no file of the current version to journal against
+                return False, None
+            try:
+                for op in items:
+                    self.apply_op(state, op)
+                now = utc_now()
+                state["last_updated"] = now
+                result = copy.deepcopy(pick(state)) if pick else None
+            except BaseException:
+                self._cache = None
+                raise
+            try:
+                self._journal.append({"at": now, "ops": items})
+            except OSError as exc:
+                self._cache = None
+                raise _save_error(self._journal.path, exc) from exc
+            if (self._journal.size >= max(MIN_COMPACT_BYTES, self._snapshot_size)
+                    or time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS):
+                self._save(state)
+            return True, result
+
+    @staticmethod
+    def apply_op(state: dict, op: Mapping[str, Any], *, check: bool = True) -> None:
+        """One journaled change, applied and checked against its entity's schema.
+
+        Kinds: task (fields of one task), agent (fields of one live entry), turn (an agent's
+        turn and tokens), update (an agent_updates line), usage, merge, decisions. `check=False`
+        when the whole state is validated anyway.
+        """
+        entity = check_entity if check else _no_check
+        kind = op.get("op")
+        if kind == "task":
+            task = TeamState.set_task_in(state, op["task_id"], **op["fields"])
+            entity("task", task, f"task {op['task_id']}")
+        elif kind == "agent":
+            if check:
+                check_agent_name(op["agent"])
+            agent = TeamState.set_agent_in(state, op["agent"], **op["fields"])
+            entity("agent", agent, f"agent {op['agent']}")
+        elif kind == "turn":
+            if check:
+                check_agent_name(op["agent"])
+            entry = state["agents"].get(op["agent"]) or {}
+            agent = TeamState.set_agent_in(
+                state, op["agent"], turn=op["turn"], updated_at=op["updated_at"],
+                tokens=int(entry.get("tokens") or 0) + int(op["tokens"]))
+            entity("agent", agent, f"agent {op['agent']}")
+        elif kind == "update":
+            entity("agent_update", op["entry"], "an agent update")
+            state["agent_updates"].append(op["entry"])
+        elif kind == "usage":
+            task_id = op.get("task_id")
+            if task_id is not None and op.get("if_known") and not any(
+                    t["task_id"] == task_id for t in state["tasks"]):
+                task_id = None
+            TeamState.add_usage_to(state, op["agent"], op["counts"], op.get("api_calls", 1),
+                                   op.get("cost_usd"), task_id=task_id)
+            entity("usage", state["usage"], "usage")
+            if task_id is not None:
+                entity("task", _find_task(state, task_id), f"task {task_id}")
+        elif kind == "merge":
+            entity("merge", op["entry"], "a merge")
+            state["integration"].setdefault("merges", []).append(op["entry"])
+        elif kind == "decisions":
+            for entry in op["entries"]:
+                entity("decision", entry, "a decision")
+            state["decisions"].extend(op["entries"])
+        else:
+            raise StateError(f"Unknown state change {kind!r}.")
 
     def update(self, fn: Callable[[dict], T]) -> T:
         """Run `fn(state)` inside one transaction and return its result."""
@@ -338,10 +516,10 @@ class TeamState:
         message: str,
         details: Mapping[str, Any] | None = None,
     ) -> dict:
-        """`append_update_to` in a transaction of its own; returns the entry as written."""
-        entry = self.update(
-            lambda state: self.append_update_to(state, agent, task_id, status, message, details)
-        )
+        """`append_update_to` as one journaled change; returns the entry as written."""
+        entry = self.append_update_to({"agent_updates": []}, agent, task_id, status, message,
+                                      details)
+        self.record({"op": "update", "entry": entry})
         return copy.deepcopy(entry)
 
     @staticmethod
@@ -353,8 +531,10 @@ class TeamState:
         return task
 
     def set_task(self, task_id: str, **fields: Any) -> dict:
-        """`set_task_in` in a transaction of its own; returns a copy of the task."""
-        return copy.deepcopy(self.update(lambda state: self.set_task_in(state, task_id, **fields)))
+        """`set_task_in` as one journaled change; returns a copy of the task."""
+        _check_fields("task", "task", fields)
+        return self.record({"op": "task", "task_id": task_id, "fields": fields},
+                           pick=lambda state: _find_task(state, task_id))
 
     @staticmethod
     def set_agent_in(state: dict, role: str, **fields: Any) -> dict:
@@ -366,8 +546,20 @@ class TeamState:
         return agent
 
     def set_agent(self, role: str, **fields: Any) -> dict:
-        """`set_agent_in` in a transaction of its own; returns a copy of the agent."""
-        return copy.deepcopy(self.update(lambda state: self.set_agent_in(state, role, **fields)))
+        """`set_agent_in` as one journaled change; returns a copy of the agent."""
+        _check_fields("agent", "agent", fields)
+        fields = {**fields, "updated_at": fields.get("updated_at") or utc_now()}
+        return self.record({"op": "agent", "agent": role, "fields": fields},
+                           pick=lambda state: state["agents"][role])
+
+    def agent_turn(self, role: str, turn: int, tokens: int) -> None:
+        """An agent's live entry after one model turn: its turn number and tokens so far."""
+        self.record({"op": "turn", "agent": role, "turn": turn, "tokens": tokens,
+                     "updated_at": utc_now()})
+
+    def add_merge(self, entry: Mapping[str, Any]) -> None:
+        """Append one merge to the integration's merge log."""
+        self.record({"op": "merge", "entry": dict(entry)})
 
     @staticmethod
     def add_decisions_to(
@@ -386,9 +578,10 @@ class TeamState:
     def add_decisions(
         self, decisions: Iterable[str | Mapping[str, Any]], made_by: str
     ) -> list[dict]:
-        """`add_decisions_to` in a transaction of its own; returns copies of the entries."""
-        items = list(decisions)
-        return copy.deepcopy(self.update(lambda s: self.add_decisions_to(s, items, made_by)))
+        """`add_decisions_to` as one journaled change; returns copies of the entries."""
+        entries = self.add_decisions_to({"decisions": []}, list(decisions), made_by)
+        self.record({"op": "decisions", "entries": entries})
+        return copy.deepcopy(entries)
 
     @staticmethod
     def add_usage_to(
@@ -429,12 +622,24 @@ class TeamState:
         *,
         task_id: str | None = None,
     ) -> None:
-        """`add_usage_to` in a transaction of its own."""
-        self.update(
-            lambda state: self.add_usage_to(
-                state, agent, usage, api_calls=api_calls, cost_usd=cost_usd, task_id=task_id
-            )
-        )
+        """`add_usage_to` as one journaled change."""
+        self.record(self.usage_op(agent, usage, api_calls, cost_usd, task_id=task_id))
+
+    @staticmethod
+    def usage_op(agent: str, usage: Mapping[str, int] | Any, api_calls: int = 1,
+                 cost_usd: float | None = None, *, task_id: str | None = None,
+                 if_known: bool = False) -> dict[str, Any]:
+        """The journaled form of `add_usage_to`, checked now so a bad value is never written.
+
+        `if_known`: count it for the task only when the plan has that task.
+        """
+        probe = {"usage": _zero_counts()}
+        TeamState.add_usage_to(probe, agent, usage, api_calls, cost_usd)
+        op: dict[str, Any] = {"op": "usage", "agent": agent, "counts": _token_counts(usage),
+                              "api_calls": api_calls, "cost_usd": cost_usd}
+        if task_id is not None:
+            op |= {"task_id": task_id, "if_known": if_known}
+        return op
 
     # -- internals --
 
@@ -464,7 +669,57 @@ class TeamState:
         finally:
             self._shared.thread_lock.release()
 
+    def _current(self) -> tuple[dict, bool]:
+        """The state to change, under the locks: (state, whether it can be journaled).
+
+        The run that owns the file (`exclusive`) keeps it in memory, checks by the file's
+        identity that nothing else changed it, and journals its changes. Every other writer
+        (the team CLI, tools, tests) reads the file and its journal and saves the file whole.
+        """
+        if self._owned and self._cache is not None:
+            self._check_unchanged()
+            return self._cache, True
+        state, version, raw = self._load()
+        journaled = self._owned and version == SCHEMA_VERSION and bool(raw)
+        if journaled:
+            self._cache = state
+        return state, journaled
+
+    def _check_unchanged(self) -> None:
+        """Raise the changed-elsewhere error when the file or its journal is not ours any more."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._keep_cache_as_last_good()
+            raise self._changed_elsewhere(None) from None
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != self._snapshot_id:
+            raw = self.path.read_bytes()
+            if raw != self._written:
+                self._keep_cache_as_last_good()
+                raise self._changed_elsewhere(raw)
+            self._snapshot_id = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if not self._journal.intact():
+            self._keep_cache_as_last_good()
+            raise self._changed_elsewhere(self.path.read_bytes(), what=self._journal.path)
+
+    def _keep_cache_as_last_good(self) -> None:
+        """The run's own last version includes its journal: keep that, not the older file."""
+        if self._cache is not None:
+            with contextlib.suppress(TypeError, ValueError, ValidationError):
+                self._written = encoder().encode(self._cache).encode("utf-8")
+        self._cache = None
+
     def _load(self) -> tuple[dict, int, bytes]:
+        """The file with its journal's changes applied; never writes to either."""
+        data, version, raw = self._load_file()
+        if not raw:
+            return data, version, raw
+        base = digest(raw)
+        size = apply_journal(self.path, raw, data, self.stats)
+        self._journal.start(base, size)
+        return data, version, raw
+
+    def _load_file(self) -> tuple[dict, int, bytes]:
         """Parse, migrate and validate the file; never writes to it."""
         try:
             raw = self.path.read_bytes()
@@ -478,6 +733,12 @@ class TeamState:
             ) from None
         except OSError as exc:
             raise StateError(f"Cannot read {self.path}: {exc.strerror or exc}.") from exc
+        self.stats.reads += 1
+        self.stats.bytes_read += len(raw)
+        if self._owned:
+            with contextlib.suppress(OSError):
+                st = os.stat(self.path)
+                self._snapshot_id = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self._owned and self._written is not None and raw != self._written:
             raise self._changed_elsewhere(raw)
         if raw == self._shared.known:
@@ -532,7 +793,7 @@ class TeamState:
             f"and {kept}. Fix it by hand (schema: {SCHEMA_PATH}) or move it away to start fresh."
         )
 
-    def _changed_elsewhere(self, raw: bytes | None) -> StateError:
+    def _changed_elsewhere(self, raw: bytes | None, what: Path | None = None) -> StateError:
         """The error for a file changed or deleted during a run, after keeping both versions."""
         assert self._written is not None
         try:
@@ -543,14 +804,15 @@ class TeamState:
         else:
             last = f"this run's last version is saved at {good}"
             advice = f" (`cp {good} {self.path}`)"
+        target = what or self.path
         if raw is None:
-            what, kept = "deleted", "It was not re-created"
+            what_, kept = "deleted", "It was not re-created"
         else:
-            what, kept = "changed", "It was not overwritten"
+            what_, kept = "changed", "It was not overwritten"
             with contextlib.suppress(OSError):
                 kept += f" (a copy of the changed file is at {_backup(self.path, raw, 'changed')})"
         return StateError(
-            f"The team state file {self.path} was {what} by something other than this run "
+            f"The team state file {target} was {what_} by something other than this run "
             "while it was running (agents' commands are not sandboxed and can write anywhere). "
             f"{kept}, and {last}. The run stops here: put back the version you trust{advice} "
             "and continue with --resume."
@@ -576,5 +838,16 @@ class TeamState:
         except OSError as exc:
             raise _save_error(self.path, exc) from exc
         self._shared.known = payload
+        self.stats.snapshot_writes += 1
+        self.stats.snapshot_bytes += len(payload)
+        # The new file holds every journaled change: the old journal's base no longer matches
+        # it, so even if removing it fails here it is never applied twice.
+        self._journal.remove()
+        self._journal.start(digest(payload))
+        self._snapshot_size = len(payload)
+        self._checkpointed = time.monotonic()
+        with contextlib.suppress(OSError):
+            st = os.stat(self.path)
+            self._snapshot_id = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self._owned:
             self._written = payload

@@ -367,3 +367,10 @@ def property_checks(definition: str | None) -> dict[str, Draft202012Validator]:
     part = schema if definition is None else schema["$defs"][definition]
     props = _inline_refs(part, schema["$defs"])["properties"]
     return {k: Draft202012Validator(s, format_checker=_FORMATS) for k, s in props.items()}
+
+
+def definition_validator(definition: str) -> Draft202012Validator:
+    """A validator for one `$defs` entry (a task, an agent, a merge): checks of one entity."""
+    schema = load_schema()
+    part = _inline_refs(schema["$defs"][definition], schema["$defs"])
+    return Draft202012Validator(part, format_checker=_FORMATS)

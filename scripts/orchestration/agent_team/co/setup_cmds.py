@@ -32,6 +32,7 @@ from ..sandbox import SandboxPolicy, sandbox_status
 from ..state import (
     SCHEMA_VERSION,
     STATE_RELATIVE_PATH,
+    apply_journal,
     migrate_state,
     schema_version_of,
     utc_now,
@@ -103,6 +104,7 @@ def load_state(project: Path) -> dict[str, Any] | None:
             data = migrate_state(data)
             data["project_name"] = data.get("project_name") or project.name
         validate_state(data, path)
+        apply_journal(path, raw, data)  # a running run's newest changes
     except StateError as exc:
         raise BadInput(str(exc)) from None
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
