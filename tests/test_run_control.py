@@ -13,7 +13,7 @@ from typing import Any
 
 import git
 import pytest
-from agent_team.errors import ConfigError
+from agent_team.errors import ConfigError, StateError
 from agent_team.scripted import ScriptedModel
 from agent_team.state import TeamState
 from click.testing import CliRunner
@@ -228,10 +228,10 @@ def test_sigkill_mid_run_then_resume_reaches_the_same_tree(tmp_path: Path) -> No
         while time.monotonic() < deadline:
             statuses = {}
             if state_path.exists():
-                try:
-                    state = json.loads(state_path.read_text())
+                try:  # the file and the run's journal, merged
+                    state = TeamState(state_path).read()
                     statuses = {t["task_id"]: t["status"] for t in state["tasks"]}
-                except (json.JSONDecodeError, KeyError):
+                except (StateError, KeyError):
                     pass
             if statuses.get("A") == "completed" and statuses.get("B") == "in_progress":
                 break

@@ -93,7 +93,7 @@ def test_a_crashed_run_loses_no_recorded_change(tmp_path: Path) -> None:
     assert [t["progress"] for t in data["tasks"]] == list(range(40))
     assert data["usage"]["output_tokens"] == 40 and data["usage"]["api_calls"] == 40
     status = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "orchestration" / "team.py"), "status", "--json",
+        [sys.executable, str(ROOT / "scripts" / "orchestration" / "co.py"), "status", "--json",
          "--project-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     tasks = json.loads(status.stdout)["tasks"]
