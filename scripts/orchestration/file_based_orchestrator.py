@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 from agent_team.cli import common_options, max_workers_option, run_main
+from agent_team.crash_repair import repair_after_crash
 from agent_team.errors import EXIT_FAILED, EXIT_OK, GitError
 from agent_team.git_merge import MergeResult
 from agent_team.orchestrator import BaseOrchestrator
@@ -48,6 +49,7 @@ from agent_team.run_worktrees import (
     task_worktree,
 )
 from agent_team.state import utc_now
+from agent_team.state_checks import owned_branches
 from agent_team.steps_merge import conclude_task, merge_task, resolve_conflict
 from agent_team.steps_schedule import resume_plan, run_schedule
 from agent_team.steps_task import execute_task, fail_message, fail_task
@@ -105,6 +107,10 @@ class FileBasedOrchestrator(BaseOrchestrator):
         workers = max_workers or self.max_workers
         with locked_run(self.team, run):
             state = begin_resume(self.team, run, feature)
+            for line in repair_after_crash(  # a kill inside `git worktree add` or `git branch`
+                    self.git.common_dir, feature_dir(self.team, run),
+                    owned_branches(state["current_feature"]) or [run.feature_branch]):
+                self.log(line)
             self.git.prune_worktrees()
             clear_stale_locks(self.team, run)
             if not self.git.branch_exists(run.feature_branch):  # stopped while planning

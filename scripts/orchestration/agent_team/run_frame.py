@@ -29,6 +29,7 @@ from .git_workspace import slugify
 from .run_context import RunContext
 from .sandbox import require_sandbox
 from .state import TeamState, new_state, utc_now
+from .state_checks import check_consistency, raise_if_inconsistent, task_branch_of
 from .steps_task import fail_message
 from .team import Team
 
@@ -171,7 +172,8 @@ def begin_feature(team: Team, run: RunContext, feature: str) -> None:
         state["current_feature"] = {
             "id": slug, "title": run.feature.splitlines()[0][:200],
             "description": run.feature, "branch": run.feature_branch,
-            "base_branch": run.base_branch, "base_commit": base_commit, "status": "planning",
+            "base_branch": run.base_branch, "base_commit": base_commit,
+            "branches": [run.feature_branch], "status": "planning",
             "orchestrator": team.name, "run_id": run.run_id, "started_at": now,
             "updated_at": now, "completed_at": None,
         }
@@ -215,6 +217,9 @@ def check_resumable(team: Team, store: TeamState) -> dict[str, Any]:
     if feature is None:
         raise ConfigError("Nothing to resume: the state file records no feature. Start a run "
                           "with --feature \"...\".")
+    raise_if_inconsistent(store.path, check_consistency(  # before git is touched at all
+        state, team.git, worktree_root=team.worktree_root,
+        branch_of=lambda task: task_branch_of(feature["branch"], task)))
     if feature["status"] == "completed":
         raise ConfigError(f"Feature {feature['title']!r} is already completed on "
                           f"{feature['branch']}; there is nothing to resume.")
