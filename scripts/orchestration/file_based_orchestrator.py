@@ -49,7 +49,6 @@ from agent_team.run_worktrees import (
     task_worktree,
 )
 from agent_team.state import utc_now
-from agent_team.state_checks import owned_branches
 from agent_team.steps_merge import conclude_task, merge_task, resolve_conflict
 from agent_team.steps_schedule import resume_plan, run_schedule
 from agent_team.steps_task import execute_task, fail_message, fail_task
@@ -108,8 +107,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
         with locked_run(self.team, run):
             state = begin_resume(self.team, run, feature)
             for line in repair_after_crash(  # a kill inside `git worktree add` or `git branch`
-                    self.git.common_dir, feature_dir(self.team, run),
-                    owned_branches(state["current_feature"]) or [run.feature_branch]):
+                    self.git.common_dir, feature_dir(self.team, run), run.feature_branch):
                 self.log(line)
             self.git.prune_worktrees()
             clear_stale_locks(self.team, run)

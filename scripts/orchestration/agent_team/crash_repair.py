@@ -8,7 +8,7 @@ that branch or path then fails. A kill inside `git branch` or `update-ref` leave
 
 `repair_after_crash` runs under the run lock, so no git process of the orchestrator's can be
 using any of this. It only looks at worktrees under the run's own feature directory and at
-branches the run owns; the user's checkout, worktrees and branches are never touched. A
+the run's branch namespace; the user's checkout, worktrees and branches are never touched. A
 half-made worktree holds nothing but git's partial checkout (agents start only after the
 worktree exists), so removing it loses nothing; one whose checkout finished is left to the
 usual recovery, which commits what an agent wrote there.
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
+
+from .state_checks import AGENTS_INFIX
 
 __all__ = ["half_made_worktrees", "repair_after_crash", "stale_ref_locks"]
 
@@ -70,18 +71,18 @@ def _points_at(worktree: Path, admin: Path) -> bool:
     return target.resolve() == admin.resolve()
 
 
-def stale_ref_locks(common_dir: Path, branches: Iterable[str]) -> list[Path]:
-    """`refs/heads/<branch>.lock` files a killed git left on the run's own branches."""
-    found = []
-    for branch in branches:
-        lock = common_dir / "refs" / "heads" / f"{branch}.lock"
-        if lock.is_file() and not lock.is_symlink():
-            found.append(lock)
-    return found
+def stale_ref_locks(common_dir: Path, feature_branch: str) -> list[Path]:
+    """`.lock` files a killed git left on the run's branches: the feature branch and every
+    branch under `<feature branch>-agents/` (a namespace only the run creates branches in)."""
+    heads = common_dir / "refs" / "heads"
+    candidates = [heads / f"{feature_branch}.lock"]
+    namespace = heads / f"{feature_branch}{AGENTS_INFIX}"
+    if namespace.is_dir():
+        candidates += sorted(namespace.rglob("*.lock"))
+    return [p for p in candidates if p.is_file() and not p.is_symlink()]
 
 
-def repair_after_crash(common_dir: Path, feature_dir: Path,
-                       branches: Iterable[str]) -> list[str]:
+def repair_after_crash(common_dir: Path, feature_dir: Path, feature_branch: str) -> list[str]:
     """Undo half-made worktrees and stale branch locks of the run; returns what was done.
 
     The caller holds the run lock and prunes worktrees afterwards (`git worktree prune` drops
@@ -99,7 +100,7 @@ def repair_after_crash(common_dir: Path, feature_dir: Path,
         else:
             done.append(f"Unlocked the record of {worktree}: an interrupted `git worktree "
                         "add` left it locked with no checkout.")
-    for lock in stale_ref_locks(common_dir, branches):
+    for lock in stale_ref_locks(common_dir, feature_branch):
         lock.unlink()
         done.append(f"Removed {lock}, left by a git command of the interrupted run.")
     return done

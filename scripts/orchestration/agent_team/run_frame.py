@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 from .budget import BudgetGuard
 from .cli_agents import preflight, raise_on_problems
 from .errors import (
@@ -22,11 +20,11 @@ from .errors import (
     AgentTeamError,
     ConfigError,
     RunInterrupted,
-    StateLockedError,
 )
 from .events import EventLog, log_path
 from .git_workspace import slugify
 from .run_context import RunContext
+from .run_lock import RunLock
 from .sandbox import require_sandbox
 from .state import TeamState, new_state, utc_now
 from .state_checks import check_consistency, raise_if_inconsistent, task_branch_of
@@ -129,24 +127,10 @@ def graceful_interrupt(run: RunContext) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def acquire_run_lock(team: Team) -> filelock.BaseFileLock:
-    """Refuse to start while another orchestrator runs on this project.
-
-    The lock file lives in the repository's git directory, so it never shows in the working
-    tree; the operating system releases it when the process ends, even on a crash.
-    """
-    lock_path = Path(team.git.common_dir) / "agent-team-run.lock"
-    lock = filelock.FileLock(str(lock_path), timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise StateLockedError(
-            f"Another orchestrator is already running on {team.project_dir} (it holds "
-            f"{lock_path}). Wait for it to finish, or watch it with "
-            "`python scripts/orchestration/team.py status`; the lock is released "
-            "automatically when that process ends."
-        ) from None
-    return lock
+def acquire_run_lock(team: Team) -> RunLock:
+    """Refuse to start while another orchestrator runs on this project (see run_lock.py:
+    a lock on the git common directory itself, so deleting the lock file does not free it)."""
+    return RunLock(team.git.common_dir, project=str(team.project_dir)).acquire()
 
 
 def run_record(team: Team, run: RunContext, feature_id: str, now: str) -> dict[str, Any]:
