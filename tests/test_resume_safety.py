@@ -36,11 +36,11 @@ from click.testing import CliRunner
 from file_based_orchestrator import FileBasedOrchestrator, main
 
 from tests.conftest import make_repo
+from tests.fault_helpers import cli_args as fault_cli_args
 from tests.fault_helpers import (
     assert_nothing_lost,
     assert_state_valid,
     clean_env,
-    cli_args,
     preserve,
     read_json,
     state_path,
@@ -70,6 +70,10 @@ def two_tasks(delay: float = 0) -> dict[str, list[dict[str, Any]]]:
         "qa-tester:B": write_and_finish("b.txt", "B\n"),
         "manager:integration": [integration_turn()],
     }
+
+
+def cli_args(project: Path, session: Path, *extra: str) -> list[str]:
+    return fault_cli_args(project, session, "--test-command", PASSING_TESTS, *extra)
 
 
 def finished_then_stopped(project: Path) -> dict[str, Any]:

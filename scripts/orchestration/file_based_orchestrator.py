@@ -111,7 +111,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
                 self.log(line)
             self.git.prune_worktrees()
             clear_stale_locks(self.team, run)
-            if not self.git.branch_exists(run.feature_branch):  # stopped while planning
+            if not self.git.branch_exists(run.feature_branch) or not state["tasks"]:  # planning
                 tasks = state["tasks"] or self._plan_or_stop(run.feature)
                 if tasks is None:
                     return stop(self.team, run)

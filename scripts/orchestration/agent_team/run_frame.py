@@ -27,7 +27,12 @@ from .run_context import RunContext
 from .run_lock import RunLock
 from .sandbox import require_sandbox
 from .state import TeamState, new_state, utc_now
-from .state_checks import check_consistency, raise_if_inconsistent, task_branch_of
+from .state_checks import (
+    check_consistency,
+    owned_branches,
+    raise_if_inconsistent,
+    task_branch_of,
+)
 from .steps_task import fail_message
 from .team import Team
 
@@ -210,7 +215,8 @@ def check_resumable(team: Team, store: TeamState) -> dict[str, Any]:
     if feature["status"] == "planning" or (
         feature["status"] in ("failed", "stopped") and not state["tasks"]
     ):
-        if team.git.branch_exists(feature["branch"]):
+        owned = owned_branches(feature) or []  # a kill right after git created it
+        if team.git.branch_exists(feature["branch"]) and feature["branch"] not in owned:
             raise ConfigError(
                 f"The recorded feature is still being planned, yet branch {feature['branch']} "
                 "already exists; it is not this run's. Rename it or start a new run with "
