@@ -704,3 +704,33 @@ def test_missing_key_comment_names_the_secrets(ai: dict[str, Any], runner: Runne
     comment = runner.comment.read_text()
     assert "`ANTHROPIC_API_KEY`" in comment and "`OPENAI_API_KEY`" in comment
     assert "https://github.test/owner/repo/settings/secrets/actions/new" in comment
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+def test_the_sandbox_hides_the_folders_the_launcher_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outside /tmp (which the sandbox replaces anyway), as RUNNER_TEMP is on a runner."""
+    import tempfile
+
+    from agent_team.sandbox import HIDE_ENV, SandboxPolicy, run_sandboxed
+
+    runner_temp = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    try:
+        commands = runner_temp / "_runner_file_commands"
+        commands.mkdir()
+        github_env = commands / "set_env_1"
+        github_env.write_text("KEEP=1\n")
+        work = tmp_path / "work"
+        work.mkdir()
+        script = f"cat {github_env} || echo hidden; echo 'X=1' >> {github_env} || echo refused"
+        seen = run_sandboxed(["sh", "-c", script], workdir=work, policy=SandboxPolicy(),
+                             timeout=30)
+        assert "KEEP=1" in seen.output  # readable (never writable) unless hidden
+        monkeypatch.setenv(HIDE_ENV, str(runner_temp))
+        hidden = run_sandboxed(["sh", "-c", script], workdir=work, policy=SandboxPolicy(),
+                               timeout=30)
+        assert "hidden" in hidden.output and "KEEP=1" not in hidden.output, hidden.output
+        assert github_env.read_text() == "KEEP=1\n"
+    finally:
+        shutil.rmtree(runner_temp)
