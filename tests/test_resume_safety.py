@@ -36,7 +36,6 @@ from click.testing import CliRunner
 from file_based_orchestrator import FileBasedOrchestrator, main
 
 from tests.conftest import make_repo
-from tests.fault_helpers import cli_args as fault_cli_args
 from tests.fault_helpers import (
     assert_nothing_lost,
     assert_state_valid,
@@ -45,6 +44,7 @@ from tests.fault_helpers import (
     read_json,
     state_path,
 )
+from tests.fault_helpers import cli_args as fault_cli_args
 from tests.orchestration_helpers import (
     PASSING_TESTS,
     branches,

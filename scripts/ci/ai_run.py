@@ -21,6 +21,7 @@ the base commit, and masks the key in its own /proc environ block; then:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -109,16 +110,12 @@ def end_descendants() -> int:
         if not children:
             break
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 ended += 1
-            except ProcessLookupError:
-                pass
         for pid in children:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
         time.sleep(0.05)
     return ended
 
