@@ -123,8 +123,7 @@ def test_permissions_are_least_privilege(ai: dict[str, Any]) -> None:
 
 
 def test_the_job_that_runs_agents_cannot_write(ai: dict[str, Any]) -> None:
-    runners = [name for name, step in steps(ai)
-               if "file_based_orchestrator.py" in step.get("run", "")]
+    runners = [name for name, step in steps(ai) if "ai_run.py" in step.get("run", "")]
     assert runners == ["implement"]
     assert set(ai["jobs"]["implement"]["permissions"].values()) == {"read"}
 
@@ -145,7 +144,7 @@ def test_issue_text_reaches_the_orchestrator_only_through_env_and_a_file(
     }
     assert "feature.md" in writer["run"]
     run = next(step for _, step in steps(ai) if step.get("id") == "run")
-    assert '--feature "$(cat "$RUNNER_TEMP/feature.md")"' in run["run"]
+    assert '--feature-file "$RUNNER_TEMP/feature.md"' in run["run"]
 
 
 def test_provider_follows_the_secret_that_is_set(ai: dict[str, Any]) -> None:
@@ -159,7 +158,7 @@ def test_provider_follows_the_secret_that_is_set(ai: dict[str, Any]) -> None:
     run = next(step for _, step in steps(ai) if step.get("id") == "run")
     assert "secrets.ANTHROPIC_API_KEY" in run["env"]["ANTHROPIC_API_KEY"]
     assert "secrets.OPENAI_API_KEY" in run["env"]["OPENAI_API_KEY"]
-    assert '--api-provider "$PROVIDER"' in run["run"]
+    assert '--provider "$PROVIDER"' in run["run"]
 
 
 def test_missing_key_gets_an_actionable_comment_and_a_green_run(ai: dict[str, Any]) -> None:
@@ -188,11 +187,32 @@ def test_publish_pushes_opens_pr_and_comments_even_after_a_failure(ai: dict[str,
     assert job["steps"][-1]["if"] == "needs.implement.outputs.exit-code != '0'"
 
 
-def test_branch_name_comes_from_the_report(ai: dict[str, Any]) -> None:
-    collect = next(step for _, step in steps(ai) if step.get("id") == "collect")
-    assert collect["if"] == "always()"
-    assert '"feature_branch"' in collect["run"]
-    assert "git bundle create" in collect["run"]
+def test_the_key_reaches_only_a_process_that_replaces_the_shell(ai: dict[str, Any]) -> None:
+    """The step holding the key `exec`s the launcher, so no shell keeps it in its environ;
+    no other step of any job sees the key."""
+    holders = [(job, step.get("id")) for job, step in steps(ai)
+               if any("_API_KEY" in k and "secrets." in v
+                      for k, v in step.get("env", {}).items())]
+    assert holders == [("implement", "run")]
+    run = next(step for _, step in steps(ai) if step.get("id") == "run")
+    assert run["run"].startswith("exec python scripts/ci/ai_run.py ")
+    assert "|" not in run["run"] and "tee" not in run["run"]
+    outputs = ai["jobs"]["implement"]["outputs"]
+    assert {k: v for k, v in outputs.items()} == {
+        "exit-code": "${{ steps.run.outputs.exit-code }}",
+        "branch": "${{ steps.run.outputs.branch }}",
+        "commits": "${{ steps.run.outputs.commits }}"}
+
+
+def test_no_step_after_the_agents_runs_code_from_their_checkout(ai: dict[str, Any]) -> None:
+    names = [step.get("name") for step in ai["jobs"]["implement"]["steps"]]
+    after = ai["jobs"]["implement"]["steps"][names.index(
+        "Run the orchestrator and collect the branch") + 1:]
+    assert [step.get("uses", "").split("@")[0] for step in after] == ["actions/upload-artifact"]
+    publish = "\n".join(step.get("run", "") for step in ai["jobs"]["publish"]["steps"])
+    for word in ("python", "agent_team", "scripts/", "pip ", "make ", "npm "):
+        assert word not in publish, word
+    assert "git fetch --quiet \"$result/feature.bundle\"" in publish
 
 
 def test_checkouts_keep_no_credentials_and_fetch_history(workflow: dict[str, Any]) -> None:
@@ -211,7 +231,8 @@ def test_ai_checkouts_fetch_full_history(ai: dict[str, Any]) -> None:
 
 def test_git_identity_is_set_before_the_agents_commit(ai: dict[str, Any]) -> None:
     names = [step.get("name") for step in ai["jobs"]["implement"]["steps"]]
-    assert names.index("Set the git identity for commits") < names.index("Run the orchestrator")
+    assert names.index("Set the git identity for commits") < names.index(
+        "Run the orchestrator and collect the branch")
     script = step_script(ai, "implement", "Set the git identity for commits")
     assert 'git config --global user.name "github-actions[bot]"' in script
     assert "git config --global user.email" in script
@@ -328,11 +349,10 @@ case "$1 $2" in
 esac
 """
 FAKE_ORCHESTRATOR = """#!/usr/bin/env bash
-if [ "$1" = "scripts/orchestration/file_based_orchestrator.py" ]; then
+if [ "$1" = "scripts/ci/ai_run.py" ]; then
   "$REAL_PYTHON" -c 'import json, sys; json.dump(sys.argv[2:], open(sys.argv[1], "w"))' \\
     "$ARGV_FILE" "$@"
-  echo "[Orchestrator] Error: budget reached"
-  exit 3
+  exit 0
 fi
 exec "$REAL_PYTHON" "$@"
 """
@@ -439,49 +459,122 @@ def test_issue_text_is_written_verbatim(ai: dict[str, Any], runner: Runner,
     assert not list(tmp_path.glob("pwned-*"))
 
 
-def test_run_step_passes_the_feature_as_one_argument(ai: dict[str, Any], runner: Runner,
-                                                     tmp_path: Path) -> None:
+def test_run_step_execs_the_launcher_with_the_feature_file(ai: dict[str, Any], runner: Runner,
+                                                          tmp_path: Path) -> None:
     (runner.temp / "feature.md").write_text(HOSTILE_TITLE + "\n\nBody line\n")
     result = runner.run(step_script(ai, "implement", "run"), tmp_path,
-                        {"PROVIDER": "anthropic", "AI_MODEL": "claude-x"})
+                        {"PROVIDER": "anthropic", "AI_MODEL": "claude-x", "BASE_SHA": "abc"})
     assert result.returncode == 0, result.stderr
     argv = json.loads((tmp_path / "argv.json").read_text())
-    assert argv == ["scripts/orchestration/file_based_orchestrator.py", "--project-dir", ".",
-                    "--api-provider", "anthropic", "--model", "claude-x",
-                    "--feature", HOSTILE_TITLE + "\n\nBody line"]
-    assert runner.outputs()["exit-code"] == "3"
-    assert "budget reached" in (runner.temp / "orchestrator.log").read_text()
+    assert argv == ["scripts/ci/ai_run.py", "--provider", "anthropic", "--model", "claude-x",
+                    "--feature-file", str(runner.temp / "feature.md"),
+                    "--out", str(runner.temp / "ai-result"), "--base-sha", "abc"]
     assert not list(tmp_path.glob("pwned-*"))
 
 
-def test_collect_finds_the_branch_bundles_it_and_masks_keys(
-    ai: dict[str, Any], runner: Runner, remote: tuple[Path, Path, str],
+#: Stands in for the orchestrator under ai_run.py: reports what it can see, leaves a daemon
+#: behind, prints the key, and builds a feature branch with a report the way a run does.
+FAKE_RUN = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+key = os.environ["ANTHROPIC_API_KEY"]
+parent = Path(f"/proc/{os.getppid()}/environ").read_bytes()
+seen = {"feature": sys.argv[sys.argv.index("--feature") + 1],
+        "key_in_parent_environ": key.encode() in parent,
+        "github_files": sorted(k for k in os.environ if k in (
+            "GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")),
+        "hidden": os.environ.get("AGENT_TEAM_SANDBOX_HIDE", "").split(os.pathsep)}
+pid_file = Path(os.environ["SEEN"] + ".pid")
+if os.fork() == 0:  # a double-forked daemon in a session of its own
+    os.setsid()
+    if os.fork() == 0:
+        pid_file.write_text(str(os.getpid()))
+        os.execvp("sleep", ["sleep", "300"])
+    os._exit(0)
+while not pid_file.exists() or not pid_file.read_text():
+    time.sleep(0.01)
+seen["daemon"] = int(pid_file.read_text())
+Path(os.environ["SEEN"]).write_text(json.dumps(seen))
+git = lambda *a: subprocess.run(["git", *a], check=True, capture_output=True)
+git("switch", "-q", "-c", os.environ["BRANCH"])
+Path("login.py").write_text("def login(): ...\n")
+git("add", "login.py")
+git("-c", "user.name=a", "-c", "user.email=a@example.com", "commit", "-q", "-m", "login")
+git("switch", "-q", "-")
+reports = Path(".ai-agents/reports")
+reports.mkdir(parents=True)
+(reports / "r1.md").write_text(f"# Run r1, key {key}\n")
+(reports / "r1.json").write_text(json.dumps({"feature_branch": os.environ["BRANCH"]}))
+state = {"current_feature": {"branch": os.environ["BRANCH"], "run_id": "r1"},
+         "runs": [{"run_id": "r1", "report": ".ai-agents/reports/r1.md"}]}
+Path(".ai-agents/state").mkdir()
+Path(".ai-agents/state/team-communication.json").write_text(json.dumps(state))
+print(f"[Orchestrator] Error: bad key {key}", flush=True)
+sys.exit(3)
+"""
+
+
+def run_launcher(tmp_path: Path, checkout: Path, base: str,
+                 branch: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]:
+    fake = tmp_path / "fake_orchestrator.py"
+    fake.write_text(FAKE_RUN)
+    temp = tmp_path / "runner-temp"
+    commands = temp / "_runner_file_commands"
+    commands.mkdir(parents=True, exist_ok=True)
+    files = {name: commands / f"{name.lower()}_x" for name in (
+        "GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")}
+    for path in files.values():
+        path.write_text("")
+    (temp / "feature.md").write_text(HOSTILE_TITLE + "\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+           **{k: str(v) for k, v in files.items()}, "RUNNER_TEMP": str(temp),
+           "ANTHROPIC_API_KEY": FAKE_KEY, "SEEN": str(tmp_path / "seen.json"), "BRANCH": branch}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ci" / "ai_run.py"), "--provider", "anthropic",
+         "--feature-file", str(temp / "feature.md"), "--out", str(temp / "ai-result"),
+         "--base-sha", base, "--orchestrator", str(fake)],
+        cwd=checkout, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert (tmp_path / "seen.json").is_file(), result.stdout + result.stderr
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    return result, seen, files["GITHUB_OUTPUT"]
+
+
+FAKE_KEY = "sk-ant-api03-" + "K" * 40
+
+
+def test_the_launcher_keeps_the_key_and_github_files_from_the_run_and_ends_its_processes(
+    remote: tuple[Path, Path, str], tmp_path: Path,
 ) -> None:
     _, checkout, base = remote
-    head = agent_branch(checkout, "feature/add-login", "def login(): ...\n")
-    (checkout / "scripts").mkdir()
-    (checkout / "scripts" / "orchestration").symlink_to(ROOT / "scripts" / "orchestration")
-    reports = checkout / ".ai-agents" / "reports"
-    reports.mkdir(parents=True)
-    (reports / "r1.md").write_text("# Run r1\n")
-    (reports / "r1.json").write_text(json.dumps({"feature_branch": "feature/add-login"}))
-    state = {"current_feature": {"branch": "feature/other", "run_id": "r1"},
-             "runs": [{"run_id": "r1", "report": ".ai-agents/reports/r1.md"}]}
-    (checkout / ".ai-agents" / "state").mkdir()
-    (checkout / ".ai-agents" / "state" / "team-communication.json").write_text(json.dumps(state))
-    fake_key = "sk-ant-" + "x" * 40
-    (runner.temp / "orchestrator.log").write_text(f"Error: bad key {fake_key}\n")
+    result, seen, output = run_launcher(tmp_path, checkout, base, "feature/add-login")
 
-    result = runner.run(step_script(ai, "implement", "collect"), checkout,
-                        {"BASE_SHA": base, "ANTHROPIC_API_KEY": fake_key, "OPENAI_API_KEY": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert seen["feature"] == HOSTILE_TITLE
+    assert seen["key_in_parent_environ"] is False
+    assert seen["github_files"] == []
+    temp = tmp_path / "runner-temp"
+    assert {str(temp / "_runner_file_commands"), str(temp)} <= set(seen["hidden"])
+    assert not Path(f"/proc/{seen['daemon']}").exists()  # killed and reaped
+    assert "process(es) the run left behind." in result.stdout
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert outputs == {"exit-code": "3", "branch": "feature/add-login", "commits": "1"}
+    out = temp / "ai-result"
+    for name in ("orchestrator.log", "report.md"):
+        assert FAKE_KEY not in (out / name).read_text() and "[REDACTED]" in (out / name).read_text()
+    assert FAKE_KEY not in result.stdout + result.stderr
+    heads = git(checkout, "bundle", "list-heads", str(out / "feature.bundle"))
+    assert heads.endswith(" refs/heads/feature/add-login")
 
-    assert result.returncode == 0, result.stderr
-    assert runner.outputs() == {"branch": "feature/add-login", "commits": "1"}
-    out = runner.temp / "ai-result"
-    assert (out / "report.md").read_text() == "# Run r1\n"
-    assert fake_key not in (out / "orchestrator.log").read_text()
-    verify = git(checkout, "bundle", "list-heads", str(out / "feature.bundle"))
-    assert verify == f"{head} refs/heads/feature/add-login"
+
+def test_the_launcher_reports_no_branch_it_does_not_recognise(
+    remote: tuple[Path, Path, str], tmp_path: Path,
+) -> None:
+    _, checkout, base = remote
+    result, _, output = run_launcher(tmp_path, checkout, base, "main-x")
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert outputs == {"exit-code": "3", "branch": "", "commits": "0"}
+    assert not (tmp_path / "runner-temp" / "ai-result" / "feature.bundle").exists()
 
 
 def _bundle(runner: Runner, checkout: Path, branch: str, base: str, report: str) -> None:
@@ -611,3 +704,33 @@ def test_missing_key_comment_names_the_secrets(ai: dict[str, Any], runner: Runne
     comment = runner.comment.read_text()
     assert "`ANTHROPIC_API_KEY`" in comment and "`OPENAI_API_KEY`" in comment
     assert "https://github.test/owner/repo/settings/secrets/actions/new" in comment
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+def test_the_sandbox_hides_the_folders_the_launcher_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outside /tmp (which the sandbox replaces anyway), as RUNNER_TEMP is on a runner."""
+    import tempfile
+
+    from agent_team.sandbox import HIDE_ENV, SandboxPolicy, run_sandboxed
+
+    runner_temp = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    try:
+        commands = runner_temp / "_runner_file_commands"
+        commands.mkdir()
+        github_env = commands / "set_env_1"
+        github_env.write_text("KEEP=1\n")
+        work = tmp_path / "work"
+        work.mkdir()
+        script = f"cat {github_env} || echo hidden; echo 'X=1' >> {github_env} || echo refused"
+        seen = run_sandboxed(["sh", "-c", script], workdir=work, policy=SandboxPolicy(),
+                             timeout=30)
+        assert "KEEP=1" in seen.output  # readable (never writable) unless hidden
+        monkeypatch.setenv(HIDE_ENV, str(runner_temp))
+        hidden = run_sandboxed(["sh", "-c", script], workdir=work, policy=SandboxPolicy(),
+                               timeout=30)
+        assert "hidden" in hidden.output and "KEEP=1" not in hidden.output, hidden.output
+        assert github_env.read_text() == "KEEP=1\n"
+    finally:
+        shutil.rmtree(runner_temp)

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 from agent_team.cli import common_options, max_workers_option, run_main
+from agent_team.crash_repair import repair_after_crash
 from agent_team.errors import EXIT_FAILED, EXIT_OK, GitError
 from agent_team.git_merge import MergeResult
 from agent_team.orchestrator import BaseOrchestrator
@@ -105,9 +106,12 @@ class FileBasedOrchestrator(BaseOrchestrator):
         workers = max_workers or self.max_workers
         with locked_run(self.team, run):
             state = begin_resume(self.team, run, feature)
+            for line in repair_after_crash(  # a kill inside `git worktree add` or `git branch`
+                    self.git.common_dir, feature_dir(self.team, run), run.feature_branch):
+                self.log(line)
             self.git.prune_worktrees()
             clear_stale_locks(self.team, run)
-            if not self.git.branch_exists(run.feature_branch):  # stopped while planning
+            if not self.git.branch_exists(run.feature_branch) or not state["tasks"]:  # planning
                 tasks = state["tasks"] or self._plan_or_stop(run.feature)
                 if tasks is None:
                     return stop(self.team, run)

@@ -10,10 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import filelock
 
 from .budget import BudgetGuard
 from .cli_agents import preflight, raise_on_problems
@@ -22,13 +19,19 @@ from .errors import (
     AgentTeamError,
     ConfigError,
     RunInterrupted,
-    StateLockedError,
 )
 from .events import EventLog, log_path
 from .git_workspace import slugify
 from .run_context import RunContext
+from .run_lock import RunLock
 from .sandbox import require_sandbox
 from .state import TeamState, new_state, utc_now
+from .state_checks import (
+    check_consistency,
+    owned_branches,
+    raise_if_inconsistent,
+    task_branch_of,
+)
 from .steps_task import fail_message
 from .team import Team
 
@@ -129,24 +132,10 @@ def graceful_interrupt(run: RunContext) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def acquire_run_lock(team: Team) -> filelock.BaseFileLock:
-    """Refuse to start while another orchestrator runs on this project.
-
-    The lock file lives in the repository's git directory, so it never shows in the working
-    tree; the operating system releases it when the process ends, even on a crash.
-    """
-    lock_path = Path(team.git.common_dir) / "agent-team-run.lock"
-    lock = filelock.FileLock(str(lock_path), timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise StateLockedError(
-            f"Another orchestrator is already running on {team.project_dir} (it holds "
-            f"{lock_path}). Wait for it to finish, or watch it with "
-            "`python scripts/orchestration/team.py status`; the lock is released "
-            "automatically when that process ends."
-        ) from None
-    return lock
+def acquire_run_lock(team: Team) -> RunLock:
+    """Refuse to start while another orchestrator runs on this project (see run_lock.py:
+    a lock on the git common directory itself, so deleting the lock file does not free it)."""
+    return RunLock(team.git.common_dir, project=str(team.project_dir)).acquire()
 
 
 def run_record(team: Team, run: RunContext, feature_id: str, now: str) -> dict[str, Any]:
@@ -172,7 +161,8 @@ def begin_feature(team: Team, run: RunContext, feature: str) -> None:
         state["current_feature"] = {
             "id": slug, "title": run.feature.splitlines()[0][:200],
             "description": run.feature, "branch": run.feature_branch,
-            "base_branch": run.base_branch, "base_commit": base_commit, "status": "planning",
+            "base_branch": run.base_branch, "base_commit": base_commit,
+            "branches": [run.feature_branch], "status": "planning",
             "orchestrator": team.name, "run_id": run.run_id, "started_at": now,
             "updated_at": now, "completed_at": None,
         }
@@ -216,13 +206,17 @@ def check_resumable(team: Team, store: TeamState) -> dict[str, Any]:
     if feature is None:
         raise ConfigError("Nothing to resume: the state file records no feature. Start a run "
                           "with --feature \"...\".")
+    raise_if_inconsistent(store.path, check_consistency(  # before git is touched at all
+        state, team.git, worktree_root=team.worktree_root,
+        branch_of=lambda task: task_branch_of(feature["branch"], task)))
     if feature["status"] == "completed":
         raise ConfigError(f"Feature {feature['title']!r} is already completed on "
                           f"{feature['branch']}; there is nothing to resume.")
     if feature["status"] == "planning" or (
         feature["status"] in ("failed", "stopped") and not state["tasks"]
     ):
-        if team.git.branch_exists(feature["branch"]):
+        owned = owned_branches(feature) or []  # a kill right after git created it
+        if team.git.branch_exists(feature["branch"]) and feature["branch"] not in owned:
             raise ConfigError(
                 f"The recorded feature is still being planned, yet branch {feature['branch']} "
                 "already exists; it is not this run's. Rename it or start a new run with "

@@ -12,6 +12,7 @@ from typing import Any
 from .errors import CommitRefused, GitError
 from .records import note
 from .run_context import RunContext
+from .state_checks import claim_branch
 from .steps_task import commit_task
 from .team import Team
 from .worktree_setup import SetupSettings, prepare_worktree, release_submodules
@@ -41,6 +42,7 @@ def task_worktree(team: Team, run: RunContext, task: Mapping[str, Any], branch: 
         path.rename(aside)
         run.log(f"{path} is not a git worktree any more (deleted during an earlier run?); "
                 f"its files were moved to {aside}.")
+    claim_branch(run, branch, exists=team.git.branch_exists(branch))  # before git creates it
     return prepared(team, run, team.git.add_worktree(path, branch, start_point=run.feature_branch))
 
 

@@ -75,6 +75,8 @@ HIDDEN_HOME_PATHS: tuple[str, ...] = (
 )
 
 SANDBOX_HOME = "/tmp/home"
+#: Extra paths to hide, separated by os.pathsep; the GitHub workflow's launcher sets it.
+HIDE_ENV = "AGENT_TEAM_SANDBOX_HIDE"
 INSTALL_HINT = (
     "install bubblewrap (Debian/Ubuntu: `sudo apt-get install bubblewrap`; Fedora: `sudo dnf "
     "install bubblewrap`; Arch: `sudo pacman -S bubblewrap`), or, at your own risk, set "
@@ -248,6 +250,8 @@ def _hidden_paths(policy: SandboxPolicy, environ: Mapping[str, str]) -> list[Pat
     home = environ.get("HOME") or os.path.expanduser("~")
     paths = [Path(home) / rel for rel in HIDDEN_HOME_PATHS] if home else []
     paths += [Path(p).expanduser() for p in policy.hide_paths]
+    # Set by the CI launcher: the runner's command files (GITHUB_ENV, ...) and RUNNER_TEMP.
+    paths += [Path(p) for p in os.environ.get(HIDE_ENV, "").split(os.pathsep) if p]
     socket = environ.get("SSH_AUTH_SOCK")
     if socket:
         paths.append(Path(socket))

@@ -71,7 +71,13 @@ def resume_plan(team: Team, run: RunContext, tasks: list[dict[str, Any]],
     for task in tasks:
         branch = task.get("branch") or branch_of(task)
         if task["status"] == "completed" and task.get("merged", False):
-            done.append(task["task_id"])
+            if on_feature_branch(team, run, task):
+                done.append(task["task_id"])
+                continue
+            run.log(f"{task['task_id']} is recorded as merged, but its commit "
+                    f"{task.get('commit')} is not on {run.feature_branch}; running it again.")
+            set_task(run, task["task_id"], status="pending", merged=False, merge_commit=None,
+                     error=None)
         elif (task["status"] == "in_progress" and task.get("result") and task.get("commit")
               and team.git.branch_exists(branch)
               and team.git.is_merged(branch, run.feature_branch)):
@@ -86,3 +92,14 @@ def resume_plan(team: Team, run: RunContext, tasks: list[dict[str, Any]],
                   and team.git.head_commit(branch) == task["commit"]):
             set_task(run, task["task_id"], status="pending", error=None)
     return done
+
+
+def on_feature_branch(team: Team, run: RunContext, task: Mapping[str, Any]) -> bool:
+    """Whether a merged task's commit is really in the feature branch (a task that changed
+    nothing has no commit and counts as merged)."""
+    commit = task.get("commit")
+    if not commit:
+        return True
+    if team.git.resolve(str(commit)) is None:
+        return False
+    return team.git.is_merged(str(commit), run.feature_branch)
