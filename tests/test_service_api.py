@@ -55,6 +55,8 @@ def test_curl_example_runs_a_recursive_job_to_the_documented_output(tmp_path: Pa
     assert [c["worker_id"] for c in backend["child_results"]] == ["worker_2_1", "worker_2_2"]
     assert backend["child_results"][0]["files_created"] == ["services/auth.py"]
     assert {"services/auth.py", "services/orders.py"} <= set(backend["files_created"])
+    every = [f for t in [*tasks.values(), *backend["child_results"]] for f in t["files_modified"]]
+    assert not [f for f in every if f.startswith(".ai-agents")]  # run files never committed
     workspace = Path(status["results"]["workspace"])
     assert workspace == tmp_path / "workspace" / f"job_{job_id}"
     assert status["results"]["final_report"] == str(workspace / "FINAL_RESULT.md")

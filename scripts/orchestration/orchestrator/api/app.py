@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import models
 from .auth import BodyLimit, require_api_key
 from .config import ServiceConfig
-from .records import ServiceJob, ServiceJobs
+from .records import ServiceJob
 from .runner import JobRejected, JobRunner
 from .timeline import bars, svg
 

@@ -141,7 +141,7 @@ def record(job: JobRun, claim: Claim, *, ok: bool, error: str | None, start: str
     except (StopIteration, AgentTeamError):
         state = {}
     usage = state.get("usage") or {}
-    result = {
+    result: dict[str, Any] = {
         "summary": (state.get("result") or {}).get("summary") or error or "",
         "files_modified": list(files),
         "files_created": safe_created(job.team.git, start, list(files)) if start else [],

@@ -21,8 +21,9 @@ from agent_team.jobs import JobNotFound, JobStore, TaskRecord
 from agent_team.jobs import JobRecord as StoreJob
 from agent_team.jobs.db import read_transaction
 from agent_team.jobs.schema import events as events_table
+from agent_team.jobs.schema import jobs as jobs_table
 from agent_team.jobs.store import new_job_id
-from sqlalchemy import select
+from sqlalchemy import RowMapping, select
 
 ORCHESTRATOR_ID = "service"
 TERMINAL = frozenset({"completed", "partial", "failed", "cancelled"})
@@ -70,7 +71,7 @@ class ServiceJob:
     parent_task_id: str | None = None
     parent_store_task: int | None = None
     worker_prefix: str = ""
-    created_at: str | None = None
+    created_at: str = ""
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
@@ -192,7 +193,7 @@ class ServiceJobs:
             parent_job_id=row.parent_job_id, parent_task_id=service.get("parent_task_id"),
             parent_store_task=row.parent_task_id,
             worker_prefix=str(service.get("worker_prefix") or ""),
-            created_at=iso(row.created_at), started_at=iso(row.started_at),
+            created_at=iso(row.created_at) or "", started_at=iso(row.started_at),
             finished_at=iso(row.finished_at) if outcome.get("status") in TERMINAL else None,
             error=outcome.get("error"), notes=list(service.get("notes") or []),
             repository=outcome.get("repository"), branch=outcome.get("branch"),
@@ -213,7 +214,11 @@ class ServiceJobs:
         return [self.view(r, with_tasks=with_tasks) for r in self.rows(limit)]
 
     def child_rows(self, job_id: str) -> list[StoreJob]:
-        return [r for r in self.rows() if r.parent_job_id == job_id]
+        query = (select(jobs_table).where(jobs_table.c.parent_job_id == job_id,
+                                          jobs_table.c.orchestrator_id == ORCHESTRATOR_ID)
+                 .order_by(jobs_table.c.created_at))
+        with read_transaction(self.store.engine) as conn:
+            return [StoreJob.from_row(row) for row in conn.execute(query).mappings()]
 
     def tasks(self, job_id: str) -> list[TaskRecord]:
         return self.store.list_tasks(job_id)
@@ -262,7 +267,7 @@ class ServiceJobs:
         return failed
 
 
-def event_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def event_dict(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     """A stored event as the stream sends it: the store's columns, then the service's fields."""
     event: dict[str, Any] = {"seq": int(row["id"]), "kind": row["kind"], "job_id": row["job_id"],
                              "store_task_id": row["task_id"], "worker_id": row["worker_id"],
