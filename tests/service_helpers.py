@@ -19,7 +19,6 @@ from agent_team.models import ChatModel
 from agent_team.scripted import ScriptedModel
 from orchestrator.api.app import create_app
 from orchestrator.api.config import ServiceConfig
-from orchestrator.api.records import JobRegistry
 from orchestrator.api.runner import JobRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +75,7 @@ def service_config(tmp: Path, **overrides: Any) -> ServiceConfig:
 def serve(config: ServiceConfig,
           model_factory: Callable[[], ChatModel | None] | None = None) -> Iterator[Service]:
     """Run the app under uvicorn in a thread; stop it and its jobs at the end."""
-    runner = JobRunner(config, JobRegistry(config.workspace_root), model_factory=model_factory)
+    runner = JobRunner(config, model_factory=model_factory)
     app = create_app(config, runner=runner)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,

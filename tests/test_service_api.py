@@ -55,6 +55,8 @@ def test_curl_example_runs_a_recursive_job_to_the_documented_output(tmp_path: Pa
     assert [c["worker_id"] for c in backend["child_results"]] == ["worker_2_1", "worker_2_2"]
     assert backend["child_results"][0]["files_created"] == ["services/auth.py"]
     assert {"services/auth.py", "services/orders.py"} <= set(backend["files_created"])
+    every = [f for t in [*tasks.values(), *backend["child_results"]] for f in t["files_modified"]]
+    assert not [f for f in every if f.startswith(".ai-agents")]  # run files never committed
     workspace = Path(status["results"]["workspace"])
     assert workspace == tmp_path / "workspace" / f"job_{job_id}"
     assert status["results"]["final_report"] == str(workspace / "FINAL_RESULT.md")
@@ -262,7 +264,8 @@ def test_live_events_stream_until_the_tree_ends(tmp_path: Path) -> None:
                     kinds.append(event["kind"])
                     jobs.add(event["job_id"])
         again = http.get(f"/api/v1/jobs/{job_id}/events", params={"after": last_id})
-    assert kinds[0] == "job_submitted" and kinds[-1] == "job_finished"
-    assert {"job_started", "task_status", "model_call", "delegated"} <= set(kinds)
+    assert kinds[:2] == ["job_created", "job_submitted"] and kinds[-1] == "job_finished"
+    assert {"job_started", "task_status", "model_call", "delegated", "claimed",
+            "completed"} <= set(kinds)  # the engine's events and the queue's, in one stream
     assert len(jobs) == 2  # the child's events come with the root's
     assert again.text.strip() == "event: end\ndata: {}"

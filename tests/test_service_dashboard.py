@@ -36,8 +36,8 @@ def test_dashboard_follows_a_running_job_and_shows_its_report(tmp_path: Path) ->
             "job_id"]
         page.fill("#key", KEY)
         page.click("#connect")
-        row = page.wait_for_selector(f"tr.job[data-job='{job_id}']")
-        row.click()
+        # the list is re-drawn every tick: click through a locator, which finds the row anew
+        page.locator(f"tr.job[data-job='{job_id}']").click()
         page.wait_for_selector("#job-status:has-text('running')")
         # tasks and the timeline fill in while the job runs
         page.wait_for_selector("#tasks tr[data-task='TASK-001']")

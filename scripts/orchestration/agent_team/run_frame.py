@@ -60,11 +60,16 @@ def preflight_checks(team: Team) -> None:
     raise_on_problems(preflight(team.settings.to_dict()))
 
 
-def check_feature(team: Team, run: RunContext, feature: str) -> None:
-    """Refuse a run before anything is written: empty feature, taken branch, bad state."""
+def check_feature(team: Team, run: RunContext, feature: str, *,
+                  branch: str | None = None) -> None:
+    """Refuse a run before anything is written: empty feature, taken branch, bad state.
+
+    `branch` names the feature branch from outside (`feature/job-<id>` for a service job);
+    by default it is `feature/<slug of the feature>`.
+    """
     if not feature or not feature.strip():
         raise ConfigError("The feature description is empty. Pass --feature \"...\".")
-    run.feature_branch = f"feature/{slugify(feature)}"
+    run.feature_branch = branch or f"feature/{slugify(feature)}"
     if team.git.branch_exists(run.feature_branch):
         raise ConfigError(
             f"Branch {run.feature_branch} already exists, probably from an earlier run of "
@@ -76,12 +81,16 @@ def check_feature(team: Team, run: RunContext, feature: str) -> None:
 
 
 @contextlib.contextmanager
-def locked_run(team: Team, run: RunContext) -> Iterator[None]:
-    """Hide run files, hold the run lock and the store, catch Ctrl-C, close the run on error."""
+def locked_run(team: Team, run: RunContext, *, run_lock: bool = True) -> Iterator[None]:
+    """Hide run files, hold the run lock and the store, catch Ctrl-C, close the run on error.
+
+    `run_lock=False` is for a run nested in another run of the same repository (a service
+    job's child job in its parent task's worktree): the outer run holds the lock for both.
+    """
     unconfined = require_sandbox(team.sandbox)  # refuses (exit 2) when it is needed and broken
     for pattern in (team.worktree_root_pattern(), *RUN_FILES):
         team.git.exclude(pattern)
-    lock = acquire_run_lock(team)
+    lock = acquire_run_lock(team) if run_lock else None
 
     def on_retry(role: str, attempt: int, delay: float, error: Exception) -> None:
         run.events.emit("retry", role=role, attempt=attempt, delay_s=round(delay, 2),
@@ -104,7 +113,8 @@ def locked_run(team: Team, run: RunContext) -> Iterator[None]:
         if team.recorder is not None:
             team.recorder.close()
         run.events.close()
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 @contextlib.contextmanager

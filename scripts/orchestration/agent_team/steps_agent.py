@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,16 @@ from .roles import MANAGER
 from .run_context import RunContext
 from .stuck import StuckDetector, StuckHooks, guidance_prompt
 from .team import Team
-from .tools import Toolbox, Workspace, build_toolbox
+from .tools import Tool, Toolbox, Workspace, build_toolbox
+
+
+@dataclass(frozen=True)
+class TaskExtras:
+    """What a front door adds to a task's agent: more tools (the service's `delegate`) and a
+    wrapper around its hooks (transcripts, a per-task deadline). Empty for the plain runs."""
+
+    tools: Sequence[Tool] = ()
+    wrap_hooks: Callable[[AgentHooks], AgentHooks] | None = None
 
 
 class ToolEvents(AgentHooks):
@@ -45,7 +55,7 @@ def agent_hooks(team: Team, run: RunContext, role: str, task_id: str) -> AgentHo
 
 
 def task_toolbox(team: Team, run: RunContext, role: str, task_id: str,
-                 workspace: Path) -> Toolbox:
+                 workspace: Path, extra_tools: Sequence[Tool] = ()) -> Toolbox:
     def on_update(status: str, message: str, details: Mapping[str, Any] | None = None) -> None:
         note(run, role, task_id, status, message, details)
 
@@ -54,11 +64,12 @@ def task_toolbox(team: Team, run: RunContext, role: str, task_id: str,
         on_update=on_update,
         command_timeout=team.settings.coordination.command_timeout_seconds,
         sandbox=team.sandbox,
+        extra_tools=extra_tools,
     )
 
 
 def run_task_agent(team: Team, run: RunContext, task: Mapping[str, Any],
-                   workspace: Path) -> AgentResult:
+                   workspace: Path, extras: TaskExtras | None = None) -> AgentResult:
     """Run the task's agent with tools confined to `workspace` until it finishes.
 
     An agent that keeps looping after a nudge is escalated: the manager is asked for
@@ -69,14 +80,18 @@ def run_task_agent(team: Team, run: RunContext, task: Mapping[str, Any],
     worker = worker_spec(team.settings.to_dict(), role.name)
     if worker is not None:  # the role's tasks run in a coding-agent CLI
         return run_cli_task(team, run, worker, task, workspace)
-    toolbox = task_toolbox(team, run, role.name, task_id, workspace)
+    extras = extras or TaskExtras()
+    toolbox = task_toolbox(team, run, role.name, task_id, workspace, extras.tools)
     max_turns = role.max_turns or team.settings.coordination.max_iterations
     system = system_for(team, role.name)
 
     def attempt(view: Mapping[str, Any]) -> AgentResult:
         model = RunModel(team, run, role.name, task_id, task_id)
+        hooks = agent_hooks(team, run, role.name, task_id)
+        if extras.wrap_hooks is not None:
+            hooks = extras.wrap_hooks(hooks)
         return run_agent(model, system, task_prompt_for(team, run, view), toolbox,
-                         max_turns=max_turns, hooks=agent_hooks(team, run, role.name, task_id))
+                         max_turns=max_turns, hooks=hooks)
 
     try:
         return attempt(task)

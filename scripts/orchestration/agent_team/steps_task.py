@@ -17,7 +17,7 @@ from .errors import AgentTeamError, CommitRefused, RunStopped, StateError
 from .records import set_agent, set_task, task_record
 from .run_context import RunContext
 from .state import utc_now
-from .steps_agent import run_task_agent
+from .steps_agent import TaskExtras, run_task_agent
 from .team import Team
 from .worktree_setup import unsaved_submodule_files
 
@@ -94,8 +94,8 @@ def save_work(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Pa
     return commit, None
 
 
-def run_attempts(team: Team, run: RunContext, task: Mapping[str, Any],
-                 worktree: Path) -> tuple[dict[str, Any] | None, str | None]:
+def run_attempts(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
+                 extras: TaskExtras | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """Run the agent up to max_task_attempts times; each retry sees the last error."""
     attempts = team.settings.coordination.max_task_attempts
     current = dict(task)
@@ -106,7 +106,7 @@ def run_attempts(team: Team, run: RunContext, task: Mapping[str, Any],
         used += 1
         set_task(run, task["task_id"], attempts=used)
         try:
-            report = run_task_agent(team, run, current, worktree).report
+            report = run_task_agent(team, run, current, worktree, extras).report
             error = None if report["status"] == "completed" else (
                 "; ".join(report.get("blockers") or []) or report["summary"])
         except (RunStopped, StateError):
@@ -133,8 +133,9 @@ def result_record(report: Mapping[str, Any] | None, summary: str,
 
 
 def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
-                 branch: str) -> TaskOutcome:
-    """Run the task's agent in `worktree` (on `branch`) and commit its work there."""
+                 branch: str, extras: TaskExtras | None = None) -> TaskOutcome:
+    """Run the task's agent in `worktree` (on `branch`) and commit its work there; `extras`
+    are a front door's additions to the agent (see `TaskExtras`)."""
     task_id, role = task["task_id"], task["assigned_to"]
     agent = agent_entry(role, task_id)
     start = team.git.merge_base(branch, run.feature_branch)
@@ -144,7 +145,7 @@ def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree:
     set_agent(run, agent, status="working", current_task=task_id, branch=branch,
               worktree=str(worktree), turn=0)
     try:
-        report, error = run_attempts(team, run, task, worktree)
+        report, error = run_attempts(team, run, task, worktree, extras)
     except RunStopped as exc:
         commit, problem = save_work(team, run, task, worktree,
                                     f"Partial work; the run stopped: {exc}", branch)

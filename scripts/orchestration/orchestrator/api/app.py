@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import models
 from .auth import BodyLimit, require_api_key
 from .config import ServiceConfig
-from .records import JobRecord, JobRegistry
+from .records import ServiceJob
 from .runner import JobRejected, JobRunner
 from .timeline import bars, svg
 
@@ -31,7 +31,7 @@ JOB_ID = Annotated[str, PathParam(pattern=r"^[0-9a-f]{6,32}$", description="A jo
 audit = logging.getLogger("orchestrator.api.audit")
 
 
-def _status(record: JobRecord) -> models.JobStatus:
+def _status(record: ServiceJob) -> models.JobStatus:
     return models.JobStatus(
         job_id=record.job_id, status=record.status,  # type: ignore[arg-type]
         request=record.request, depth=record.depth, parent_job_id=record.parent_job_id,
@@ -46,7 +46,7 @@ def _status(record: JobRecord) -> models.JobStatus:
     )
 
 
-def _summary(record: JobRecord) -> models.JobSummary:
+def _summary(record: ServiceJob) -> models.JobSummary:
     done = sum(1 for t in record.tasks if t["status"] in ("success", "recursive_success"))
     return models.JobSummary(
         job_id=record.job_id, status=record.status,  # type: ignore[arg-type]
@@ -58,9 +58,13 @@ def _summary(record: JobRecord) -> models.JobSummary:
 
 def create_app(config: ServiceConfig, *, runner: JobRunner | None = None) -> FastAPI:
     """The service over `config`; pass a runner to inject a model factory in tests."""
-    registry = runner.registry if runner is not None else JobRegistry(config.workspace_root)
-    registry.load_existing()
-    job_runner = runner or JobRunner(config, registry)
+    job_runner = runner or JobRunner(config)
+    registry = job_runner.registry
+    recovered = registry.recover()
+    if recovered:
+        logging.getLogger("orchestrator.api").warning(
+            "%d job(s) of a previous server were still running; marked failed: %s",
+            len(recovered), ", ".join(recovered))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,7 +111,7 @@ def create_app(config: ServiceConfig, *, runner: JobRunner | None = None) -> Fas
     with_job = {**errors, 404: {"model": models.ErrorBody, "description": "No such job"}}
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)], responses=errors)
 
-    def find(job_id: str) -> JobRecord:
+    def find(job_id: str) -> ServiceJob:
         record = registry.get(job_id)
         if record is None:
             raise HTTPException(404, f"No job {job_id}.")

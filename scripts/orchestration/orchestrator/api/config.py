@@ -29,6 +29,7 @@ class ServiceConfig:
     """Every setting of the service, typed; built by `load_config` or directly in tests."""
 
     workspace_root: Path
+    job_store: str | None = None
     project_roots: tuple[Path, ...] = ()
     execution_mode: str = "native"
     claude_command: str | None = None
@@ -125,9 +126,13 @@ def from_mapping(
     orch, workers, recursion = section("orchestrator"), section("workers"), section("recursion")
     api, logging_ = section("api"), section("logging")
     session = orch.get("session")
+    job_store = orch.get("job_store")
+    if job_store and "://" not in str(job_store):
+        job_store = str(resolve(str(job_store)))
     log_dir = logging_.get("log_dir")
     return ServiceConfig(
         workspace_root=resolve(str(orch.get("workspace_root", "./workspace"))),
+        job_store=str(job_store) if job_store else None,
         project_roots=tuple(resolve(str(p)) for p in orch.get("project_roots", [])),
         execution_mode=str(orch.get("execution_mode", "native")),
         claude_command=orch.get("claude_command") or None,

@@ -1,9 +1,9 @@
-"""One job of the service run by the team workflow, with the service's additions.
+"""One job of the service, run as plain code over the core's team, run context and steps.
 
-`JobOrchestrator` is the file-based orchestrator (plan, parallel worktrees, merge as you go,
-integration) with: a feature branch named after the job, the `delegate` tool that runs a child
-job on the task's branch, a per-worker timeout, transcripts kept per task, tree-wide worker
-slots and budget, and every event written to the job's live logs and event stream.
+`run_job` is the service's front door onto the engine: `plan_feature` / `record_plan` for the
+plan, the job store's queue and in-server lanes (`lanes.py`) for the tasks, each run by
+`execute_task` and `merge_task`, then `integrate` and `finish`. What the service adds to a task's
+agent goes in through `TaskExtras`: the `delegate` tool, a transcript and a per-task deadline.
 """
 
 from __future__ import annotations
@@ -15,20 +15,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_team.agent_loop import AgentHooks, AgentResult, run_agent
+from agent_team.agent_loop import AgentHooks
 from agent_team.budget import BudgetGuard
-from agent_team.errors import AgentStuck, AgentTeamError, ConfigError, ToolError
+from agent_team.errors import AgentTeamError, RunStopped, ToolError
+from agent_team.jobs import BadTaskInput, TaskQueue
 from agent_team.models import ChatModel, Message, Reply, ToolCall
-from agent_team.roles import MANAGER
-from agent_team.stuck import StuckEscalation, guidance_prompt
-from agent_team.tools import Tool, ToolResult, Workspace, build_toolbox, define_tool
-from file_based_orchestrator import FileBasedOrchestrator
+from agent_team.records import set_feature_status
+from agent_team.run_context import RunContext, StopToken
+from agent_team.run_end import finish, stop
+from agent_team.run_frame import (
+    begin_feature,
+    check_feature,
+    locked_run,
+    new_run,
+    preflight_checks,
+)
+from agent_team.run_worktrees import (
+    create_feature_branch,
+    feature_dir,
+    open_integration_worktree,
+    remove_empty_dirs,
+    remove_own_worktree,
+)
+from agent_team.settings import Settings
+from agent_team.state import TeamState
+from agent_team.steps_integrate import integrate
+from agent_team.steps_plan import plan_feature, record_plan, task_branch
+from agent_team.team import Team, build_team, load_settings
+from agent_team.tools import Tool, ToolResult, define_tool
 
 from .layout import JobLayout, LiveLogs
-from .records import JobRecord, JobRegistry
+from .records import ServiceJob, ServiceJobs
 
 MAX_DEPTH_MESSAGE = "Max recursion depth reached"
 MAX_SUB_REQUEST_CHARS = 8_000
+#: Events kept in the job store for the live stream; tool calls and log lines go only to the
+#: job's log files (they are many and say little on their own).
+STORE_SKIPS = frozenset({"tool_call", "log"})
 
 
 class WorkerTimeout(AgentTeamError):
@@ -44,33 +67,39 @@ class TreeContext:
     slots: threading.BoundedSemaphore
     model: ChatModel | None = None
     budget: BudgetGuard | None = None
+    stop: StopToken = field(default_factory=StopToken)
     cancelled: threading.Event = field(default_factory=threading.Event)
-    orchestrators: list[JobOrchestrator] = field(default_factory=list)
 
 
-Delegate = Callable[["JobOrchestrator", Mapping[str, Any], Path, str], str]
+#: delegate(job run, planned task, worktree, store task id, sub_request) -> what the agent reads
+Delegate = Callable[["JobRun", Mapping[str, Any], Path, int, str], str]
 
 
 @dataclass
-class JobContext:
-    """One job's record and what the runner hands its orchestrator."""
+class JobRun:
+    """One job being run: its record, the team and run of the core, and what the lanes share."""
 
-    record: JobRecord
-    registry: JobRegistry
+    job: ServiceJob
+    jobs: ServiceJobs
     tree: TreeContext
+    team: Team
+    run: RunContext
+    queue: TaskQueue
     delegate: Delegate
-    transcripts: dict[str, list[Message]] = field(default_factory=dict)
-    lanes: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    transcripts: dict[str, list[Message]] = field(default_factory=dict)
+    diffs: dict[str, str] = field(default_factory=dict)
     delegations: dict[str, str] = field(default_factory=dict)
-    on_progress: Callable[[], None] | None = None
+    usage: dict[str, Any] = field(default_factory=lambda: {"api_calls": 0, "tokens": 0,
+                                                           "cost_usd": 0.0})
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def label(self, task_id: str | None) -> str | None:
-        return self.labels.get(task_id or "")
+    def label(self, task_id: Any) -> str | None:
+        return self.labels.get(str(task_id or ""))
 
 
-class _ServiceHooks(AgentHooks):
-    """Keeps the transcript and enforces the worker timeout around the engine's own hooks."""
+class ServiceHooks(AgentHooks):
+    """Keeps the task's transcript and enforces the worker timeout around the core's hooks."""
 
     def __init__(self, inner: AgentHooks, transcript: list[Message], timeout: float) -> None:
         self.inner = inner
@@ -99,155 +128,6 @@ class _ServiceHooks(AgentHooks):
         return self.inner.extra_messages(turn)
 
 
-class JobOrchestrator(FileBasedOrchestrator):
-    """The file-based workflow for one job of the service."""
-
-    orchestrator_name = "service"
-
-    def __init__(self, project_dir: Path, *, job: JobContext, **kwargs: Any) -> None:
-        self.job = job
-        super().__init__(project_dir, model=job.tree.model, output=self._output, **kwargs)
-
-    # -- the run frame ---------------------------------------------------------------------
-
-    def check_feature(self, feature: str) -> None:
-        if not feature.strip():
-            raise ConfigError("The request is empty.")
-        self.feature_branch = f"feature/job-{self.job.record.job_id}"
-        if self.git.branch_exists(self.feature_branch):
-            raise ConfigError(f"Branch {self.feature_branch} already exists.")
-        self.state.read()
-
-    def acquire_run_lock(self) -> None:
-        if self.job.record.parent_job_id is None:  # a child runs under its root's lock
-            super().acquire_run_lock()
-
-    def hide_run_files(self) -> None:
-        super().hide_run_files()
-        self.git.exclude("/.ai-agents/state/")  # a child's state never lands in a commit
-
-    def begin_feature(self, feature: str) -> None:
-        super().begin_feature(feature)
-        tree = self.job.tree
-        if tree.budget is None:
-            tree.budget = self.budget
-        else:
-            self.budget = tree.budget  # one budget and one stop for the whole tree
-        if tree.cancelled.is_set():
-            self.budget.stop("Cancelled through the API.")
-
-    def _open_event_log(self, feature: str, *, resumed: bool) -> None:
-        super()._open_event_log(feature, resumed=resumed)
-        self.events.add_listener(self._on_event)
-
-    def _output(self, line: str) -> None:
-        if line.startswith("[Orchestrator] "):  # the same line arrives as a "log" event
-            return
-        self.job.tree.logs.write({"kind": "log", "message": line}, job_id=self.job.record.job_id,
-                                 depth=self.job.record.depth, worker=None)
-
-    # -- events ----------------------------------------------------------------------------
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        job = self.job
-        kind = event.get("kind")
-        task_id = event.get("task_id")
-        if kind == "plan_accepted":
-            for index, tid in enumerate(event.get("task_ids") or [], start=1):
-                job.labels[str(tid)] = f"{job.record.worker_prefix}{index}"
-        if kind == "task_status" and event.get("status") == "in_progress" and task_id:
-            job.lanes[str(task_id)] = threading.current_thread().name
-        if kind == "model_call":
-            usage = event.get("usage") or {}
-            tokens = sum(int(v or 0) for v in usage.values())
-            with job.registry._lock:
-                totals = job.record.usage
-                totals["api_calls"] = int(totals.get("api_calls", 0)) + 1
-                totals["tokens"] = int(totals.get("tokens", 0)) + tokens
-                cost = event.get("cost_usd")
-                known = totals.get("cost_usd")
-                totals["cost_usd"] = None if cost is None or known is None else known + cost
-        job.tree.logs.write(event, job_id=job.record.job_id, depth=job.record.depth,
-                            worker=job.label(task_id))
-        if kind in ("plan_accepted", "task_status") and job.on_progress is not None:
-            job.on_progress()
-        job.registry.emit(job.record, str(kind), worker_id=_worker_id(job.label(task_id)),
-                          **{k: v for k, v in event.items()
-                             if k not in ("kind", "ts", "run_id", "seq", "job_id", "depth")})
-
-    # -- one task --------------------------------------------------------------------------
-
-    def agent_execute_task(self, task: dict[str, Any]) -> dict[str, Any]:
-        """Hold one of the tree's worker slots while the task runs."""
-        with self.job.tree.slots:
-            return super().agent_execute_task(task)
-
-    def make_hooks(self, role: str, task_id: str, model: ChatModel) -> AgentHooks:
-        transcript = self.job.transcripts.setdefault(task_id, [])
-        return _ServiceHooks(super().make_hooks(role, task_id, model), transcript,
-                             self.job.record.settings.default_timeout)
-
-    def delegate_tool(self, task: Mapping[str, Any], workspace: Path) -> Tool:
-        def delegate(sub_request: str) -> str:
-            return self.job.delegate(self, task, workspace, sub_request)
-
-        return define_tool(
-            "delegate",
-            "Hand a part of your task that is too large for you to a child team: a manager "
-            "plans sub_request and workers build it on your branch; you get their merged "
-            "result back (files and summaries) and then finish your task. Use it for work with "
-            "several independent parts; do small tasks yourself.",
-            {"sub_request": {"type": "string", "minLength": 1,
-                             "maxLength": MAX_SUB_REQUEST_CHARS}},
-            delegate,
-            required=["sub_request"],
-        )
-
-    def run_task_agent(self, task: Mapping[str, Any], workspace: Path) -> AgentResult:
-        """The engine's own agent run, with the `delegate` tool added to the toolbox."""
-        role = self.roles[task["assigned_to"]]
-        task_id = task["task_id"]
-        model = self.model_for(role.name).for_agent(role.name, task_id)
-
-        def on_update(status: str, message: str, details: dict[str, Any] | None = None) -> None:
-            self._note(role.name, task_id, status, message, details)
-
-        toolbox = build_toolbox(
-            Workspace(workspace),
-            on_update=on_update,
-            command_timeout=min(float(self.config.coordination["command_timeout_seconds"]),
-                                self.job.record.settings.default_timeout),
-            extra_tools=[self.delegate_tool(task, workspace)],
-        )
-        max_turns = int(role.max_turns or self.config.coordination["max_iterations"])
-        system = self._get_system_prompt(role.name)
-
-        def attempt(view: Mapping[str, Any]) -> AgentResult:
-            return run_agent(model, system, self._build_task_prompt(view), toolbox,
-                             max_turns=max_turns,
-                             hooks=self.make_hooks(role.name, task_id, model))
-
-        try:
-            return attempt(task)
-        except StuckEscalation as stuck:
-            guidance = self.call_agent(
-                f"guidance-{task_id}", MANAGER,
-                guidance_prompt(f"{task_id} - {task['description']}", stuck),
-                self._get_system_prompt(MANAGER),
-            ).strip()
-            retry = {**task, "additional_context": guidance, "last_error": stuck.reason}
-        try:
-            return attempt(retry)
-        except StuckEscalation as again:
-            raise AgentStuck(
-                f"{task_id} got stuck again after the manager's guidance: {again.reason}"
-            ) from again
-
-
-def _worker_id(label: str | None) -> str | None:
-    return f"worker_{label}" if label else None
-
-
 def depth_refusal(depth: int, max_depth: int, enabled: bool) -> str | None:
     """Why a delegation from a job at `depth` is refused, or None when it may go ahead."""
     if not enabled:
@@ -258,6 +138,158 @@ def depth_refusal(depth: int, max_depth: int, enabled: bool) -> str | None:
     return None
 
 
-def refuse(message: str) -> None:
-    """A tool error the agent reads; the run goes on."""
-    raise ToolError(message)
+def delegate_tool(job: JobRun, task: Mapping[str, Any], worktree: Path, store_task: int) -> Tool:
+    """The agent's way to hand part of its task to a child job (see `JobRunner.delegate`)."""
+
+    def delegate(sub_request: str) -> str:
+        refusal = depth_refusal(job.job.depth, job.job.settings.max_depth,
+                                job.job.settings.enable_recursion)
+        if refusal:
+            raise ToolError(refusal)
+        return job.delegate(job, task, worktree, store_task, sub_request)
+
+    return define_tool(
+        "delegate",
+        "Hand a part of your task that is too large for you to a child team: a manager "
+        "plans sub_request and workers build it on your branch; you get their merged "
+        "result back (files and summaries) and then finish your task. Use it for work with "
+        "several independent parts; do small tasks yourself.",
+        {"sub_request": {"type": "string", "minLength": 1, "maxLength": MAX_SUB_REQUEST_CHARS}},
+        delegate,
+        required=["sub_request"],
+    )
+
+
+def team_settings(job: ServiceJob, project: Path, *, provider: str | None, model: str | None,
+                  base_url: str | None) -> Settings:
+    """The engine's settings of a job: the project's config file, then the job's settings."""
+    settings = job.settings
+    return load_settings(project, overrides={
+        "api_provider": provider, "model": model, "base_url": base_url,
+        "coordination": {
+            "max_workers": settings.max_workers,
+            "max_task_attempts": settings.max_retries + 1,
+            "command_timeout_seconds": settings.default_timeout,
+        },
+        "limits": dict(settings.limits),
+    })
+
+
+def on_event(job: JobRun, event: dict[str, Any]) -> None:
+    """Every engine event of the job: to the live logs, usage to the store, most to the
+    store's event table for the stream."""
+    kind = str(event.get("kind"))
+    task_id = event.get("task_id")
+    if kind == "model_call":
+        usage = event.get("usage") or {}
+        cost = event.get("cost_usd")
+        with job.lock:
+            totals = job.usage
+            totals["api_calls"] = int(totals.get("api_calls", 0)) + 1
+            totals["tokens"] = int(totals.get("tokens", 0)) + sum(
+                int(v or 0) for v in usage.values())
+            known = totals.get("cost_usd")
+            totals["cost_usd"] = None if cost is None or known is None else known + cost
+            snapshot = dict(totals)
+        job.jobs.set_usage(job.job.job_id, snapshot)
+    label = job.label(task_id)
+    job.tree.logs.write(event, job_id=job.job.job_id, depth=job.job.depth, worker=label)
+    if kind not in STORE_SKIPS:
+        job.jobs.emit(job.job, kind, worker_id=f"worker_{label}" if label else None,
+                      **{k: v for k, v in event.items()
+                         if k not in ("kind", "ts", "run_id", "seq", "job_id", "depth")})
+
+
+def record_tasks(job: JobRun, tasks: list[dict[str, Any]]) -> None:
+    """The plan's tasks as tasks of the job in the store, in plan order, with labels."""
+    store_ids: dict[str, int] = {}
+    for index, task in enumerate(tasks, start=1):
+        task_id = str(task["task_id"])
+        label = f"{job.job.worker_prefix}{index}"
+        job.labels[task_id] = label
+        meta = {"task_id": task_id, "label": label, "description": task["description"],
+                "dependencies": list(task["dependencies"])}
+        deps = [store_ids[d] for d in task["dependencies"]]
+        try:
+            record = job.jobs.store.add_task(
+                job.job.job_id, task["description"], role=task["assigned_to"],
+                priority=task.get("priority", 5), dependencies=deps, metadata=meta)
+        except BadTaskInput:
+            record = job.jobs.store.add_task(
+                job.job.job_id, task["description"], role=task["assigned_to"],
+                dependencies=deps, metadata=meta)
+        store_ids[task_id] = record.id
+
+
+def open_job(job: ServiceJob, jobs: ServiceJobs, tree: TreeContext, project: Path,
+             delegate: Delegate, *, provider: str | None, model: str | None,
+             base_url: str | None) -> JobRun:
+    """The team and the not yet begun run of a job; nothing is written to git."""
+    logs = tree.logs
+
+    def output(line: str) -> None:
+        if not line.startswith("[Orchestrator] "):  # the same line arrives as a "log" event
+            logs.write({"kind": "log", "message": line}, job_id=job.job_id, depth=job.depth,
+                       worker=None)
+
+    settings = team_settings(job, project, provider=provider, model=model, base_url=base_url)
+    team = build_team(project, settings, name="service", model=tree.model, output=output)
+    state_path = tree.layout.state / f"job_{job.job_id}.json"
+    store = TeamState(state_path)
+    store.create(f"job-{job.job_id}")
+    run = new_run(team, run_id=job.job_id, store=store)
+    if tree.budget is None:
+        tree.budget = run.budget
+    run.budget = tree.budget  # one budget and one stop token for the whole tree
+    run.stop = tree.stop
+    return JobRun(job=job, jobs=jobs, tree=tree, team=team, run=run,
+                  queue=TaskQueue(jobs.store, lease_s=max(60.0, job.settings.default_timeout)),
+                  delegate=delegate)
+
+
+def run_job(job: JobRun) -> dict[str, Any]:
+    """Plan, run the tasks from the store, integrate, finish; returns the core's summary.
+
+    A child job runs under its root's run lock (it works in a worktree of the same
+    repository); a stopped run (budget, cancel) ends through the core's `stop`.
+    """
+    from .lanes import close_unstarted, run_lanes
+
+    team, run = job.team, job.run
+    check_feature(team, run, job.job.request, branch=f"feature/job-{job.job.job_id}")
+    preflight_checks(team)
+    with locked_run(team, run, run_lock=job.job.parent_job_id is None):
+        begin_feature(team, run, job.job.request)
+        run.events.add_listener(lambda event: on_event(job, event))
+        finished = False
+        try:
+            try:
+                plan = plan_feature(team, run, job.job.request)
+            except RunStopped:
+                finished = True
+                return stop(team, run)
+            tasks = record_plan(run, plan, lambda t: task_branch(run, t))
+            record_tasks(job, tasks)
+            create_feature_branch(team, run)
+            run.integration_worktree = open_integration_worktree(team, run)
+            set_feature_status(run, "in_progress")
+            run_lanes(job)
+            close_unstarted(job)
+            if run.stop.stopped:
+                finished = True
+                return stop(team, run)
+            set_feature_status(run, "integrating")
+            try:
+                result = integrate(team, run, run.integration_worktree)
+            except RunStopped:
+                finished = True
+                return stop(team, run)
+            done = all(t["status"] == "completed" for t in run.store.read()["tasks"])
+            set_feature_status(run, "completed" if done else "failed")
+            finished = True
+            return finish(team, run, "completed" if done else "failed", 0 if done else 1) | {
+                "integration": {"success": result["success"]}}
+        finally:
+            remove_own_worktree(team, run, run.integration_worktree, force=finished)
+            run.integration_worktree = None
+            remove_empty_dirs(feature_dir(team, run))

@@ -7,6 +7,7 @@
         logs/orchestrator.log           every event of the job tree, one line each, flushed
         logs/depth_<d>_worker_<n>.log   one worker's events
         reports/                        one report (Markdown, SVG timeline, JSON) per job
+        state/job_<id>.json             the engine's state file of each job
         FINAL_RESULT.md                 all levels, with which worker created which file
 
 Child jobs write into their root job's directory: one tree, one place to look.
@@ -32,6 +33,11 @@ class JobLayout:
     @property
     def repo(self) -> Path:
         return self.root / "repo"
+
+    @property
+    def state(self) -> Path:
+        """The engine's state file of each job of the tree (outside every repository)."""
+        return self.root / "state"
 
     @property
     def logs(self) -> Path:

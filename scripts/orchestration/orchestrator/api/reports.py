@@ -14,7 +14,7 @@ from agent_team.models import Message
 from agent_team.redaction import redact
 
 from .layout import JobLayout
-from .records import JobRecord
+from .records import ServiceJob
 from .timeline import analyse, analytics_markdown, bars, svg
 
 
@@ -34,7 +34,7 @@ def transcript_markdown(task: Mapping[str, Any], messages: Sequence[Message]) ->
     return redact("\n".join(lines))
 
 
-def write_worker_dirs(layout: JobLayout, record: JobRecord, tasks: Sequence[Mapping[str, Any]],
+def write_worker_dirs(layout: JobLayout, record: ServiceJob, tasks: Sequence[Mapping[str, Any]],
                       transcripts: Mapping[str, Sequence[Message]],
                       diffs: Mapping[str, str]) -> None:
     """depth_<d>/worker_<n>[_recursive]/ with transcript.md, diff.patch and worker.log."""
@@ -55,7 +55,7 @@ def write_worker_dirs(layout: JobLayout, record: JobRecord, tasks: Sequence[Mapp
             {k: v for k, v in task.items() if k != "child_results"}, indent=2, default=str))
 
 
-def job_report(layout: JobLayout, record: JobRecord, tasks: Sequence[Mapping[str, Any]],
+def job_report(layout: JobLayout, record: ServiceJob, tasks: Sequence[Mapping[str, Any]],
                summary_text: str = "") -> str:
     """reports/job_<id>.md (+ .svg chart, .html with the chart inline, .json); returns Markdown."""
     layout.reports.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def job_report(layout: JobLayout, record: JobRecord, tasks: Sequence[Mapping[str
     return markdown
 
 
-def level_reports(layout: JobLayout, tree: Sequence[JobRecord]) -> None:
+def level_reports(layout: JobLayout, tree: Sequence[ServiceJob]) -> None:
     """LEVEL_<d>_REPORT.md: every job of the tree at depth d, with its tasks and analytics."""
     depths = sorted({r.depth for r in tree})
     for depth in depths:
@@ -131,7 +131,7 @@ def _flatten(tasks: Sequence[Mapping[str, Any]], depth: int) -> list[tuple[int, 
     return out
 
 
-def final_result(layout: JobLayout, root: JobRecord, tree: Sequence[JobRecord]) -> str:
+def final_result(layout: JobLayout, root: ServiceJob, tree: Sequence[ServiceJob]) -> str:
     """FINAL_RESULT.md: the outcome, every level, and the authorship of every file."""
     every = _flatten(root.tasks, root.depth)
     lines = [

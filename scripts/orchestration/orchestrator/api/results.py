@@ -1,29 +1,34 @@
-"""A job's task results in the API's output format, built from the state file and git.
+"""A job's task results in the API's output format, read from the job store.
 
-Files, diffs and commits come from git; usage and timings from the engine's state file;
-which lane (scheduler thread) ran a task from the job's event listener.
+Each store task carries the planned task's id and worker label in its metadata and, once it
+ended, its result JSON (summary, files from git, usage). A task that delegated has a child job
+whose `parent_task_id` is that task: its results are nested under it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_team.errors import GitError
 from agent_team.git_workspace import GitWorkspace
 
-from .engine import JobContext
-from .records import JobRegistry
+from .records import iso
 
+if TYPE_CHECKING:
+    from .records import ServiceJob, ServiceJobs
+
+#: The store's task status -> the API's.
 TASK_STATUS = {
     "completed": "success",
     "failed": "failed",
     "blocked": "failed",
-    "skipped": "failed",
-    "in_progress": "running",
+    "cancelled": "cancelled",
+    "running": "running",
     "pending": "pending",
 }
+HIDDEN = ("dependencies", "lane", "start_point")
 
 
 def seconds(stamp: str | None) -> float | None:
@@ -32,21 +37,6 @@ def seconds(stamp: str | None) -> float | None:
     try:
         return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        return None
-
-
-def task_start_point(git: GitWorkspace, task: Mapping[str, Any], feature: str) -> str | None:
-    """The commit the task's branch was cut from (before its own commits)."""
-    commit = task.get("commit")
-    if not commit:
-        return None
-    try:
-        merge = task.get("merge_commit")
-        other = f"{merge}^1" if merge and merge != commit else feature
-        if merge == commit:  # fast-forward: the task's commits are first-parent history
-            other = f"{commit}^"
-        return git.merge_base(commit, other)
-    except GitError:
         return None
 
 
@@ -67,64 +57,62 @@ def task_diff(git: GitWorkspace, start: str | None, commit: str | None) -> str:
         return f"(diff unavailable: {exc})"
 
 
-def task_results(
-    state: Mapping[str, Any], ctx: JobContext, registry: JobRegistry, git: GitWorkspace,
-    feature_branch: str, *, cancelled: bool = False, live: bool = False,
-) -> list[dict[str, Any]]:
-    """Every task of the job, children's results nested under the task that delegated."""
+def safe_created(git: GitWorkspace, start: str | None, files: list[str]) -> list[str]:
+    try:
+        return created_files(git, start, files)
+    except GitError:
+        return list(files)
+
+
+def task_entries(jobs: ServiceJobs, job: ServiceJob, *, public: bool) -> list[dict[str, Any]]:
+    """Every task of the job in plan order, children's results nested under the task that
+    delegated to them."""
+    children = {row.parent_task_id: row.id for row in jobs.child_rows(job.job_id)}
     out = []
-    for index, task in enumerate(state.get("tasks", []), start=1):
-        task_id = str(task["task_id"])
-        label = ctx.labels.get(task_id) or f"{ctx.record.worker_prefix}{index}"
-        ctx.labels.setdefault(task_id, label)
-        status = TASK_STATUS.get(str(task.get("status")), "failed")
-        if cancelled and status in ("pending", "running"):
-            status = "cancelled"
-        result = task.get("result") or {}
+    for task in jobs.tasks(job.job_id):
+        meta = task.metadata or {}
+        label = str(meta.get("label") or task.id)
+        result = task.result_data() or {}
+        status = TASK_STATUS.get(task.status, "failed")
         files = list(result.get("files_modified") or [])
-        start = None if live else task_start_point(git, task, feature_branch)
-        usage = task.get("usage") or {}
-        tokens = sum(int(usage.get(k) or 0) for k in (
-            "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"))
-        started, finished = seconds(task.get("started_at")), seconds(task.get("completed_at"))
+        started, finished = task.started_at, task.finished_at
         entry: dict[str, Any] = {
             "worker_id": f"worker_{label}",
-            "task_id": task_id,
-            "description": str(task.get("description", "")),
-            "role": str(task.get("assigned_to", "")),
+            "task_id": str(meta.get("task_id") or task.id),
+            "description": str(meta.get("description") or task.prompt),
+            "role": task.role,
             "status": status,
-            "output": str(result.get("summary") or task.get("error") or ""),
-            "files_created": created_files(git, start, files),
+            "output": str(result.get("summary") or task.error or ""),
+            "files_created": list(result.get("files_created") or []),
             "files_modified": files,
-            "error": task.get("error"),
+            "error": task.error,
             "child_job_id": None,
             "child_results": None,
-            "started_at": task.get("started_at"),
-            "finished_at": task.get("completed_at"),
-            "duration_s": round(finished - started, 3) if started and finished else None,
-            "tokens": tokens,
-            "cost_usd": usage.get("cost_usd", 0.0) if usage else 0.0,
-            "branch": task.get("branch"),
-            "commit": task.get("commit"),
-            "dependencies": list(task.get("dependencies") or []),
-            "lane": ctx.lanes.get(task_id),
-            "start_point": start,
+            "started_at": iso(started),
+            "finished_at": iso(finished) if task.status not in ("running", "pending") else None,
+            "duration_s": task.duration_s,
+            "tokens": int(result.get("tokens") or 0),
+            "cost_usd": result.get("cost_usd", 0.0),
+            "branch": task.branch,
+            "commit": task.commit,
+            "dependencies": list(meta.get("dependencies") or []),
+            "lane": task.worker_id,
+            "start_point": result.get("start_point"),
         }
-        child_id = ctx.delegations.get(task_id)
+        child_id = children.get(task.id)
         if child_id:
-            child = registry.get(child_id)
+            child = jobs.get(child_id)
             entry["child_job_id"] = child_id
             entry["child_results"] = child.tasks if child else []
             if status == "success" and child is not None and child.status == "completed":
                 entry["status"] = "recursive_success"
-        out.append(entry)
+        out.append(public_task(entry) if public else entry)
     return out
 
 
 def public_task(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A task entry without the internal fields, children included."""
-    hidden = ("dependencies", "lane", "start_point")
-    data = {k: v for k, v in entry.items() if k not in hidden}
+    data = {k: v for k, v in entry.items() if k not in HIDDEN}
     if data.get("child_results"):
         data["child_results"] = [public_task(c) for c in data["child_results"]]
     return data
