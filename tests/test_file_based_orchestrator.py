@@ -268,7 +268,7 @@ class ProbedMerges(FileBasedOrchestrator):
         worktree = self.integration_worktree
         assert worktree is not None
         self.after_conflict.append({
-            "merging": self.git.merge_in_progress(worktree),
+            "merging": self.git.merges.in_progress(worktree),
             "status": git(worktree, "status", "--porcelain"),
             "head": git(worktree, "rev-parse", "HEAD").strip(),
             "feature": git(worktree, "rev-parse", self.feature_branch).strip(),

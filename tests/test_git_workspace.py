@@ -48,8 +48,8 @@ def _diverge(
 ) -> Path:
     """A feature branch in an integration worktree and an agent branch, both changed."""
     ws.create_branch("feature/x", "main")
-    integration = ws.add_worktree(tmp_path / "wt" / "integration", "feature/x")
-    agent = ws.add_worktree(tmp_path / "wt" / "agent", "agent/x/a", start_point="feature/x")
+    integration = ws.worktrees.add(tmp_path / "wt" / "integration", "feature/x")
+    agent = ws.worktrees.add(tmp_path / "wt" / "agent", "agent/x/a", start_point="feature/x")
     for name, content in theirs.items():
         _write(agent / name, content)
     assert ws.commit_all(agent, "agent work", **BACKEND)
@@ -113,7 +113,7 @@ def test_branches_are_created_without_checkout(ws: GitWorkspace, git_repo: git.R
     with pytest.raises(GitError, match="cannot coexist"):
         ws.create_branch("feature/login/agent/backend", "main")
     with pytest.raises(GitError, match="cannot coexist"):
-        ws.add_worktree(Path(ws.root).parent / "wt", "feature")
+        ws.worktrees.add(Path(ws.root).parent / "wt", "feature")
     with pytest.raises(GitError, match="does not name a commit"):
         ws.head_commit("missing-branch")
     assert _user_state(git_repo) == before
@@ -154,7 +154,7 @@ def test_slugify_examples() -> None:
 
 def test_update_branch_ref_is_compare_and_swap(ws: GitWorkspace, tmp_path: Path) -> None:
     ws.create_branch("feature/x", "main")
-    wt = ws.add_worktree(tmp_path / "wt" / "x", "feature/x")
+    wt = ws.worktrees.add(tmp_path / "wt" / "x", "feature/x")
     _write(wt / "a.txt", "a\n")
     new = ws.commit_all(wt, "a", **BACKEND)
     old = ws.head_commit("main")
@@ -182,7 +182,7 @@ def test_update_branch_ref_is_compare_and_swap(ws: GitWorkspace, tmp_path: Path)
 
 def test_worktree_commit_with_role_author(ws: GitWorkspace, tmp_path: Path) -> None:
     base = ws.head_commit()
-    wt = ws.add_worktree(tmp_path / "deep" / "wt" / "task-1", "agent/x/backend/t1")
+    wt = ws.worktrees.add(tmp_path / "deep" / "wt" / "task-1", "agent/x/backend/t1")
     assert wt.is_dir() and (wt / "README.md").is_file()
     assert ws.commit_all(wt, "nothing yet", **BACKEND) is None
 
@@ -228,7 +228,7 @@ def test_commit_works_without_configured_identity(
     ):
         monkeypatch.delenv(name, raising=False)
     ws = GitWorkspace(tmp_path / "p")
-    wt = ws.add_worktree(tmp_path / "wt", "agent")
+    wt = ws.worktrees.add(tmp_path / "wt", "agent")
     _write(wt / "x.txt", "x\n")
     with pytest.raises(git.exc.GitCommandError):
         git.Repo(wt).git.commit("-am", "no identity", "--allow-empty")
@@ -238,7 +238,7 @@ def test_commit_works_without_configured_identity(
 
 def test_rename_is_listed_once(ws: GitWorkspace, tmp_path: Path) -> None:
     base = ws.head_commit()
-    wt = ws.add_worktree(tmp_path / "wt", "agent")
+    wt = ws.worktrees.add(tmp_path / "wt", "agent")
     (wt / "README.md").rename(wt / "DOCS.md")
     sha = ws.commit_all(wt, "rename", **BACKEND)
     assert ws.changed_files(base, sha) == ["DOCS.md"]
@@ -257,12 +257,12 @@ def test_worktree_work_never_touches_the_user_checkout(
     index_bytes = (Path(git_repo.git_dir) / "index").read_bytes()
 
     ws.create_branch("feature/x", "main")
-    integration = ws.add_worktree(tmp_path / "wt" / "int", "feature/x")
-    agent = ws.add_worktree(tmp_path / "wt" / "a", "agent/a", start_point="feature/x")
+    integration = ws.worktrees.add(tmp_path / "wt" / "int", "feature/x")
+    agent = ws.worktrees.add(tmp_path / "wt" / "a", "agent/a", start_point="feature/x")
     _write(agent / "new.py", "print('hi')\n")
     ws.commit_all(agent, "agent", **BACKEND)
-    assert ws.merge(integration, "agent/a", "merge a", **MANAGER).status == "merged"
-    ws.remove_worktree(agent)
+    assert ws.merges.merge(integration, "agent/a", "merge a", **MANAGER).status == "merged"
+    ws.worktrees.remove(agent)
 
     assert _user_state(git_repo) == before
     assert (root / "README.md").read_bytes() == dirty_bytes
@@ -272,7 +272,7 @@ def test_worktree_work_never_touches_the_user_checkout(
 
 def test_exclude_is_idempotent_and_shared(ws: GitWorkspace, git_repo: git.Repo) -> None:
     root = Path(git_repo.working_tree_dir)
-    wt = ws.add_worktree(root / ".ai-agents" / "worktrees" / "t1", "agent/t1")
+    wt = ws.worktrees.add(root / ".ai-agents" / "worktrees" / "t1", "agent/t1")
     assert ".ai-agents/" in git_repo.git.status("--porcelain")
 
     from_linked = GitWorkspace(wt)
@@ -288,56 +288,56 @@ def test_exclude_is_idempotent_and_shared(ws: GitWorkspace, git_repo: git.Repo) 
 
 
 def test_remove_worktree_refuses_dirty_and_keeps_branch(ws: GitWorkspace, tmp_path: Path) -> None:
-    wt = ws.add_worktree(tmp_path / "wt", "agent/t1")
+    wt = ws.worktrees.add(tmp_path / "wt", "agent/t1")
     _write(wt / "unsaved.py", "work in progress\n")
     with pytest.raises(GitError, match="unsaved.py"):
-        ws.remove_worktree(wt)
+        ws.worktrees.remove(wt)
     assert (wt / "unsaved.py").is_file()
 
-    ws.remove_worktree(wt, force=True)
+    ws.worktrees.remove(wt, force=True)
     assert not wt.exists()
     assert ws.branch_exists("agent/t1")
-    assert [w.path for w in ws.list_worktrees()] == [ws.root]
+    assert [w.path for w in ws.worktrees.entries()] == [ws.root]
 
-    again = ws.add_worktree(tmp_path / "wt2", "agent/t1", start_point="ignored-for-existing")
+    again = ws.worktrees.add(tmp_path / "wt2", "agent/t1", start_point="ignored-for-existing")
     assert ws.branch_checked_out_in("agent/t1") == again
-    ws.remove_worktree(again)
+    ws.worktrees.remove(again)
     assert not again.exists()
 
 
 def test_list_and_prune_worktrees(ws: GitWorkspace, git_repo: git.Repo, tmp_path: Path) -> None:
-    gone = ws.add_worktree(tmp_path / "wt" / "gone", "agent/gone")
-    kept = ws.add_worktree(tmp_path / "wt" / "kept", "agent/kept")
+    gone = ws.worktrees.add(tmp_path / "wt" / "gone", "agent/gone")
+    kept = ws.worktrees.add(tmp_path / "wt" / "kept", "agent/kept")
     git_repo.git.worktree("add", "--detach", str(tmp_path / "wt" / "detached"))
     git_repo.git.worktree("lock", "--reason", "in use", str(tmp_path / "wt" / "detached"))
     for directory in sorted(gone.rglob("*"), reverse=True):
         directory.unlink() if directory.is_file() or directory.is_symlink() else directory.rmdir()
     gone.rmdir()
 
-    infos = {w.path: w for w in ws.list_worktrees()}
+    infos = {w.path: w for w in ws.worktrees.entries()}
     assert infos[ws.root].branch == "main"
     assert infos[gone].prunable and infos[gone].branch == "agent/gone"
     assert not infos[kept].prunable and infos[kept].head == ws.head_commit()
     detached = infos[(tmp_path / "wt" / "detached").resolve()]
     assert detached.detached and detached.locked and detached.branch is None
 
-    pruned = ws.prune_worktrees()
+    pruned = ws.worktrees.prune()
     assert len(pruned) == 1 and "gone" in pruned[0]
-    assert gone not in {w.path for w in ws.list_worktrees()}
-    assert ws.prune_worktrees() == []
+    assert gone not in {w.path for w in ws.worktrees.entries()}
+    assert ws.worktrees.prune() == []
     assert ws.branch_exists("agent/gone")
 
 
 def test_stale_worktrees_report_what_would_be_lost(ws: GitWorkspace, tmp_path: Path) -> None:
     root = tmp_path / "run" / "worktrees"
-    committed = ws.add_worktree(root / "committed", "agent/committed")
+    committed = ws.worktrees.add(root / "committed", "agent/committed")
     _write(committed / "done.py", "x = 1\n")
     ws.commit_all(committed, "done", **BACKEND)
-    dirty = ws.add_worktree(root / "dirty", "agent/dirty")
+    dirty = ws.worktrees.add(root / "dirty", "agent/dirty")
     _write(dirty / "wip.py", "y = 2\n")
-    ws.add_worktree(tmp_path / "elsewhere", "agent/elsewhere")
+    ws.worktrees.add(tmp_path / "elsewhere", "agent/elsewhere")
 
-    stale = {w.path.name: w for w in ws.stale_worktrees(root, into="main")}
+    stale = {w.path.name: w for w in ws.worktrees.stale(root, into="main")}
     assert set(stale) == {"committed", "dirty"}
     assert (stale["committed"].unmerged, stale["committed"].dirty) == (1, False)
     assert (stale["dirty"].unmerged, stale["dirty"].dirty) == (0, True)
@@ -345,12 +345,12 @@ def test_stale_worktrees_report_what_would_be_lost(ws: GitWorkspace, tmp_path: P
 
 def test_concurrent_add_worktree(ws: GitWorkspace, tmp_path: Path) -> None:
     def add(i: int) -> Path:
-        return ws.add_worktree(tmp_path / "wt" / f"t{i}", f"agent/t{i}", start_point="main")
+        return ws.worktrees.add(tmp_path / "wt" / f"t{i}", f"agent/t{i}", start_point="main")
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         paths = list(pool.map(add, range(4)))
     assert all((p / "README.md").is_file() for p in paths)
-    branches = {w.branch for w in ws.list_worktrees()}
+    branches = {w.branch for w in ws.worktrees.entries()}
     assert branches == {"main", "agent/t0", "agent/t1", "agent/t2", "agent/t3"}
 
 
@@ -364,7 +364,7 @@ def test_failing_pre_commit_hook_reports_its_output(
     _write(hook, "#!/bin/sh\necho 'lint failed: trailing whitespace in app.py'\nexit 1\n")
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     ws = GitWorkspace(ws.root)  # hooks are taken when the workspace opens the repository
-    wt = ws.add_worktree(tmp_path / "wt", "agent/t1")
+    wt = ws.worktrees.add(tmp_path / "wt", "agent/t1")
     _write(wt / "app.py", "x = 1 \n")
     with pytest.raises(GitError, match="lint failed: trailing whitespace in app.py"):
         ws.commit_all(wt, "blocked", **BACKEND)
@@ -378,7 +378,7 @@ def test_failing_pre_commit_hook_reports_its_output(
 def test_clean_merge_makes_a_merge_commit(ws: GitWorkspace, tmp_path: Path) -> None:
     integration = _diverge(ws, tmp_path, {"ui.js": "ui\n"}, {"api.py": "api\n"})
     before = ws.head_commit("feature/x")
-    result = ws.merge(integration, "agent/x/a", "Merge agent a", **MANAGER)
+    result = ws.merges.merge(integration, "agent/x/a", "Merge agent a", **MANAGER)
     assert result.status == "merged" and result.conflicts == []
     assert result.commit == ws.head_commit("feature/x")
     repo = git.Repo(integration)
@@ -386,18 +386,19 @@ def test_clean_merge_makes_a_merge_commit(ws: GitWorkspace, tmp_path: Path) -> N
     assert repo.commit(result.commit).author.name == "manager"
     assert repo.commit(result.commit).message.strip() == "Merge agent a"
     assert (integration / "api.py").is_file() and (integration / "ui.js").is_file()
-    assert ws.merge(integration, "agent/x/a", "again", **MANAGER) == MergeResult("up_to_date")
+    again = ws.merges.merge(integration, "agent/x/a", "again", **MANAGER)
+    assert again == MergeResult("up_to_date")
 
 
 def test_conflict_then_resolve(ws: GitWorkspace, tmp_path: Path) -> None:
     integration = _diverge(
         ws, tmp_path, {"README.md": "# ours\n", "ui.js": "ui\n"}, {"README.md": "# theirs\n"}
     )
-    result = ws.merge(integration, "agent/x/a", "Merge a", **MANAGER)
+    result = ws.merges.merge(integration, "agent/x/a", "Merge a", **MANAGER)
     assert result == MergeResult("conflict", None, ["README.md"])
-    assert ws.merge_in_progress(integration)
+    assert ws.merges.in_progress(integration)
 
-    sides = ws.conflict_sides(integration, "README.md")
+    sides = ws.merges.conflict_sides(integration, "README.md")
     assert sides == {
         "path": "README.md",
         "binary": False,
@@ -406,21 +407,21 @@ def test_conflict_then_resolve(ws: GitWorkspace, tmp_path: Path) -> None:
         "theirs": "# theirs\n",
     }
     with pytest.raises(GitError, match="not in conflict"):
-        ws.conflict_sides(integration, "ui.js")
+        ws.merges.conflict_sides(integration, "ui.js")
 
     with pytest.raises(GitError, match=r"README\.md \(conflict markers\)"):
-        ws.conclude_merge(integration, "Merge a", **MANAGER)
+        ws.merges.conclude(integration, "Merge a", **MANAGER)
     (integration / "README.md").write_text("# ours and theirs\n", encoding="utf-8")
     _write(integration / "notes" / "bad.txt", "<<<<<<< HEAD\nleft behind\n>>>>>>> x\n")
     with pytest.raises(GitError, match=r"bad\.txt \(conflict markers\)"):
-        ws.conclude_merge(integration, "Merge a", **MANAGER)
+        ws.merges.conclude(integration, "Merge a", **MANAGER)
     (integration / "notes" / "bad.txt").unlink()
 
-    sha = ws.conclude_merge(integration, "Merge a (resolved)", **MANAGER)
+    sha = ws.merges.conclude(integration, "Merge a (resolved)", **MANAGER)
     repo = git.Repo(integration)
     assert len(_parents(repo, sha)) == 2
     assert repo.commit(sha).author.name == "manager"
-    assert not ws.merge_in_progress(integration)
+    assert not ws.merges.in_progress(integration)
     assert repo.git.show(f"{sha}:README.md") == "# ours and theirs"
     assert repo.git.status("--porcelain") == ""
 
@@ -428,31 +429,31 @@ def test_conflict_then_resolve(ws: GitWorkspace, tmp_path: Path) -> None:
 def test_abort_merge_restores(ws: GitWorkspace, tmp_path: Path) -> None:
     integration = _diverge(ws, tmp_path, {"README.md": "# ours\n"}, {"README.md": "# theirs\n"})
     head = ws.head_commit("feature/x")
-    assert ws.merge(integration, "agent/x/a", "m", **MANAGER).status == "conflict"
-    assert ws.abort_merge(integration) is True
-    assert ws.abort_merge(integration) is False
-    assert not ws.merge_in_progress(integration)
+    assert ws.merges.merge(integration, "agent/x/a", "m", **MANAGER).status == "conflict"
+    assert ws.merges.abort(integration) is True
+    assert ws.merges.abort(integration) is False
+    assert not ws.merges.in_progress(integration)
     assert ws.head_commit("feature/x") == head
     assert (integration / "README.md").read_text(encoding="utf-8") == "# ours\n"
     assert git.Repo(integration).git.status("--porcelain") == ""
     with pytest.raises(GitError, match="no merge in progress"):
-        ws.conclude_merge(integration, "m", **MANAGER)
+        ws.merges.conclude(integration, "m", **MANAGER)
 
 
 def test_binary_conflict_is_reported_not_decoded(ws: GitWorkspace, tmp_path: Path) -> None:
     ours, theirs = b"\x89PNG\0ours\xff", b"\x89PNG\0theirs\xfe"
     integration = _diverge(ws, tmp_path, {"logo.png": ours}, {"logo.png": theirs})
-    result = ws.merge(integration, "agent/x/a", "m", **MANAGER)
+    result = ws.merges.merge(integration, "agent/x/a", "m", **MANAGER)
     assert result.conflicts == ["logo.png"]
 
-    sides = ws.conflict_sides(integration, "logo.png")
+    sides = ws.merges.conflict_sides(integration, "logo.png")
     assert sides["binary"] is True
     assert (sides["base"], sides["ours"], sides["theirs"]) == (None, ours, theirs)
     with pytest.raises(GitError, match=r"logo\.png \(unmerged binary\)"):
-        ws.conclude_merge(integration, "m", **MANAGER)
+        ws.merges.conclude(integration, "m", **MANAGER)
 
-    ws.resolve_conflict(integration, "logo.png", "theirs")
-    sha = ws.conclude_merge(integration, "m", **MANAGER)
+    ws.merges.take_side(integration, "logo.png", "theirs")
+    sha = ws.merges.conclude(integration, "m", **MANAGER)
     assert (integration / "logo.png").read_bytes() == theirs
     assert len(_parents(git.Repo(integration), sha)) == 2
 
@@ -461,18 +462,18 @@ def test_merge_failure_without_conflict_raises(ws: GitWorkspace, tmp_path: Path)
     integration = _diverge(ws, tmp_path, {"ui.js": "ui\n"}, {"api.py": "api\n"})
     _write(integration / "api.py", "untracked file in the way\n")
     with pytest.raises(GitError, match="api.py"):
-        ws.merge(integration, "agent/x/a", "m", **MANAGER)
-    assert not ws.merge_in_progress(integration)
+        ws.merges.merge(integration, "agent/x/a", "m", **MANAGER)
+    assert not ws.merges.in_progress(integration)
 
 
 def test_merge_never_fast_forwards(ws: GitWorkspace, tmp_path: Path) -> None:
     ws.create_branch("feature/x", "main")
-    integration = ws.add_worktree(tmp_path / "wt" / "integration", "feature/x")
-    agent = ws.add_worktree(tmp_path / "wt" / "agent", "agent/x/a", start_point="feature/x")
+    integration = ws.worktrees.add(tmp_path / "wt" / "integration", "feature/x")
+    agent = ws.worktrees.add(tmp_path / "wt" / "agent", "agent/x/a", start_point="feature/x")
     _write(agent / "api.py", "api\n")
     agent_sha = ws.commit_all(agent, "agent work", **BACKEND)
     before = ws.head_commit("feature/x")
-    result = ws.merge(integration, "agent/x/a", "Merge agent a", **MANAGER)
+    result = ws.merges.merge(integration, "agent/x/a", "Merge agent a", **MANAGER)
     assert result.status == "merged" and result.commit != agent_sha
     assert _parents(git.Repo(integration), result.commit) == [before, agent_sha]
 
@@ -487,7 +488,7 @@ def test_refusing_merge_hook_aborts_and_raises(
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
     ws = GitWorkspace(ws.root)  # hooks are taken when the workspace opens the repository
     with pytest.raises(GitError, match="no merges on fridays"):
-        ws.merge(integration, "agent/x/a", "m", **MANAGER)
-    assert not ws.merge_in_progress(integration)
+        ws.merges.merge(integration, "agent/x/a", "m", **MANAGER)
+    assert not ws.merges.in_progress(integration)
     assert ws.head_commit("feature/x") == head
     assert git.Repo(integration).git.status("--porcelain") == ""

@@ -4,6 +4,7 @@ validation, recursion, cancellation, live events and the hierarchical results.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -85,7 +86,8 @@ def test_hierarchical_layout_and_final_result(tmp_path: Path) -> None:
     assert "delegate" in (root / "depth_0/worker_2_recursive/transcript.md").read_text()
     final = (root / "FINAL_RESULT.md").read_text()
     assert "| `services/auth.py` | worker_2_1 | 1 | TASK-101 |" in final
-    assert "| `web/index.html` | worker_1 | 0 | TASK-001 |" in final
+    # Which lane takes which top-level task depends on timing; the attribution must not.
+    assert re.search(r"\| `web/index.html` \| worker_\d+ \| 0 \| TASK-001 \|", final), final
     assert report["markdown"] == final
     job_md = (root / f"reports/job_{job_id}.md").read_text()
     for phrase in ("Parallelization efficiency", "Critical path", "Bottleneck tasks",

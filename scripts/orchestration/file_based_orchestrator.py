@@ -109,7 +109,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
             for line in repair_after_crash(  # a kill inside `git worktree add` or `git branch`
                     self.git.common_dir, feature_dir(self.team, run), run.feature_branch):
                 self.log(line)
-            self.git.prune_worktrees()
+            self.git.worktrees.prune()
             clear_stale_locks(self.team, run)
             if not self.git.branch_exists(run.feature_branch) or not state["tasks"]:  # planning
                 tasks = state["tasks"] or self._plan_or_stop(run.feature)
@@ -222,7 +222,8 @@ class FileBasedOrchestrator(BaseOrchestrator):
     def execute_task_in_worktree(self, task: dict[str, Any], worktree: Path) -> dict[str, Any]:
         """Run the agent in `worktree`, commit, merge into the feature branch."""
         run = self.current
-        branch = self.git.branch_of(worktree) or task.get("branch") or self.task_branch(task)
+        branch = (self.git.worktrees.branch_of(worktree) or task.get("branch")
+                  or self.task_branch(task))
         outcome = execute_task(self.team, run, task, worktree, branch)
         if outcome.status != "stopped" or self.git.is_worktree(worktree):
             remove_task_worktree(self.team, run, worktree)

@@ -48,7 +48,7 @@ class SimpleOrchestrator(BaseOrchestrator):
             except RunStopped:
                 return stop(self.team, run)
             create_feature_branch(self.team, run)
-            run.integration_worktree = prepared(self.team, run, self.git.add_worktree(
+            run.integration_worktree = prepared(self.team, run, self.git.worktrees.add(
                 feature_dir(self.team, run) / "feature", run.feature_branch))
             finished = False
             try:

@@ -1,9 +1,8 @@
 """Merging a branch inside one worktree, and settling its conflicts.
 
-`MergeMixin` is mixed into `GitWorkspace`: a merge that conflicts stays in progress so a
-resolver (the manager, with file tools) can read the three sides of each file, write or pick a
-version, then conclude the merge or abort it. It relies on the workspace's `_git`, `_run`,
-`_status` and `_lock`.
+`Merges` is `GitWorkspace.merges`: a merge that conflicts stays in progress so a resolver (the
+manager, with file tools) can read the three sides of each file, write or pick a version, then
+conclude the merge or abort it.
 """
 
 from __future__ import annotations
@@ -20,17 +19,13 @@ from .redaction import redact
 if TYPE_CHECKING:
     from .git_workspace import GitWorkspace
 
-    _Base = GitWorkspace
-else:
-    _Base = object
-
 _CONFLICT_MARKERS = (b"<<<<<<<", b">>>>>>>")
 _BINARY_SNIFF = 8000
 
 
 @dataclass(frozen=True)
 class MergeResult:
-    """Outcome of `GitWorkspace.merge`; on "conflict" the merge is left in progress."""
+    """Outcome of `Merges.merge`; on "conflict" the merge is left in progress."""
 
     status: Literal["merged", "conflict", "up_to_date"]
     commit: str | None = None
@@ -48,8 +43,11 @@ def _is_binary(data: bytes) -> bool:
     return False
 
 
-class MergeMixin(_Base):
+class Merges:
     """Merges with a merge commit, and the tools to resolve or undo a conflicted one."""
+
+    def __init__(self, git: GitWorkspace) -> None:
+        self.git = git
 
     def merge(
         self,
@@ -63,51 +61,51 @@ class MergeMixin(_Base):
         """Merge `branch` into whatever `worktree` has checked out, always with a merge commit.
 
         On conflict the merge stays in progress for a resolver; finish it with
-        `conclude_merge` or undo it with `abort_merge`. Any other failure (local changes in the
+        `conclude` or undo it with `abort`. Any other failure (local changes in the
         way, a refusing pre-merge-commit hook) leaves no merge in progress and raises GitError.
         """
         message = redact(message)  # agents' summaries end up in messages
         env = identity(author_name, author_email)
         directory = Path(worktree).expanduser().resolve()
-        expected = self.expected.get(directory)
-        with self._lock:
+        expected = self.git.expected.get(directory)
+        with self.git._lock:
             if expected is not None:
-                check_worktree(self, directory, expected)
-            merged = self._status(
+                check_worktree(self.git, directory, expected)
+            merged = self.git._status(
                 "merge-base", "--is-ancestor", check_rev(branch), "HEAD", cwd=worktree
             )
             if merged == 0:
                 return MergeResult("up_to_date")
             try:
-                self._run(
+                self.git._run(
                     "merge", "--no-ff", "--no-edit", "-m", message, branch, cwd=worktree, env=env
                 )
             except GitError as exc:
-                if not self.merge_in_progress(worktree):
+                if not self.in_progress(worktree):
                     raise
                 conflicts = self.unmerged_paths(worktree)
                 if not conflicts:
-                    self._run("merge", "--abort", cwd=worktree)
+                    self.git._run("merge", "--abort", cwd=worktree)
                     raise GitError(
                         f"{exc}\n(the merge stopped without conflicts; aborted)"
                     ) from exc
                 return MergeResult("conflict", None, conflicts)
-            sha = self._run("rev-parse", "HEAD", cwd=worktree).strip()
+            sha = self.git._run("rev-parse", "HEAD", cwd=worktree).strip()
             if expected is not None:
-                self._advance_expected(directory, expected, sha)
+                self.git._advance_expected(directory, expected, sha)
             return MergeResult("merged", sha)
 
-    def merge_in_progress(self, worktree: str | Path) -> bool:
+    def in_progress(self, worktree: str | Path) -> bool:
         """Whether `worktree` is in the middle of a merge (MERGE_HEAD exists)."""
-        return self._status("rev-parse", "-q", "--verify", "MERGE_HEAD", cwd=worktree) == 0
+        return self.git._status("rev-parse", "-q", "--verify", "MERGE_HEAD", cwd=worktree) == 0
 
     def unmerged_paths(self, worktree: str | Path) -> list[str]:
         """Paths the index still holds as conflicted."""
-        output = self._run("diff", "--name-only", "--diff-filter=U", "-z", cwd=worktree)
+        output = self.git._run("diff", "--name-only", "--diff-filter=U", "-z", cwd=worktree)
         return sorted(set(split_z(output)))
 
     def _stages(self, worktree: str | Path, path: str) -> dict[int, str]:
-        output = self._run("ls-files", "-u", "-z", cwd=worktree)
+        output = self.git._run("ls-files", "-u", "-z", cwd=worktree)
         stages: dict[int, str] = {}
         for entry in split_z(output):
             info, _, name = entry.partition("\t")
@@ -128,7 +126,7 @@ class MergeMixin(_Base):
             raise GitError(f"{path} is not in conflict in {worktree}")
         directory = Path(worktree).expanduser().resolve()
         blobs: dict[int, bytes] = {
-            number: self._git(
+            number: self.git._git(
                 "cat-file",
                 "blob",
                 sha,
@@ -145,7 +143,7 @@ class MergeMixin(_Base):
             sides[name] = data if data is None or binary else data.decode("utf-8")
         return sides
 
-    def resolve_conflict(
+    def take_side(
         self, worktree: str | Path, path: str, side: Literal["ours", "theirs"]
     ) -> None:
         """Settle one conflicted path by taking one side whole; the way to settle binaries."""
@@ -155,20 +153,20 @@ class MergeMixin(_Base):
             raise GitError(f"{path} is not in conflict in {worktree}")
         env = {"GIT_LITERAL_PATHSPECS": "1"}
         if stage in stages:
-            self._run("checkout", f"--{side}", "--", path, cwd=worktree, env=env)
-            self._run("add", "--", path, cwd=worktree, env=env)
+            self.git._run("checkout", f"--{side}", "--", path, cwd=worktree, env=env)
+            self.git._run("add", "--", path, cwd=worktree, env=env)
         else:
-            self._run("rm", "-q", "-f", "--", path, cwd=worktree, env=env)
+            self.git._run("rm", "-q", "-f", "--", path, cwd=worktree, env=env)
 
-    def abort_merge(self, worktree: str | Path) -> bool:
+    def abort(self, worktree: str | Path) -> bool:
         """Undo a merge in progress; returns False when there was none."""
-        with self._lock:
-            if not self.merge_in_progress(worktree):
+        with self.git._lock:
+            if not self.in_progress(worktree):
                 return False
-            self._run("merge", "--abort", cwd=worktree)
+            self.git._run("merge", "--abort", cwd=worktree)
         return True
 
-    def conclude_merge(
+    def conclude(
         self,
         worktree: str | Path,
         message: str,
@@ -179,35 +177,36 @@ class MergeMixin(_Base):
         """Commit a resolved merge; refuses while any file still looks conflicted.
 
         A conflicted text file counts as resolved once its conflict markers are gone; binary,
-        deleted or symlinked conflicted paths must be staged explicitly (resolve_conflict).
+        deleted or symlinked conflicted paths must be staged explicitly (take_side).
         """
         message = redact(message)  # agents' summaries end up in messages
         env = identity(author_name, author_email)
         directory = Path(worktree).expanduser().resolve()
-        expected = self.expected.get(directory)
-        with self._lock:
-            if not self.merge_in_progress(directory):
+        expected = self.git.expected.get(directory)
+        with self.git._lock:
+            if not self.in_progress(directory):
                 raise GitError(f"no merge in progress in {directory}")
             if expected is not None:
-                check_worktree(self, directory, expected, merging=True)
+                check_worktree(self.git, directory, expected, merging=True)
             problems = self._unresolved(directory)
             if problems:
                 raise GitError(
                     f"cannot conclude the merge in {directory}; still conflicted: "
                     + ", ".join(problems)
                 )
-            self._run("add", "--all", cwd=directory)
-            self._run("commit", "-q", "--no-edit", "-m", message, cwd=directory, env=env)
-            sha = self._run("rev-parse", "HEAD", cwd=directory).strip()
+            self.git._run("add", "--all", cwd=directory)
+            self.git._run("commit", "-q", "--no-edit", "-m", message, cwd=directory, env=env)
+            sha = self.git._run("rev-parse", "HEAD", cwd=directory).strip()
             if expected is not None:
-                self._advance_expected(directory, expected, sha)
+                self.git._advance_expected(directory, expected, sha)
             return sha
 
     def _unresolved(self, directory: Path) -> list[str]:
         unmerged = set(self.unmerged_paths(directory))
-        touched = set(split_z(self._run("diff", "--name-only", "-z", "HEAD", cwd=directory)))
+        touched = set(split_z(self.git._run("diff", "--name-only", "-z", "HEAD", cwd=directory)))
         touched |= set(
-            split_z(self._run("ls-files", "--others", "--exclude-standard", "-z", cwd=directory))
+            split_z(self.git._run("ls-files", "--others", "--exclude-standard", "-z",
+                                  cwd=directory))
         )
         problems: list[str] = []
         for name in sorted(touched | unmerged):

@@ -24,9 +24,9 @@ from git.exc import GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathErr
 
 from .errors import CommitRefused, GitError, IntegrityError, NotAGitRepository
 from .git_env import GitGuard
-from .git_merge import MergeMixin, MergeResult
+from .git_merge import MergeResult, Merges
 from .git_plumbing import GIT_ERRORS, check_rev, git_error, identity, repo_lock, split_z
-from .git_worktrees import WorktreeInfo, WorktreeMixin
+from .git_worktrees import WorktreeInfo, Worktrees
 from .integrity import Expected, ExpectedHeads, check_worktree
 from .redaction import redact
 
@@ -81,10 +81,11 @@ class LogEntry:
     subject: str
 
 
-class GitWorkspace(WorktreeMixin, MergeMixin):
-    """The orchestrator's only door to git for one repository.
+class GitWorkspace:
+    """The orchestrator's only door to git for one repository: refs, commits, history.
 
-    Worktree operations come from `WorktreeMixin`, merges and conflicts from `MergeMixin`.
+    Worktree operations are `worktrees` (git_worktrees.py), merges and conflicts `merges`
+    (git_merge.py); both act through this object's git calls and locks.
     """
 
     def __init__(self, project_dir: str | Path) -> None:
@@ -115,11 +116,12 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
             self._run("rev-parse", "--path-format=absolute", "--git-common-dir")
         ).resolve()
         self._lock = repo_lock(self.common_dir)
-        self._parallel_checkout: bool | None = None
         #: Hooks, global config and `.git/config` as they are now; see git_env.py.
         self.guard = GitGuard.take(self.root, self.common_dir)
         #: Branch and commit each of the orchestrator's worktrees must be at; see integrity.py.
         self.expected = ExpectedHeads()
+        self.worktrees = Worktrees(self)
+        self.merges = Merges(self)
 
     @property
     def repo(self) -> git.Repo:
@@ -292,7 +294,7 @@ class GitWorkspace(WorktreeMixin, MergeMixin):
 
     def branch_checked_out_in(self, branch: str) -> Path | None:
         """The worktree that has `branch` checked out, or None."""
-        for worktree in self.list_worktrees():
+        for worktree in self.worktrees.entries():
             if worktree.branch == branch:
                 return worktree.path
         return None

@@ -1,8 +1,7 @@
 """The orchestrator's worktrees: adding, listing, pruning and removing them safely.
 
-`WorktreeMixin` is mixed into `GitWorkspace`. Removing never discards uncommitted work unless
-asked to, and worktrees an earlier run left behind are reported with what removing them would
-lose. It relies on the workspace's `_git`, `_run`, `_status`, `_lock` and `_admin_dir`.
+`Worktrees` is `GitWorkspace.worktrees`. Removing never discards uncommitted work unless asked
+to, and worktrees an earlier run left behind are reported with what removing them would lose.
 """
 
 from __future__ import annotations
@@ -17,16 +16,12 @@ from .git_plumbing import check_rev, extra_config
 if TYPE_CHECKING:
     from .git_workspace import GitWorkspace
 
-    _Base = GitWorkspace
-else:
-    _Base = object
-
 
 @dataclass(frozen=True)
 class WorktreeInfo:
     """One entry of `git worktree list --porcelain`.
 
-    `dirty` and `unmerged` are only filled in by `GitWorkspace.stale_worktrees`; None elsewhere
+    `dirty` and `unmerged` are only filled in by `Worktrees.stale`; None elsewhere
     and whenever they cannot be known (the directory is gone).
     """
 
@@ -41,10 +36,14 @@ class WorktreeInfo:
 
 
 
-class WorktreeMixin(_Base):
+class Worktrees:
     """Linked worktrees of the repository, one per task and one for merging."""
 
-    def add_worktree(
+    def __init__(self, git: GitWorkspace) -> None:
+        self.git = git
+        self._parallel_checkout: bool | None = None  # decided on the first add
+
+    def add(
         self, path: str | Path, branch: str, *, start_point: str | None = None
     ) -> Path:
         """Check `branch` out in a new worktree at `path`, creating the branch when missing.
@@ -54,29 +53,29 @@ class WorktreeMixin(_Base):
         hook makes git exit non-zero after the worktree was made; that worktree is used.
         """
         target = Path(path).expanduser().resolve()
-        self._check_branch_name(branch)
+        self.git._check_branch_name(branch)
         env = self._checkout_env()
         # No repository lock: git locks the one ref it creates and the worktree's own admin
         # directory (marked "initializing" against a concurrent prune), so adds of different
         # worktrees run side by side; the checkout, most of the cost, never waits for a merge.
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            if self.branch_exists(branch):
-                self._run("worktree", "add", str(target), branch, env=env)
+            if self.git.branch_exists(branch):
+                self.git._run("worktree", "add", str(target), branch, env=env)
             else:
                 start = check_rev(start_point or "HEAD")
-                self._run(
+                self.git._run(
                     "worktree", "add", "--no-track", "-b", branch, str(target), start,
                     env=env,
                 )
         except GitError:
-            made = self.is_worktree(target) and any(
+            made = self.git.is_worktree(target) and any(
                 info.path == target and info.branch == branch
-                for info in self.list_worktrees()
+                for info in self.entries()
             )
             if not made:
                 raise
-        self._expect(target, branch)
+        self.git._expect(target, branch)
         return target
 
     def clear_stale_locks(self, worktree: str | Path) -> list[Path]:
@@ -85,7 +84,7 @@ class WorktreeMixin(_Base):
         Only for worktrees no git process can be using: the caller holds the run lock and no
         run of its own is under way. The user's own index is never touched.
         """
-        admin = self._admin_dir(worktree)
+        admin = self.git._admin_dir(worktree)
         lock = admin / "index.lock" if admin is not None else None
         if lock is None or not lock.exists():
             return []
@@ -100,28 +99,28 @@ class WorktreeMixin(_Base):
         least `checkout.thresholdForParallelism` files) cut it 2-3x at 10,000 files.
         """
         if self._parallel_checkout is None:
-            configured = self._status("config", "--get", "checkout.workers") == 0
+            configured = self.git._status("config", "--get", "checkout.workers") == 0
             self._parallel_checkout = not configured
         if not self._parallel_checkout:
             return None
         return extra_config({"checkout.workers": "0"})
 
-    def remove_worktree(self, path: str | Path, *, force: bool = False) -> None:
+    def remove(self, path: str | Path, *, force: bool = False) -> None:
         """Remove a worktree, keeping its branch; uncommitted work is kept unless `force`."""
         target = Path(path).expanduser().resolve()
-        self.expected.forget(target)
+        self.git.expected.forget(target)
         # No repository lock: removing one worktree touches only its directory and its admin
         # entry, so removals run beside other tasks' adds, commits and merges.
         if not target.exists():
-            self.prune_worktrees()
+            self.prune()
             return
         if force:
-            self._run("worktree", "remove", "--force", str(target))
+            self.git._run("worktree", "remove", "--force", str(target))
             return
         # git checks for changes itself (one status scan of the whole tree); the list for
         # the message is only computed when it refuses. Untracked files always count.
         try:
-            self._run(
+            self.git._run(
                 "worktree", "remove", str(target),
                 env=extra_config({"status.showUntrackedFiles": "normal"}),
             )
@@ -134,9 +133,9 @@ class WorktreeMixin(_Base):
                 ) from None
             raise
 
-    def list_worktrees(self) -> list[WorktreeInfo]:
+    def entries(self) -> list[WorktreeInfo]:
         """All worktrees of the repository, the main one first."""
-        output = self._run("worktree", "list", "--porcelain")
+        output = self.git._run("worktree", "list", "--porcelain")
         result: list[WorktreeInfo] = []
         for block in output.strip().split("\n\n"):
             fields: dict[str, str] = {}
@@ -161,31 +160,31 @@ class WorktreeMixin(_Base):
     def branch_of(self, worktree: str | Path) -> str | None:
         """The branch checked out in `worktree` by git's own records, or None."""
         target = Path(worktree).resolve()
-        for info in self.list_worktrees():
+        for info in self.entries():
             if info.path == target:
                 return info.branch
         return None
 
-    def prune_worktrees(self) -> list[str]:
+    def prune(self) -> list[str]:
         """Drop administrative entries of worktrees whose directories are gone.
 
         Returns git's own lines, e.g. "Removing worktrees/x: gitdir file points to non-existent
         location". Locked worktrees are never pruned (git's rule).
         """
-        with self._lock:
-            _, _, err = self._git("worktree", "prune", "--verbose")
+        with self.git._lock:
+            _, _, err = self.git._git("worktree", "prune", "--verbose")
         return [line.strip() for line in err.splitlines() if line.startswith("Removing ")]
 
-    def stale_worktrees(self, root: str | Path, *, into: str = "HEAD") -> list[WorktreeInfo]:
+    def stale(self, root: str | Path, *, into: str = "HEAD") -> list[WorktreeInfo]:
         """Worktrees left under `root` by an earlier run, with what removing them would lose.
 
         `dirty` says whether the directory holds uncommitted changes (None when it is gone);
         `unmerged` counts commits of its HEAD not reachable from `into`.
         """
         base = Path(root).expanduser().resolve()
-        into_sha = self.head_commit(into)
+        into_sha = self.git.head_commit(into)
         found: list[WorktreeInfo] = []
-        for worktree in self.list_worktrees()[1:]:
+        for worktree in self.entries()[1:]:
             resolved = worktree.path.resolve()
             if resolved != base and base not in resolved.parents:
                 continue
@@ -194,12 +193,12 @@ class WorktreeMixin(_Base):
                 dirty = bool(self._dirty_paths(resolved))
             unmerged = None
             if worktree.head:
-                unmerged = int(self._run("rev-list", "--count", f"{into_sha}..{worktree.head}"))
+                unmerged = int(self.git._run("rev-list", "--count", f"{into_sha}..{worktree.head}"))
             found.append(replace(worktree, dirty=dirty, unmerged=unmerged))
         return found
 
     def _dirty_paths(self, worktree: Path) -> list[str]:
-        output = self._run(
+        output = self.git._run(
             "status",
             "--porcelain",
             "--untracked-files=normal",

@@ -29,7 +29,7 @@ def task_worktree(team: Team, run: RunContext, task: Mapping[str, Any], branch: 
     committed first); a directory that is no longer a worktree is moved aside, never deleted.
     """
     path = feature_dir(team, run) / "tasks" / task["task_id"]
-    registered = {info.path: info for info in team.git.list_worktrees()}
+    registered = {info.path: info for info in team.git.worktrees.entries()}
     info = registered.get(path.resolve())
     if info is not None and info.branch == branch:
         try:
@@ -43,7 +43,7 @@ def task_worktree(team: Team, run: RunContext, task: Mapping[str, Any], branch: 
         run.log(f"{path} is not a git worktree any more (deleted during an earlier run?); "
                 f"its files were moved to {aside}.")
     claim_branch(run, branch, exists=team.git.branch_exists(branch))  # before git creates it
-    return prepared(team, run, team.git.add_worktree(path, branch, start_point=run.feature_branch))
+    return prepared(team, run, team.git.worktrees.add(path, branch, start_point=run.feature_branch))
 
 
 def prepared(team: Team, run: RunContext, worktree: Path) -> Path:
@@ -61,19 +61,19 @@ def prepared(team: Team, run: RunContext, worktree: Path) -> Path:
 def open_integration_worktree(team: Team, run: RunContext) -> Path:
     """The feature branch's checkout for merges; an interrupted run's one is reused."""
     path = feature_dir(team, run) / "integration"
-    for info in team.git.list_worktrees():
+    for info in team.git.worktrees.entries():
         if info.path == path.resolve() and info.branch == run.feature_branch:
-            if team.git.merge_in_progress(path):
-                team.git.abort_merge(path)
+            if team.git.merges.in_progress(path):
+                team.git.merges.abort(path)
             team.git.reset_worktree(path, "HEAD")
             return path
-    return prepared(team, run, team.git.add_worktree(path, run.feature_branch))
+    return prepared(team, run, team.git.worktrees.add(path, run.feature_branch))
 
 
 def remove_task_worktree(team: Team, run: RunContext, path: Path) -> None:
     release_submodules(path)
     try:
-        team.git.remove_worktree(path)
+        team.git.worktrees.remove(path)
     except GitError as exc:  # dirty or locked: keep it, say so
         run.log(f"Kept worktree {path}: {exc}")
 
@@ -88,15 +88,15 @@ def remove_own_worktree(team: Team, run: RunContext, path: Path | None, *,
     if path is None:
         return
     if not team.git.is_worktree(path):  # deleted (and maybe re-created) during the run
-        team.git.prune_worktrees()
+        team.git.worktrees.prune()
         if path.exists():
             run.log(f"Kept {path}: it is no longer a git worktree (deleted during the run?).")
         return
-    if team.git.merge_in_progress(path):
-        team.git.abort_merge(path)
+    if team.git.merges.in_progress(path):
+        team.git.merges.abort(path)
     release_submodules(path)
     try:
-        team.git.remove_worktree(path, force=force)
+        team.git.worktrees.remove(path, force=force)
     except GitError as exc:
         run.log(f"Kept worktree {path}: {exc}")
 
@@ -120,11 +120,11 @@ def remove_empty_dirs(root: Path) -> None:
 
 def report_stale_worktrees(team: Team, run: RunContext) -> None:
     """Tell the user about worktrees an earlier, crashed run left behind; delete nothing."""
-    for line in team.git.prune_worktrees():
+    for line in team.git.worktrees.prune():
         run.log(f"Pruned worktree record: {line}")
     if not team.worktree_root.exists():
         return
-    for info in team.git.stale_worktrees(team.worktree_root):
+    for info in team.git.worktrees.stale(team.worktree_root):
         state = []
         if info.dirty:
             state.append("uncommitted changes")
@@ -141,9 +141,9 @@ def report_stale_worktrees(team: Team, run: RunContext) -> None:
 def clear_stale_locks(team: Team, run: RunContext) -> None:
     """Remove index locks a killed run's git left in this feature's worktrees."""
     root = feature_dir(team, run).resolve()
-    for info in team.git.list_worktrees()[1:]:
+    for info in team.git.worktrees.entries()[1:]:
         if root in info.path.parents:
-            for lock in team.git.clear_stale_locks(info.path):
+            for lock in team.git.worktrees.clear_stale_locks(info.path):
                 run.log(f"Removed {lock}, left by a git command of the interrupted run.")
 
 

@@ -22,15 +22,18 @@ import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .errors import StateError
 from .run_context import RunContext
 from .scheduler import find_cycle
 
+if TYPE_CHECKING:
+    from .git_workspace import GitWorkspace
+
 __all__ = [
     "AGENTS_INFIX",
-    "GitView",
+    "GitWorkspace",
     "check_consistency",
     "claim_branch",
     "owned_branches",
@@ -41,16 +44,6 @@ __all__ = [
 #: Task branches are `<feature branch>-agents/<role>/<task>` (git cannot nest refs under the
 #: feature branch itself); every branch a run may create lies in that namespace.
 AGENTS_INFIX = "-agents/"
-
-
-class GitView(Protocol):
-    """What the checks read from git; `GitWorkspace` provides it. Nothing here writes."""
-
-    def branch_exists(self, name: str) -> bool: ...
-
-    def resolve(self, ref: str) -> str | None: ...
-
-    def list_worktrees(self) -> Sequence[Any]: ...
 
 
 def task_branch_of(feature_branch: str, task: Mapping[str, Any]) -> str:
@@ -138,7 +131,7 @@ def _branch_problems(feature: Mapping[str, Any], tasks: Sequence[Mapping[str, An
 
 
 def _repository_problems(feature: Mapping[str, Any], run_branches: Iterable[str],
-                         git: GitView, worktree_root: Path | None) -> list[str]:
+                         git: GitWorkspace, worktree_root: Path | None) -> list[str]:
     """Branches the state names that are the user's, and a base commit git does not have."""
     problems: list[str] = []
     owned = owned_branches(feature)
@@ -151,7 +144,7 @@ def _repository_problems(feature: Mapping[str, Any], run_branches: Iterable[str]
             problems.append(f"branch {name!r} exists but this run did not create it (it is "
                             "not in current_feature.branches): it is left alone")
     root = worktree_root.resolve() if worktree_root is not None else None
-    for info in git.list_worktrees():
+    for info in git.worktrees.entries():
         if info.branch not in names:
             continue
         path = Path(info.path).resolve()
@@ -164,7 +157,7 @@ def _repository_problems(feature: Mapping[str, Any], run_branches: Iterable[str]
     return problems
 
 
-def check_consistency(state: Mapping[str, Any], git: GitView | None = None, *,
+def check_consistency(state: Mapping[str, Any], git: GitWorkspace | None = None, *,
                       worktree_root: Path | None = None,
                       branch_of: Any = None) -> list[str]:
     """Every reason the recorded feature cannot be acted on safely; empty when it can.

@@ -38,7 +38,7 @@ def merge_task(team: Team, run: RunContext, task: Mapping[str, Any], branch: str
     message = (title if len(title) <= 72 else title[:69] + "...") + f"\n\nBranch: {branch}\n"
     with run.merge_lock:
         try:
-            result = team.git.merge(worktree, branch, message, author_name=MANAGER,
+            result = team.git.merges.merge(worktree, branch, message, author_name=MANAGER,
                                     author_email=agent_email(MANAGER))
         except GitError as exc:
             return record_merge(run, task, branch, "failed", None, [], str(exc))
@@ -55,7 +55,7 @@ def conflict_prompt(team: Team, run: RunContext, task: Mapping[str, Any], branch
                     merge: MergeResult, worktree: Path) -> str:
     sides = []
     for path in merge.conflicts:
-        side = team.git.conflict_sides(worktree, path)
+        side = team.git.merges.conflict_sides(worktree, path)
         if side.get("binary"):
             sides.append(f"### {path}\n(binary file: settle it with keep_side, choosing "
                          "'ours' or 'theirs', or report the conflict as blocked)")
@@ -100,10 +100,10 @@ def resolve_conflict(team: Team, run: RunContext, task: Mapping[str, Any], branc
         ).report
         if report["status"] != "completed":
             raise AgentTeamError(f"the manager could not resolve it: {report['summary']}")
-        commit = team.git.conclude_merge(worktree, message, author_name=MANAGER,
+        commit = team.git.merges.conclude(worktree, message, author_name=MANAGER,
                                          author_email=agent_email(MANAGER))
     except Exception as exc:  # resolution failed: undo the merge, keep the branch
-        team.git.abort_merge(worktree)
+        team.git.merges.abort(worktree)
         return record_merge(run, task, branch, "conflict_unresolved", None, merge.conflicts,
                             fail_message(exc))
     return record_merge(run, task, branch, "conflict_resolved", commit, merge.conflicts,
@@ -118,7 +118,7 @@ def keep_side_tool(team: Team, worktree: Path, conflicts: list[str]) -> Tool:
             raise ToolError(f"{path} is not a conflicted file; those are: "
                             f"{', '.join(conflicts)}.")
         try:
-            team.git.resolve_conflict(worktree, path, "ours" if side == "ours" else "theirs")
+            team.git.merges.take_side(worktree, path, "ours" if side == "ours" else "theirs")
         except GitError as exc:
             raise ToolError(f"Could not keep the {side} side of {path}: {exc}") from None
         where = "the feature branch" if side == "ours" else "the task branch"

@@ -251,7 +251,7 @@ class RollbackManager:
             raise UserError("A run is going on in this repository; roll back after it ends "
                             "(nothing was changed).") from None
         try:
-            checked_out = {w.branch: w.path for w in self.workspace.list_worktrees()
+            checked_out = {w.branch: w.path for w in self.workspace.worktrees.entries()
                            if w.branch}
             if chosen is RollbackStrategy.FULL:
                 self._full(checkpoint, result, checked_out)

@@ -95,7 +95,7 @@ class JobRepository:
         self._drop_worktree(path)
         if self.workspace.branch_exists(branch):
             self.workspace.repo.git.branch("-D", branch)
-        self.workspace.add_worktree(path, branch, start_point=start)
+        self.workspace.worktrees.add(path, branch, start_point=start)
         return path, start
 
     def has_file(self, ref: str, path: str) -> bool:
@@ -113,12 +113,12 @@ class JobRepository:
         self.refresh()
         path = self.root / WORKTREES / f"{self.job.job_branch.replace('/', '__')}-merge"
         self._drop_worktree(path)
-        self.workspace.add_worktree(path, self.job.job_branch)
+        self.workspace.worktrees.add(path, self.job.job_branch)
         try:
-            result = self.workspace.merge(path, branch, message, author_name=MERGER_NAME,
+            result = self.workspace.merges.merge(path, branch, message, author_name=MERGER_NAME,
                                           author_email=MERGER_EMAIL)
             if result.status == "conflict":
-                self.workspace.abort_merge(path)
+                self.workspace.merges.abort(path)
                 raise MergeConflict(branch, result.conflicts)
         finally:
             self._drop_worktree(path)
@@ -139,9 +139,9 @@ class JobRepository:
         self._drop_worktree(path)
 
     def _drop_worktree(self, path: Path) -> None:
-        if path.exists() or any(w.path == path for w in self.workspace.list_worktrees()):
-            self.workspace.remove_worktree(path, force=True)
-        self.workspace.prune_worktrees()
+        if path.exists() or any(w.path == path for w in self.workspace.worktrees.entries()):
+            self.workspace.worktrees.remove(path, force=True)
+        self.workspace.worktrees.prune()
 
 
 def ensure_job_branch(workspace: GitWorkspace, job_branch: str, base: str,

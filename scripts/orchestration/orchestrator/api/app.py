@@ -78,7 +78,7 @@ def create_app(config: ServiceConfig, *, runner: JobRunner | None = None) -> Fas
     app.state.api_key = config.api_key
     app.state.registry = registry
     app.state.runner = job_runner
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
 
     @app.middleware("http")
     async def audit_log(request: Request,

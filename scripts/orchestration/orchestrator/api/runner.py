@@ -282,7 +282,7 @@ class JobRunner:
         merged = ""
         if done.branch and done.status in ("completed", "partial"):
             try:
-                result = parent.team.git.merge(
+                result = parent.team.git.merges.merge(
                     worktree, done.branch, f"Merge child job {done.job_id} into {task_id}",
                     author_name="manager", author_email="manager@agent-team.invalid")
                 merged = (f"Its work ({done.branch}) is merged into your workspace."
@@ -290,7 +290,7 @@ class JobRunner:
                           f"Its branch {done.branch} conflicts with your workspace in "
                           f"{', '.join(result.conflicts)}; it was not merged.")
                 if result.status == "conflict":
-                    parent.team.git.abort_merge(worktree)
+                    parent.team.git.merges.abort(worktree)
             except AgentTeamError as exc:
                 merged = f"Its branch {done.branch} could not be merged here: {exc}"
         lines = [f"Child job {done.job_id} finished: {done.status}. {merged}".strip()]
