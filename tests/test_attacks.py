@@ -24,17 +24,20 @@ from agent_team.tools import Workspace, edit_file, write_file
 from file_based_orchestrator import FileBasedOrchestrator
 
 from tests.conftest import make_repo, wait_until_gone
-from tests.fault_helpers import assert_nothing_lost, preserve, state_path, tool_messages
 from tests.orchestration_helpers import (
     FAILING_TESTS,
+    assert_nothing_lost,
     file_at,
     finish_call,
     git,
     integration_turn,
     plan_turn,
+    preserve,
     run_orchestrator,
+    state_path,
     task,
     tasks_by_id,
+    tool_messages,
     tool_turn,
     write_and_finish,
     write_call,

@@ -35,12 +35,12 @@ from tests.fake_api import (
     fake_api_server,  # noqa: F401
     openai_completion,
 )
-from tests.fault_checks import (
+from tests.orchestration_helpers import (
     assert_nothing_lost,
     file_at,
-    git_snapshot,
     new_branches,
-    read_valid_state,
+    preserve,
+    read_state,
     tasks_by_id,
     write_config,
 )
@@ -262,7 +262,7 @@ def test_transient_faults_in_a_run_are_retried_and_the_run_completes(
 ) -> None:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     replies = [plan_reply(provider, "A"), tool_reply(provider, write("a.txt", "a\n")),
                tool_reply(provider, finish()), text_reply(provider, "A wrote a.txt.")]
     faults = [["429-retry-after", "429-no-retry-after"], ["500", "503"],
@@ -286,10 +286,10 @@ def test_transient_faults_in_a_run_are_retried_and_the_run_completes(
         assert TRANSIENT[fault][1] in event["error"], (fault, event["error"])
     assert retries[0]["delay_s"] == 0.05  # retry-after 7 s honoured, up to the ceiling
     assert sum("API error" in line and "retry 1" in line for line in lines) == 4
-    state = read_valid_state(project)
+    state = read_state(project)
     assert state["usage"]["api_calls"] == 4  # failed attempts are not billed calls
     assert tasks_by_id(state)["A"]["status"] == "completed"
-    after = assert_nothing_lost(project, before)
+    after = assert_nothing_lost(project, before, refs_fixed=True)
     assert new_branches(before, after) == [summary["feature_branch"]]
     assert file_at(project, summary["feature_branch"], "a.txt") == "a\n"
 
@@ -300,7 +300,7 @@ def test_model_misbehaviour_goes_back_to_the_model_and_the_agent_finishes(
 ) -> None:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     half_json = '{"path": "c.txt", "content": "unfinished'
     cut_call = ("write_file", half_json) if provider == "openai" else write("b.txt", "ha")
     not_json = ("write_file", '{"path": "c.txt" "content": "x"}')
@@ -332,12 +332,12 @@ def test_model_misbehaviour_goes_back_to_the_model_and_the_agent_finishes(
     feature = summary["feature_branch"]
     assert file_at(project, feature, "a.txt") == "complete\n"
     assert file_at(project, feature, "b.txt") is None and file_at(project, feature, "c.txt") is None
-    state = read_valid_state(project)
+    state = read_state(project)
     assert tasks_by_id(state)["A"]["status"] == "completed"
     events = read_events(project / ".ai-agents" / "logs" / f"{summary['run_id']}.jsonl")
     tool_errors = [e["tool"] for e in events if e["kind"] == "tool_call" and e["is_error"]]
     assert tool_errors == ["write_file", "delete_repository"]
-    assert_nothing_lost(project, before)
+    assert_nothing_lost(project, before, refs_fixed=True)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -346,7 +346,7 @@ def test_fatal_api_errors_fail_their_task_and_independent_tasks_go_on(
 ) -> None:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     fake_api.enqueue(plan_reply(provider, "A", "B", "C", "D"))
     fake_api.enqueue(tool_reply(provider, write("a.txt", "partial work\n")))
     enqueue_error(fake_api, provider, 400, "messages.3: tool_use ids must be unique")
@@ -363,7 +363,7 @@ def test_fatal_api_errors_fail_their_task_and_independent_tasks_go_on(
 
     assert summary["exit_code"] == EXIT_FAILED
     fake_api.assert_all_used()
-    tasks = tasks_by_id(read_valid_state(project))
+    tasks = tasks_by_id(read_state(project))
     assert tasks["A"]["status"] == "failed"
     assert "error 400" in tasks["A"]["error"]
     assert "tool_use ids must be unique" in tasks["A"]["error"]
@@ -374,7 +374,7 @@ def test_fatal_api_errors_fail_their_task_and_independent_tasks_go_on(
     assert tasks["D"]["status"] == "completed" and tasks["D"]["merged"]
     assert any(line.startswith("[Orchestrator] A failed:") and "error 400" in line
                for line in lines)
-    after = assert_nothing_lost(project, before)
+    after = assert_nothing_lost(project, before, refs_fixed=True)
     feature = summary["feature_branch"]
     assert file_at(project, feature, "d.txt") == "d\n"
     assert file_at(project, feature, "a.txt") is None
@@ -391,7 +391,7 @@ def test_unauthorized_planning_call_ends_the_run_as_bad_input(
     can succeed, and nothing was changed: the feature branch is made only after the plan."""
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     monkeypatch.setenv(*KEYS[provider])
     enqueue_error(fake_api, provider, 401, "invalid x-api-key")
     result = CliRunner().invoke(main, [
@@ -404,11 +404,11 @@ def test_unauthorized_planning_call_ends_the_run_as_bad_input(
     assert "invalid x-api-key" in result.stderr and f"Check {KEYS[provider][0]}" in result.stderr
     assert result.stderr.startswith("Error: ") and "Traceback" not in result.output
     fake_api.assert_all_used()
-    state = read_valid_state(project)
+    state = read_state(project)
     assert state["current_feature"]["status"] == "failed"
     assert "401" in state["current_feature"]["stop_reason"]
     assert state["runs"][-1]["exit_code"] == EXIT_BAD_INPUT
-    after = assert_nothing_lost(project, before)
+    after = assert_nothing_lost(project, before, refs_fixed=True)
     assert new_branches(before, after) == []
 
 
@@ -431,17 +431,17 @@ def test_overloaded_planning_call_fails_the_run_with_exit_1(
 ) -> None:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     for _ in range(3):
         enqueue_error(fake_api, "anthropic", 529, "Overloaded")
     with pytest.raises(ModelAPIError, match="Overloaded.*gave up after 3 attempts") as info:
         orchestrate(FileBasedOrchestrator, "anthropic", fake_api, project, tmp_path,
                     monkeypatch, retry={"max_retries": 2})
     assert info.value.exit_code == EXIT_FAILED
-    state = read_valid_state(project)
+    state = read_state(project)
     assert state["current_feature"]["status"] == "failed"
     assert state["runs"][-1]["exit_code"] == EXIT_FAILED
-    assert new_branches(before, assert_nothing_lost(project, before)) == []
+    assert new_branches(before, assert_nothing_lost(project, before, refs_fixed=True)) == []
 
 
 def test_api_error_on_the_integration_review_still_finishes_the_run(
@@ -455,7 +455,7 @@ def test_api_error_on_the_integration_review_still_finishes_the_run(
         enqueue_error(fake_api, "anthropic", 500, "Internal server error")
     summary, _ = orchestrate(FileBasedOrchestrator, "anthropic", fake_api, project, tmp_path,
                              monkeypatch, retry={"max_retries": 1})
-    state = read_valid_state(project)
+    state = read_state(project)
     assert state["integration"]["test_results"]["exit_code"] == 0
     assert "Internal server error" in state["integration"]["summary"]
     assert (project / ".ai-agents" / "reports" / f"{summary['run_id']}.md").is_file()

@@ -22,11 +22,11 @@ from tests.fake_api import (
     anthropic_message,
     fake_api_server,  # noqa: F401
 )
-from tests.fault_checks import (
+from tests.orchestration_helpers import (
     assert_nothing_lost,
-    git_snapshot,
     new_branches,
-    read_valid_state,
+    preserve,
+    read_state,
     tasks_by_id,
     write_config,
 )
@@ -87,7 +87,7 @@ REJECTED: dict[str, tuple[str, list[str]]] = {
 def failing_run(tmp_path: Path, reply: str) -> tuple[PlanError, ScriptedModel, Path, Any]:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     model = ScriptedModel({"manager:plan": [{"text": reply}] * ATTEMPTS})
     lines: list[str] = []
     runner = FileBasedOrchestrator(project, model=model, test_command=TESTS, output=lines.append)
@@ -112,19 +112,19 @@ def test_bad_plan_is_sent_back_with_the_exact_errors_then_fails_with_exit_2(
         assert "It cannot be used because:\n" + "\n".join(f"- {e}" for e in expected) in (
             correction)
         assert "Return a corrected plan as one JSON object." in correction
-    state = read_valid_state(project)
+    state = read_state(project)
     assert state["current_feature"]["status"] == "failed"
     assert state["tasks"] == [] and state["runs"][-1]["exit_code"] == EXIT_BAD_INPUT
     rejections = [u for u in state["agent_updates"] if u["status"] == "plan_rejected"]
     assert len(rejections) == ATTEMPTS and rejections[0]["details"]["errors"] == expected
-    after = assert_nothing_lost(project, before)
+    after = assert_nothing_lost(project, before, refs_fixed=True)
     assert new_branches(before, after) == []
 
 
 def test_invalid_plan_via_the_command_line_exits_2_and_lists_every_error(tmp_path: Path) -> None:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     reply, expected = REJECTED["several-problems"]
     session = tmp_path / "session.json"
     session.write_text(json.dumps({"agents": {"manager:plan": [{"text": reply}] * ATTEMPTS}}))
@@ -138,8 +138,8 @@ def test_invalid_plan_via_the_command_line_exits_2_and_lists_every_error(tmp_pat
     assert lines[0].startswith("Error: The manager's plan was still invalid after 3 attempt(s)")
     assert lines[1:] == [f"  - {e}" for e in expected]
     assert "Traceback" not in result.output
-    read_valid_state(project)
-    assert new_branches(before, assert_nothing_lost(project, before)) == []
+    read_state(project)
+    assert new_branches(before, assert_nothing_lost(project, before, refs_fixed=True)) == []
 
 
 @pytest.mark.parametrize("reply", [
@@ -150,7 +150,7 @@ def test_invalid_plan_via_the_command_line_exits_2_and_lists_every_error(tmp_pat
 def test_plan_wrapped_in_a_code_fence_or_prose_is_accepted(tmp_path: Path, reply: str) -> None:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     model = ScriptedModel({
         "manager:plan": [{"text": reply}],
         "backend-dev:A": [{"tool_calls": [
@@ -162,8 +162,8 @@ def test_plan_wrapped_in_a_code_fence_or_prose_is_accepted(tmp_path: Path, reply
                                  output=lambda _: None).run(FEATURE)
     assert summary["exit_code"] == 0
     model.assert_complete()
-    assert tasks_by_id(read_valid_state(project))["A"]["status"] == "completed"
-    assert new_branches(before, assert_nothing_lost(project, before)) == [
+    assert tasks_by_id(read_state(project))["A"]["status"] == "completed"
+    assert new_branches(before, assert_nothing_lost(project, before, refs_fixed=True)) == [
         summary["feature_branch"]]
 
 
@@ -190,7 +190,7 @@ def test_corrected_plan_through_the_real_sdk_is_accepted_on_the_second_attempt(
     assert first["output_config"]["format"]["type"] == "json_schema"
     correction = second["messages"][0]["content"][0]["text"]
     assert f"It cannot be used because:\n- {errors[0]}" in correction
-    assert [t["task_id"] for t in read_valid_state(project)["tasks"]] == ["A", "B"]
+    assert [t["task_id"] for t in read_state(project)["tasks"]] == ["A", "B"]
 
 
 def test_500_tasks_with_max_tasks_raised_to_500_are_planned_and_scheduled(
@@ -201,7 +201,7 @@ def test_500_tasks_with_max_tasks_raised_to_500_are_planned_and_scheduled(
     about 50 s (simple) and 100 s (file-based, 2 workers) on 2 cores."""
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     tasks = [task(f"T{i:03d}", deps=(f"T{i - 1:03d}",) if i % 5 else ()) for i in range(500)]
     agents: dict[str, list[dict[str, Any]]] = {"manager:plan": [{"text": plan(*tasks)}]}
     for i in range(10):
@@ -217,11 +217,11 @@ def test_500_tasks_with_max_tasks_raised_to_500_are_planned_and_scheduled(
 
     assert summary["exit_code"] == 3 and summary["status"] == "stopped"
     assert elapsed < 20, f"a 500-task plan took {elapsed:.1f} s to plan and start"
-    state = read_valid_state(project)
+    state = read_state(project)
     statuses = [t["status"] for t in state["tasks"]]
     assert len(statuses) == 500 and statuses.count("completed") == 10
     assert statuses.count("pending") == 490
-    after = assert_nothing_lost(project, before)
+    after = assert_nothing_lost(project, before, refs_fixed=True)
     assert new_branches(before, after) == [summary["feature_branch"]]
 
 

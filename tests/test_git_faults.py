@@ -31,24 +31,22 @@ from simple_orchestrator import SimpleOrchestrator
 from simple_orchestrator import main as simple_main
 
 from tests.conftest import make_repo
-from tests.fault_helpers import (
+from tests.orchestration_helpers import (
     assert_nothing_lost,
     assert_state_valid,
-    dirty_the_checkout,
-    preserve,
-    tool_messages,
-)
-from tests.orchestration_helpers import (
     branches,
+    dirty_the_checkout,
     file_at,
     finish_call,
     git,
     integration_turn,
     is_ancestor,
     plan_turn,
+    preserve,
     run_orchestrator,
     task,
     tasks_by_id,
+    tool_messages,
     tool_turn,
     worktree_paths,
     write_and_finish,

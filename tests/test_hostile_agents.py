@@ -38,26 +38,24 @@ from file_based_orchestrator import FileBasedOrchestrator
 from simple_orchestrator import SimpleOrchestrator
 
 from tests.conftest import make_repo, wait_until_gone
-from tests.fault_helpers import (
+from tests.orchestration_helpers import (
     FILE_BASED,
+    PASSING_TESTS,
     assert_nothing_lost,
     assert_state_valid,
     dirty_the_checkout,
-    preserve,
-    state_path,
-    tool_messages,
-)
-from tests.orchestration_helpers import (
-    PASSING_TESTS,
     file_at,
     finish_call,
     git,
     integration_turn,
     plan_turn,
+    preserve,
     read_call,
     run_orchestrator,
+    state_path,
     task,
     tasks_by_id,
+    tool_messages,
     tool_turn,
     write_and_finish,
     write_call,

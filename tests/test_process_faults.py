@@ -27,24 +27,22 @@ from click.testing import CliRunner
 from file_based_orchestrator import FileBasedOrchestrator, main
 
 from tests.conftest import make_repo
-from tests.fault_helpers import (
-    assert_nothing_lost,
-    assert_state_valid,
-    clean_env,
-    cli_args,
-    preserve,
-    read_json,
-    state_path,
-)
 from tests.orchestration_helpers import (
     PASSING_TESTS,
+    assert_nothing_lost,
+    assert_state_valid,
     branches,
+    clean_env,
+    cli_args,
     file_at,
     finish_call,
     git,
     integration_turn,
     plan_turn,
+    preserve,
     read_call,
+    read_json,
+    state_path,
     task,
     tasks_by_id,
     tool_turn,

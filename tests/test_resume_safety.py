@@ -36,27 +36,25 @@ from click.testing import CliRunner
 from file_based_orchestrator import FileBasedOrchestrator, main
 
 from tests.conftest import make_repo
-from tests.fault_helpers import (
-    assert_nothing_lost,
-    assert_state_valid,
-    clean_env,
-    preserve,
-    read_json,
-    state_path,
-)
-from tests.fault_helpers import cli_args as fault_cli_args
 from tests.orchestration_helpers import (
     PASSING_TESTS,
+    assert_nothing_lost,
+    assert_state_valid,
     branches,
+    clean_env,
     file_at,
     git,
     integration_turn,
     plan_turn,
+    preserve,
+    read_json,
+    state_path,
     task,
     tasks_by_id,
     write_and_finish,
     write_session,
 )
+from tests.orchestration_helpers import cli_args as fault_cli_args
 
 BASE_FILES = {"README.md": "# project\n", "app.txt": "greeting = hello\n"}
 FEATURE = "Resume feature"

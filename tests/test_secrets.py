@@ -38,7 +38,7 @@ from tests.fake_api import (
     anthropic_message,
     fake_api_server,  # noqa: F401
 )
-from tests.fault_checks import assert_nothing_lost, file_at, git, git_snapshot, read_valid_state
+from tests.orchestration_helpers import assert_nothing_lost, file_at, git, preserve, read_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "orchestration" / "file_based_orchestrator.py"
@@ -123,7 +123,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliRun]:
     tmp = tmp_path_factory.mktemp("secrets")
     project = tmp / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     session = tmp / "session.json"
     session.write_text(json.dumps({"agents": hostile_session()}))
     record = tmp / "recorded.json"
@@ -163,16 +163,16 @@ def test_the_run_writes_no_key_into_any_file_log_report_recording_or_output(
         assert leaks(text) == [], f"{path} holds {leaks(text)}"
         checked += 1
     assert checked >= 8
-    state = read_valid_state(project)
+    state = read_state(project)
     assert "[REDACTED:FOO_API_KEY]" in json.dumps(state)
     assert not (project / ".ai-agents" / "worktrees").exists() or not any(
         (project / ".ai-agents" / "worktrees").iterdir())
-    assert_nothing_lost(project, cli_run.before)
+    assert_nothing_lost(project, cli_run.before, refs_fixed=True)
 
 
 def test_commits_hold_a_key_only_in_the_file_the_agent_wrote(cli_run: CliRun) -> None:
     project = cli_run.project
-    feature = read_valid_state(project)["current_feature"]["branch"]
+    feature = read_state(project)["current_feature"]["branch"]
     assert leaks(file_at(project, feature, "leak.txt") or "") == list(KEYS)  # the agent's code
     diffs = git(project, "log", "-p", "--all", "--format=%H", "--", ".", ":(exclude)leak.txt")
     assert leaks(diffs) == []
@@ -182,7 +182,7 @@ def test_commits_hold_a_key_only_in_the_file_the_agent_wrote(cli_run: CliRun) ->
 
 def test_commands_the_agent_ran_saw_no_key(cli_run: CliRun) -> None:
     project = cli_run.project
-    feature = read_valid_state(project)["current_feature"]["branch"]
+    feature = read_state(project)["current_feature"]["branch"]
     seen = json.loads(file_at(project, feature, "seen_env.json") or "{}")
     assert seen, "the agent's environment dump was not committed"
     assert "PATH" in seen
@@ -213,7 +213,7 @@ def test_real_sdk_run_keeps_keys_out_of_requests_files_and_console(
     """The Anthropic SDK against the fake server: the key travels only in the auth header."""
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     plan = {"tasks": [
         {"task_id": "A", "assigned_to": "backend-dev", "dependencies": [],
          "description": f"Read {KEYS['FOO_API_KEY']} from the environment"},
@@ -248,14 +248,14 @@ def test_real_sdk_run_keeps_keys_out_of_requests_files_and_console(
                 if message["role"] == "user" for block in message["content"]]
         assert leaks(json.dumps(sent) + json.dumps(body.get("system"))) == []
     assert "[REDACTED:FOO_API_KEY]" in json.dumps(fake_api.bodies()[1]["messages"][0])
-    state = read_valid_state(project)
+    state = read_state(project)
     error = {t["task_id"]: t for t in state["tasks"]}["B"]["error"]
     assert "invalid x-api-key [REDACTED:ANTHROPIC_API_KEY]" in error
     assert leaks("\n".join(lines)) == []
     for path in [*files_the_run_wrote(project), record]:
         assert leaks(path.read_text(errors="replace")) == [], path
     assert leaks(git(project, "log", "--all", "--format=%B")) == []
-    assert_nothing_lost(project, before)
+    assert_nothing_lost(project, before, refs_fixed=True)
 
 
 @pytest.mark.usefixtures("keys_in_environment")
@@ -271,7 +271,7 @@ def test_api_error_that_echoes_the_key_is_masked(fake_api: FakeAPI) -> None:
 def test_plan_using_a_key_as_task_id_is_sent_back_masked(tmp_path: Path) -> None:
     project = tmp_path / "project"
     make_repo(project, FILES)
-    before = git_snapshot(project)
+    before = preserve(project)
     bad = json.dumps({"tasks": [{"task_id": KEYS["GITHUB_TOKEN"], "description": "x",
                                  "assigned_to": "backend-dev"}], "decisions": []})
     model = ScriptedModel({"manager:plan": [{"text": bad}] * 3})
@@ -282,8 +282,8 @@ def test_plan_using_a_key_as_task_id_is_sent_back_masked(tmp_path: Path) -> None
         "Task id '[REDACTED:GITHUB_TOKEN]' is not valid: it contains a secret (an API key or "
         "token); use an id such as TASK-001."]
     assert leaks(str(info.value)) == [] and leaks("\n".join(lines)) == []
-    read_valid_state(project)
-    assert_nothing_lost(project, before)
+    read_state(project)
+    assert_nothing_lost(project, before, refs_fixed=True)
     assert git(project, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/main"]
 
 
