@@ -379,7 +379,8 @@ def test_a_second_orchestrator_is_refused_with_exit_2_and_the_first_is_unaffecte
     before = preserve(project)
     first_session = write_session(tmp_path / "first.json", {
         "manager:plan": [plan_turn([task("A", "backend-dev")])],
-        "backend-dev:A": write_and_finish("a.txt", "A\n", delay=1.5),
+        # Long enough for two more interpreters to start and be refused on a loaded machine.
+        "backend-dev:A": write_and_finish("a.txt", "A\n", delay=4),
         "manager:integration": [integration_turn()],
     }, "First feature")
     first = subprocess.Popen(
