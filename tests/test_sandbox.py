@@ -189,3 +189,23 @@ def test_check_reports_the_sandbox(tmp_path: Path) -> None:
                            str(tmp_path / "p")], capture_output=True, text=True, timeout=60)
     line = next(x for x in done.stdout.splitlines() if "sandbox:" in x)
     assert line.startswith("ok") and "bubblewrap" in line and "no network" in line
+
+
+def test_an_interpreter_and_tools_under_tmp_stay_usable_read_only(tmp_path: Path) -> None:
+    """A virtual environment or tool directory under /tmp is mounted back, read-only."""
+    tools = tmp_path / "venv" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "hello-tool").write_text("#!/bin/sh\necho tool ran\n")
+    (tools / "hello-tool").chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    path = f"{tools}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    argv = sandboxed_argv(
+        ["sh", "-c", f"hello-tool; {sys.executable} -c 'print(1 + 1)'; "
+                     f"touch {tools}/planted && echo writable || echo read-only"],
+        workdir=work, policy=POLICY, environ={"PATH": path},
+    )
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                          env={**sandbox_environment(POLICY), "PATH": path})
+    assert "tool ran" in done.stdout and "2" in done.stdout, done.stderr
+    assert "read-only" in done.stdout and not (tools / "planted").exists()

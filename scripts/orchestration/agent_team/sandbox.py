@@ -23,6 +23,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -258,6 +259,27 @@ def _hidden_paths(policy: SandboxPolicy, environ: Mapping[str, str]) -> list[Pat
     return [p for p in paths if os.path.lexists(p)]
 
 
+#: Places the sandbox replaces with empty file systems.
+_MASKED = ("/tmp", "/run")
+
+
+def _runtime_paths(environ: Mapping[str, str]) -> list[str]:
+    """This Python's installation and the PATH directories, where they lie in a masked place.
+
+    A virtual environment under /tmp (or a tool installed there) would vanish behind the
+    sandbox's private /tmp, and `python` would resolve to nothing; they are mounted back
+    read-only, never writable.
+    """
+    candidates = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    candidates |= {p for p in environ.get("PATH", "").split(os.pathsep) if p}
+    found = []
+    for path in sorted(candidates):
+        real = os.path.realpath(path)
+        if os.path.isdir(real) and any(real == m or real.startswith(m + "/") for m in _MASKED):
+            found.append(real)
+    return found
+
+
 def sandboxed_argv(
     argv: Sequence[str],
     *,
@@ -302,7 +324,7 @@ def sandboxed_argv(
     marker = workdir / ".git"
     if marker.exists() and not marker.is_symlink():
         args += ["--ro-bind", str(marker), str(marker)]
-    for path in readonly:
+    for path in [*_runtime_paths(environ), *readonly]:
         real = os.path.realpath(path)
         args += ["--ro-bind", real, real]
     for path in writable:  # e.g. the directory a test runner writes its report to
