@@ -30,6 +30,7 @@ from .run_context import RunContext
 from .sandbox import require_sandbox
 from .state import TeamState, new_state, utc_now
 from .steps_task import fail_message
+from .store_interface import RunStore
 from .team import Team
 
 #: Paths the run writes inside the repository, kept out of the user's `git status`.
@@ -38,7 +39,7 @@ RUN_FILES = ("/.ai-agents/logs/", "/.ai-agents/reports/", "/.ai-agents/state/*.l
 
 
 def new_run(team: Team, *, run_id: str | None = None,
-            store: TeamState | None = None) -> RunContext:
+            store: RunStore | None = None) -> RunContext:
     """A run not yet begun: usage of calls made before it begins is kept until it does."""
     store = store or TeamState.for_project(team.project_dir, create=False, must_exist=False)
     run = RunContext(store=store, events=EventLog(None, run_id=""),
