@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,38 @@ def test_a_merge_conflict_goes_to_the_manager(tmp_path: Path, db_url: str,
         assert _show(setup, record.branch or "", "x.txt") == "ours"  # the branch is kept
         assert "merge_conflict_unresolved" in kinds
     assert orch.store.get_job(job).merge_task_id is None  # the merge lock is free again
+
+
+def test_one_merge_at_a_time_per_job_and_a_dead_holders_lock_frees_itself(
+        db_url: str) -> None:
+    store = JobStore.open(db_url)
+    job = store.create_job("locks")
+    for name in ("a", "b", "c"):
+        store.add_task(job.id, name)
+    long_lease = TaskQueue(store, lease_s=60)
+    first, second = long_lease.claim("wa"), long_lease.claim("wb")
+    assert first is not None and second is not None
+    entered = threading.Event()
+
+    def merge_second() -> None:
+        with long_lease.merge_lock(second, poll_s=0.05):
+            entered.set()
+
+    with long_lease.merge_lock(first):
+        assert store.get_job(job.id).merge_task_id == first.task_id
+        waiter = threading.Thread(target=merge_second)
+        waiter.start()
+        assert not entered.wait(1.0)  # the second merge waits for the first
+    assert entered.wait(30)
+    waiter.join()
+    assert store.get_job(job.id).merge_task_id is None
+    # A holder whose worker died: the lock is free once its lease has expired.
+    short_lease = TaskQueue(store, lease_s=0.3)
+    dead = short_lease.claim("dead")
+    assert dead is not None and short_lease._take_merge_lock(dead)
+    time.sleep(0.6)
+    with long_lease.merge_lock(second, poll_s=0.05):
+        assert store.get_job(job.id).merge_task_id == second.task_id
 
 
 class Crash(BaseException):

@@ -14,6 +14,7 @@ block are cropped to the terminal width (rich keeps the cursor arithmetic of its
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -220,10 +221,8 @@ class ProgressDisplay:
             if self.live:
                 self._draw()
             if self._live is not None:
-                try:
+                with contextlib.suppress(OSError, ValueError):  # a closed terminal
                     self._live.stop()
-                except (OSError, ValueError):
-                    pass  # a closed terminal
             self._closed = True
             self._stop.set()
         if self._ticker is not None and self._ticker is not threading.current_thread():

@@ -173,7 +173,11 @@ def open_attempt(queue: TaskQueue, claim: Claim, job: JobRecord, *, repo_root: P
     run.budget = BudgetGuard(settings.limits, {**job.usage, "cost_usd": job.cost_usd})
     run.began = True
     prompts.team, prompts.run = team, run
-    store.on_lost = lambda: run.trip(LeaseLost(task.id, fence))
+
+    def on_lost() -> None:
+        run.trip(LeaseLost(task.id, fence))  # the agent stops at its next turn
+
+    store.on_lost = on_lost
 
     def on_retry(role: str, attempt: int, delay: float, error: Exception) -> None:
         run.events.emit("retry", role=role, attempt=attempt, delay_s=round(delay, 2),

@@ -160,7 +160,8 @@ class JobRunStore:
         return dict(json.loads(text))
 
     def _task_usage(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        entry = next((t for t in state["tasks"] if t["task_id"] == self.key), {})
+        entry: Mapping[str, Any] = next(
+            (t for t in state["tasks"] if t["task_id"] == self.key), {})
         return dict(entry.get("usage") or {})
 
     @staticmethod
