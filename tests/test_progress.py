@@ -1,4 +1,4 @@
-"""The progress display: plain lines, the live block, throttling, and many threads at once."""
+"""The progress display: plain lines, the live block (rich), throttling, many threads at once."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ import pytest
 from agent_team.events import EventLog
 from agent_team.progress import ProgressDisplay, format_tokens
 
-ANSI = re.compile(r"\x1b\[(\d*)([AJ])")
+ANSI = re.compile(r"\x1b\[(\??)(\d*)([A-Za-z])")
 USAGE = {"input_tokens": 1000, "output_tokens": 200, "cache_read_tokens": 300,
          "cache_write_tokens": 0}
 
 
 class Screen:
-    """Just enough of a terminal to check what a person would see: \\r, \\n, CUU, ED."""
+    """Just enough of a terminal to check what a person would see: \\r, \\n, and the control
+    sequences rich's live display writes (cursor up, erase line, erase down, cursor on/off).
+    Any other sequence fails the test: it would be garbage on a real terminal too."""
 
     def __init__(self) -> None:
         self.lines: list[str] = [""]
@@ -28,14 +30,23 @@ class Screen:
         position = 0
         for match in ANSI.finditer(data):
             self._text(data[position:match.start()])
-            count, command = int(match.group(1) or 1), match.group(2)
-            if command == "A":
+            private, number, command = match.groups()
+            count = int(number or 1)
+            if private:
+                assert (number, command) in (("25", "l"), ("25", "h")), match.group()
+            elif command == "A":
                 self.row = max(0, self.row - count)
-            else:
+            elif command == "K":
+                assert number == "2", match.group()
+                self.lines[self.row] = ""
+            elif command == "J":
                 self.lines[self.row] = self.lines[self.row][: self.col]
                 del self.lines[self.row + 1:]
+            else:
+                raise AssertionError(f"unexpected control sequence {match.group()!r}")
             position = match.end()
         self._text(data[position:])
+        assert "\x1b" not in data[position:]
         return self
 
     def _text(self, text: str) -> None:
@@ -62,16 +73,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class CountingStream(io.StringIO):
-    def __init__(self) -> None:
-        super().__init__()
-        self.chunks: list[str] = []
-
-    def write(self, text: str) -> int:
-        self.chunks.append(text)
-        return super().write(text)
 
 
 def ev(kind: str, **fields: Any) -> dict[str, Any]:
@@ -166,29 +167,35 @@ def test_live_block_shows_each_agent_and_the_totals() -> None:
 
 def test_live_redraws_are_throttled_except_for_task_changes() -> None:
     clock = Clock()
-    stream = CountingStream()
+    stream = io.StringIO()
     display = ProgressDisplay(stream, live=True, refresh_seconds=2.0, clock=clock, width=120)
+
+    def block() -> list[str]:
+        return Screen().feed(stream.getvalue()).text
+
     display(model_call("dev", "T-1", 1))
-    assert len(stream.chunks) == 1  # the first event draws at once
+    assert display.redraws == 1  # the first event draws at once
     clock.now += 0.5
     display(model_call("dev", "T-1", 2))
     display(ev("tool_call", role="dev", task_id="T-1", turn=2, tool="write_file"))
     display.refresh()
-    assert len(stream.chunks) == 1
+    assert display.redraws == 1 and "turn 1" in block()[0]
     clock.now += 1.6
     display(model_call("dev", "T-1", 3))
-    assert len(stream.chunks) == 2
-    assert "turn 3" in stream.chunks[-1] and "write_file" in stream.chunks[-1]
+    assert display.redraws == 2
+    assert "turn 3" in block()[0] and "write_file" in block()[0]
     clock.now += 0.1
     display(ev("plan_accepted", tasks=1, task_ids=["T-1"]))
-    assert len(stream.chunks) == 3  # task changes are shown at once
+    assert display.redraws == 3  # task changes are shown at once
+    assert block()[-1].startswith("Tasks 0/1 done")
     clock.now += 0.1
     display(ev("tool_call", role="dev", task_id="T-1", turn=3, tool="run_command"))
+    assert "run_command" not in block()[0]
     clock.now += 2.0
     display.refresh()
-    assert len(stream.chunks) == 4 and "run_command" in stream.chunks[-1]
+    assert display.redraws == 4 and "run_command" in block()[0]
     display.refresh()
-    assert len(stream.chunks) == 4  # nothing new to show
+    assert display.redraws == 4  # nothing new to show
     display.close()
 
 
@@ -208,7 +215,10 @@ def test_live_lines_are_cut_to_the_terminal_width() -> None:
     display = ProgressDisplay(stream, live=True, refresh_seconds=0, width=40)
     display(model_call("a-very-long-custom-role-name", "TASK-WITH-A-LONG-ID", 1))
     display.close()
-    assert all(len(line) <= 39 for line in Screen().feed(stream.getvalue()).text)
+    screen = Screen().feed(stream.getvalue()).text
+    assert screen and all(len(line) <= 40 for line in screen)
+    assert screen[0].startswith("  a-very-long-custom-role-name")  # cropped, not wrapped
+    assert len(screen) == 2
 
 
 def test_lines_before_the_run_starts_print_without_a_block() -> None:

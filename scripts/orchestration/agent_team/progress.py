@@ -2,18 +2,19 @@
 
 Live mode (a terminal that is not `TERM=dumb`) keeps a block at the bottom of the screen, one
 line per working agent (role, task, turn, last tool, tokens) and a totals line (tasks done,
-API calls, tokens, cost), redrawn in place at most every `refresh_seconds`, and at once when a
-task changes. Plain mode (a pipe, a CI log, `--no-progress`) prints no escape sequences, only
-one line per notable event. In both modes permanent lines go above the block through
-`write_line`, the only way anything else should print while the display is open.
+API calls, tokens, cost), drawn by rich's `Live` (the dashboard's library) and redrawn at most
+every `refresh_seconds`, and at once when a task changes. Plain mode (a pipe, a CI log,
+`--no-progress`) does not use rich at all: no escape sequences, only one line per notable
+event. In both modes permanent lines go above the block through `write_line`, the only way
+anything else should print while the display is open.
 
-Every write is one `stream.write` made under one lock, so lines from many threads never mix.
-Lines of the live block are cut to the terminal width: a wrapped line would make the cursor
-arithmetic of the next redraw erase the wrong lines.
+Every write happens under one lock, so lines from many threads never mix. Lines of the live
+block are cropped to the terminal width (rich keeps the cursor arithmetic of its redraws).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -22,12 +23,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
 from .sanitize import for_log
 
 __all__ = ["ProgressDisplay", "format_event", "format_tokens"]
 
-_CURSOR_UP = "\x1b[{n}A"
-_CLEAR_DOWN = "\x1b[J"
 _DEFAULT_WIDTH = 100
 
 
@@ -166,7 +169,9 @@ class ProgressDisplay:
         self._calls = 0
         self._tokens = 0
         self._cost = 0.0
-        self._drawn = 0
+        self._live: Live | None = None
+        #: Redraws of the live block so far (for tests of the throttle).
+        self.redraws = 0
         self._last_draw: float | None = None
         self._dirty = False
         self._active = False
@@ -188,8 +193,8 @@ class ProgressDisplay:
             line = format_event(event, verbose=self.verbose)
             if line is not None:
                 self._emit_permanent(for_log(line))  # events carry the models' text
-            elif self.live and (urgent or self._due()):
-                self._write(self._erase() + self._block())
+            if self.live and (urgent or self._due()):
+                self._draw()
             elif self.live:
                 self._dirty = True
             self._start_ticker()
@@ -197,7 +202,7 @@ class ProgressDisplay:
     def write_line(self, text: str) -> None:
         """Print a permanent line (or several) above the live block without garbling it."""
         with self._lock:
-            if self._closed or not self.live:
+            if self._closed:
                 self._write(text + "\n")
                 return
             self._emit_permanent(text)
@@ -206,7 +211,7 @@ class ProgressDisplay:
         """Redraw the live block if something changed and a redraw is due (or `force`)."""
         with self._lock:
             if self.live and not self._closed and (force or (self._dirty and self._due())):
-                self._write(self._erase() + self._block())
+                self._draw()
 
     def close(self) -> None:
         """Stop redrawing; the final block stays on screen below everything printed."""
@@ -214,7 +219,10 @@ class ProgressDisplay:
             if self._closed:
                 return
             if self.live:
-                self._write(self._erase() + self._block())
+                self._draw()
+            if self._live is not None:
+                with contextlib.suppress(OSError, ValueError):  # a closed terminal
+                    self._live.stop()
             self._closed = True
             self._stop.set()
         if self._ticker is not None and self._ticker is not threading.current_thread():
@@ -300,29 +308,40 @@ class ProgressDisplay:
     def _due(self) -> bool:
         return self._last_draw is None or self._clock() - self._last_draw >= self.refresh_seconds
 
-    def _erase(self) -> str:
-        """Move to the first line of the drawn block and clear to the end of the screen."""
-        if not self._drawn:
-            return ""
-        return "\r" + _CURSOR_UP.format(n=self._drawn) + _CLEAR_DOWN
+    def _block(self) -> Group:
+        """The live block: one cropped line per agent, then the totals."""
+        lines = [*self.agent_lines(), self.summary()]
+        return Group(*(Text(line, no_wrap=True, overflow="crop") for line in lines))
 
-    def _block(self) -> str:
-        """The live block; nothing until the run has started, so early lines print plainly."""
+    def _draw(self) -> None:
+        """Show the block now; nothing until the run has started, so early lines print plainly."""
         if not self._active:
-            self._drawn = 0
-            return ""
-        width = max(20, (self.width or _terminal_width(self.stream)) - 1)
-        lines = [line[:width] for line in [*self.agent_lines(), self.summary()]]
-        self._drawn = len(lines)
+            return
+        try:
+            if self._live is None:
+                console = Console(file=self.stream, force_terminal=True, color_system=None,
+                                  width=self.width or _terminal_width(self.stream),
+                                  highlight=False, soft_wrap=False)
+                self._live = Live(self._block(), console=console, auto_refresh=False,
+                                  transient=False, redirect_stdout=False,
+                                  redirect_stderr=False)
+                self._live.start(refresh=False)
+            self._live.update(self._block(), refresh=True)
+        except (OSError, ValueError):
+            pass  # a closed or broken terminal must not stop the run
+        self.redraws += 1
         self._last_draw = self._clock()
         self._dirty = False
-        return "".join(line + "\n" for line in lines)
 
     def _emit_permanent(self, text: str) -> None:
-        if not self.live:
+        if self._live is None:
             self._write(text + "\n")
             return
-        self._write(self._erase() + text + "\n" + self._block())
+        try:
+            self._live.update(self._block(), refresh=False)  # redrawn below the line, fresh
+            self._live.console.print(Text(text), soft_wrap=True)
+        except (OSError, ValueError):
+            pass
 
     def _write(self, chunk: str) -> None:
         try:

@@ -21,7 +21,7 @@ from .errors import AgentTeamError, RunInterrupted, StateError, UsageLimitExceed
 from .events import EventLog
 from .redaction import redact
 from .sanitize import for_log
-from .state import TeamState
+from .store_interface import RunStore
 
 #: Stop reasons, in the words the state file and the report use.
 STOP_BUDGET = "budget"
@@ -94,7 +94,7 @@ class PendingUsage:
 class RunContext:
     """The state of one run. Created before the run begins; `begin` fills in the feature."""
 
-    store: TeamState
+    store: RunStore
     events: EventLog
     budget: BudgetGuard
     say: Callable[[str], None]

@@ -33,6 +33,7 @@ from .state_checks import (
     task_branch_of,
 )
 from .steps_task import fail_message
+from .store_interface import RunStore
 from .team import Team
 
 #: Paths the run writes inside the repository, kept out of the user's `git status`.
@@ -42,7 +43,7 @@ RUN_FILES = ("/.ai-agents/logs/", "/.ai-agents/reports/", "/.ai-agents/state/*.l
 
 
 def new_run(team: Team, *, run_id: str | None = None,
-            store: TeamState | None = None) -> RunContext:
+            store: RunStore | None = None) -> RunContext:
     """A run not yet begun: usage of calls made before it begins is kept until it does."""
     store = store or TeamState.for_project(team.project_dir, create=False, must_exist=False)
     run = RunContext(store=store, events=EventLog(None, run_id=""),

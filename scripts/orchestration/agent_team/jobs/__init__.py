@@ -7,14 +7,26 @@ Public API (stable; the REST service and the `co` CLI build on it):
 - `JobStore.add_task / get_task / list_tasks / retry_failed`.
 - `JobStore.register_worker / worker_heartbeat / list_workers / live_workers`.
 - `JobStore.add_event / recent_events`, `JobStore.save / load` (key/value).
-- `TaskQueue(store, lease_s=60).claim / renew / job_lock / complete / fail / release`.
+- `TaskQueue(store, lease_s=60, max_attempts=3).claim / renew / merge_lock / record_merging /
+  job_lock / complete / fail / release`.
+- `execute.execute_job_task(queue, claim, work_dir=...)`: one attempt on the core's task step
+  (`attempt.open_attempt` builds its `Team` and `RunContext`; `run_store.JobRunStore` is the
+  run's store).
 - `parse_priority`: 1-10 or high/medium/low, everywhere.
 """
 
 from __future__ import annotations
 
-from .db import ENV_VAR, normalise_url, resolve_db_url
-from .errors import BadTaskInput, FenceRejected, JobNotFound, JobStoreError, TaskNotFound
+from .db import DEFAULT_MAX_ATTEMPTS, ENV_VAR, normalise_url, resolve_db_url
+from .errors import (
+    BadTaskInput,
+    FenceRejected,
+    JobNotFound,
+    JobStoreError,
+    LeaseLost,
+    TaskNotFound,
+    WaitTimeout,
+)
 from .priority import DEFAULT_PRIORITY, parse_priority, priority_word
 from .queue import DEFAULT_LEASE_S, Claim, TaskQueue
 from .records import EventRecord, JobRecord, JobStatus, TaskRecord, WorkerRecord
@@ -36,6 +48,7 @@ __all__ = [
     "CANCELLED",
     "COMPLETED",
     "DEFAULT_LEASE_S",
+    "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_PRIORITY",
     "DEFAULT_ROLE",
     "ENV_VAR",
@@ -54,9 +67,11 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "JobStoreError",
+    "LeaseLost",
     "TaskNotFound",
     "TaskQueue",
     "TaskRecord",
+    "WaitTimeout",
     "WorkerRecord",
     "normalise_url",
     "parse_priority",

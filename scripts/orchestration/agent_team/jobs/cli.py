@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, AgentTeamError
-from .db import redact_url, resolve_db_url
+from .db import redact_url, resolve_db_url, resolve_max_attempts
 from .store import JobStore
 from .worker import PACKAGE_ROOT, Worker, WorkerOptions, install_signal_handlers
 
@@ -65,6 +65,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lease", type=_positive_float,
                         default=float(os.environ.get(LEASE_ENV) or 60.0),
                         help="lease of a claimed task in seconds (default 60)")
+    parser.add_argument("--max-attempts", type=_positive_int, default=None,
+                        help="leases of one task that may expire in a row (its worker died "
+                             "or hung) before it fails (default: $AGENT_TEAM_MAX_ATTEMPTS, "
+                             "config storage.max_attempts, or 3)")
 
 
 def coordinator_main(argv: list[str] | None = None) -> int:
@@ -80,6 +84,7 @@ def coordinator_main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         url = resolve_db_url(args.db, project)
+        max_attempts = resolve_max_attempts(args.max_attempts, project)
         JobStore(url).close()  # create or migrate once, before the workers race to
     except AgentTeamError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -90,7 +95,8 @@ def coordinator_main(argv: list[str] | None = None) -> int:
         [str(PACKAGE_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     children = [
         subprocess.Popen([sys.executable, "-m", "agent_team.jobs.cli", "--project-dir",
-                          str(project), "--lease", str(args.lease)], env=env,
+                          str(project), "--lease", str(args.lease),
+                          "--max-attempts", str(max_attempts)], env=env,
                          stdin=subprocess.DEVNULL, process_group=0)
         for _ in range(args.workers)
     ]
@@ -117,8 +123,14 @@ def worker_main(argv: list[str] | None = None) -> int:
     _common(parser)
     args = parser.parse_args(argv)
     project = (args.project_dir or default_project_dir()).expanduser().resolve()
-    store = JobStore.open(args.db, project)
-    worker = Worker(store, WorkerOptions(work_dir=project, lease_s=args.lease))
+    try:
+        store = JobStore.open(args.db, project)
+        max_attempts = resolve_max_attempts(args.max_attempts, project)
+    except AgentTeamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    worker = Worker(store, WorkerOptions(work_dir=project, lease_s=args.lease,
+                                         max_attempts=max_attempts))
     install_signal_handlers([worker])
     worker.run()
     return 0

@@ -27,6 +27,8 @@ from sqlalchemy.sql.functions import FunctionElement
 from .errors import JobStoreError
 
 ENV_VAR = "AGENT_TEAM_DB"
+MAX_ATTEMPTS_ENV = "AGENT_TEAM_MAX_ATTEMPTS"
+DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_RELATIVE_PATH = Path(".ai-agents") / "jobs.db"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _IMMEDIATE = "agent_team_immediate"
@@ -50,8 +52,8 @@ def _now_postgresql(element: db_now, compiler: Any, **kw: Any) -> str:
     return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
 
 
-def _config_storage_url(project_dir: Path) -> str | None:
-    """`storage.url` from the project's config file, if it has one (read only, never written)."""
+def config_storage(project_dir: Path) -> dict[str, Any]:
+    """The `storage` section of the project's config file, if any (read only, never written)."""
     for name in CONFIG_NAMES:
         path = project_dir / name
         if path.is_file():
@@ -60,11 +62,33 @@ def _config_storage_url(project_dir: Path) -> str | None:
             except (OSError, ValueError) as exc:
                 raise JobStoreError(f"config file {path} cannot be read: {exc}") from None
             storage = data.get("storage") if isinstance(data, dict) else None
-            url = storage.get("url") if isinstance(storage, dict) else None
-            if url is not None and not isinstance(url, str):
-                raise JobStoreError(f"{path}: storage.url must be a string database URL")
-            return url or None
-    return None
+            return dict(storage) if isinstance(storage, dict) else {}
+    return {}
+
+
+def _config_storage_url(project_dir: Path) -> str | None:
+    url = config_storage(project_dir).get("url")
+    if url is not None and not isinstance(url, str):
+        raise JobStoreError(f"{project_dir}: storage.url must be a string database URL")
+    return url or None
+
+
+def resolve_max_attempts(value: int | None = None,
+                         project_dir: str | os.PathLike[str] | None = None) -> int:
+    """Expired leases allowed in a row: `value`, else $AGENT_TEAM_MAX_ATTEMPTS, else config
+    `storage.max_attempts`, else 3."""
+    raw: object = value if value is not None else os.environ.get(MAX_ATTEMPTS_ENV)
+    if raw in (None, ""):
+        project = Path(project_dir or os.getcwd()).expanduser().resolve()
+        raw = config_storage(project).get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+    try:
+        count = int(str(raw))
+    except ValueError:
+        count = 0
+    if count < 1 or isinstance(raw, bool):
+        raise JobStoreError(f"max_attempts {raw!r} is not valid: give a whole number of at "
+                            f"least 1 (default {DEFAULT_MAX_ATTEMPTS})")
+    return count
 
 
 def resolve_db_url(db: str | os.PathLike[str] | None = None,

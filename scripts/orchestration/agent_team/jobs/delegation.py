@@ -16,10 +16,15 @@ from typing import Any
 from ..config import build_config
 from ..errors import ConfigError, UserError
 from ..git_workspace import GitWorkspace
-from ..models import Message
+from ..models import Message, agent_key
+from ..prompts import system_prompt
 from ..roles import MANAGER
+from ..settings import Settings
+from ..team import build_team
+from .attempt import stored_settings
 from .cli import LEASE_ENV, default_project_dir
-from .execute import model_for_job, system_prompt
+from .db import resolve_max_attempts
+from .errors import WaitTimeout
 from .pool import run_pool
 from .queue import DEFAULT_LEASE_S, TaskQueue
 from .repo import ensure_job_branch
@@ -48,25 +53,14 @@ class ClaudeOrchestrator:
         lease = lease_s or float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_S)
         self.queue = TaskQueue(self.store, lease_s=lease)
         self.pool_size = pool_size
+        self.max_attempts = resolve_max_attempts(None, self.project_dir)
 
     # -- settings --------------------------------------------------------------------------
 
     def job_settings(self) -> dict[str, Any]:
-        """What workers need to run this project's tasks: provider, model, limits (no keys)."""
-        data = self.config.data
-        session = data.get("session")
-        if session and not Path(session).is_absolute():
-            session = str((self.project_dir / session).resolve())
-        return {
-            "api_provider": data.get("api_provider"),
-            "model": data.get("model"),
-            "base_url": data.get("base_url"),
-            "session": session,
-            "max_iterations": data["coordination"]["max_iterations"],
-            "command_timeout_seconds": data["coordination"]["command_timeout_seconds"],
-            "agents": data.get("agents") or {},
-            "prices": data.get("prices") or {},
-        }
+        """The project's effective settings as a job stores them (no keys, no store URL):
+        the workers rebuild the team from them."""
+        return stored_settings(Settings.from_config(self.config), self.project_dir)
 
     # -- the guide's calls -------------------------------------------------------------------
 
@@ -124,8 +118,9 @@ class ClaudeOrchestrator:
                          timeout: float | None = None) -> dict[int, dict[str, Any]]:
         """Wait until every task is finished; {task_id: result} (failed ones carry `error`).
 
-        With no live worker the tasks run here, in a pool of this process. On `timeout` the
-        results so far are returned.
+        With no live worker the tasks run here, in a pool of this process. When `timeout`
+        seconds pass first, WaitTimeout is raised with the results so far on it; tasks this
+        process was running go back to the queue, never lost.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         shown = None
@@ -141,11 +136,13 @@ class ClaudeOrchestrator:
             if status.finished or status.status == "cancelled" or status.total_tasks == 0:
                 break
             if deadline is not None and time.monotonic() >= deadline:
-                break
+                raise WaitTimeout(job_id, float(timeout or 0), self.collect(job_id),
+                                  pending=status.pending, running=status.running)
             if not self.store.live_workers(stale_after=max(10.0, self.queue.lease_s)):
                 run_pool(self.store, job_id, work_dir=self.project_dir,
                          workers=min(self.pool_size, max(1, status.pending)),
-                         lease_s=self.queue.lease_s)
+                         lease_s=self.queue.lease_s, until=deadline,
+                         max_attempts=self.max_attempts)
                 continue
             time.sleep(POLL_S)
         return self.collect(job_id)
@@ -173,19 +170,23 @@ class ClaudeOrchestrator:
             lines.append(f"- Task {task_id} [{result.get('status', '?')}] "
                          f"{result.get('prompt', '')}: {outcome} ({files})")
         prompt = "\n".join(lines)
-        settings = self.job_settings()
         try:
-            model = model_for_job(settings).for_agent(MANAGER, SYNTHESIS_KEY)
+            team = build_team(self.project_dir, Settings.from_config(self.config),
+                              name=self.orchestrator_id, output=lambda line: None)
         except ConfigError as exc:
             raise ConfigError(f"synthesize_results needs a model: {exc}") from None
-        reply = model.complete(system_prompt(MANAGER, settings), [Message.user(prompt)])
+        reply = team.models.for_role(MANAGER).complete(
+            system_prompt(team, MANAGER), [Message.user(prompt)],
+            key=agent_key(MANAGER, SYNTHESIS_KEY))
         return reply.text.strip()
 
 
 def quick_delegate(prompts: Sequence[str], *, project_dir: str | os.PathLike[str] | None = None,
                    db: str | os.PathLike[str] | None = None, priority: int | str = 5,
                    timeout: float | None = None) -> dict[int, dict[str, Any]]:
-    """Run independent prompts as one job and return {task_id: result}."""
+    """Run independent prompts as one job and return {task_id: result}.
+
+    With `timeout`, WaitTimeout (a TimeoutError) carries the results so far."""
     if isinstance(prompts, str) or not prompts:
         raise UserError("quick_delegate takes a list of prompts, e.g. ['Create a factorial']")
     orch = ClaudeOrchestrator("quick_delegate", project_dir=project_dir, db=db)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import AgentTeamError, UserError
+from typing import Any
+
+from ..errors import AgentTeamError, RunStopped, UserError
 
 
 class JobStoreError(UserError):
@@ -46,3 +48,30 @@ class FenceRejected(AgentTeamError):
         self.fence = fence
         self.current = current
         self.status = status
+
+
+class LeaseLost(RunStopped):
+    """The attempt's lease went to another attempt: its agent stops at the next turn."""
+
+    def __init__(self, task_id: int, fence: int) -> None:
+        super().__init__(f"task {task_id}: attempt {fence} lost its lease to a later attempt; "
+                         "its agent stopped and its branch is kept")
+        self.task_id = task_id
+        self.fence = fence
+
+
+class WaitTimeout(AgentTeamError, TimeoutError):
+    """`wait_and_collect` ran out of time; the results so far are on the exception."""
+
+    def __init__(self, job_id: str, timeout_s: float, results: dict[int, dict[str, Any]],
+                 *, pending: int, running: int) -> None:
+        super().__init__(
+            f"job {job_id} is not finished after {timeout_s:g}s: {len(results)} task(s) "
+            f"finished, {running} running, {pending} pending. The partial results are on "
+            "this error's `results`; wait again with wait_and_collect(job_id), or give more "
+            "time with timeout=")
+        self.job_id = job_id
+        self.timeout_s = timeout_s
+        self.results = results
+        self.pending = pending
+        self.running = running

@@ -16,6 +16,7 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 
 from .delegation import ClaudeOrchestrator
+from .errors import WaitTimeout
 
 SERVER_NAME = "agent-team-jobs"
 
@@ -60,12 +61,17 @@ def build_server(orch: ClaudeOrchestrator) -> MCPServer:
         return orch.get_job_status(job_id)
 
     @server.tool(description="Wait until the job's tasks are finished (runs them here when no "
-                             "worker is alive) and return each task's result.")
+                             "worker is alive) and return each task's result; after timeout_s, "
+                             "the results so far with timed_out true.")
     async def wait_and_collect(job_id: str, timeout_s: float = 600) -> dict[str, Any]:
-        results = await anyio.to_thread.run_sync(
-            lambda: orch.wait_and_collect(job_id, timeout=timeout_s))
+        timed_out = False
+        try:
+            results = await anyio.to_thread.run_sync(
+                lambda: orch.wait_and_collect(job_id, timeout=timeout_s))
+        except WaitTimeout as exc:
+            results, timed_out = exc.results, True
         return {"job_id": job_id, "status": orch.get_job_status(job_id)["status"],
-                "results": {str(k): v for k, v in results.items()}}
+                "timed_out": timed_out, "results": {str(k): v for k, v in results.items()}}
 
     @server.tool(description="Put failed tasks (and the tasks they blocked) back in the queue.")
     def retry_failed(job_id: str) -> dict[str, Any]:

@@ -9,17 +9,25 @@ job has nothing left to run.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+from .db import DEFAULT_MAX_ATTEMPTS
 from .store import JobStore
 from .worker import Worker, WorkerOptions
 
 
 def run_pool(store: JobStore, job_id: str, *, work_dir: Path, workers: int = 2,
-             lease_s: float = 60.0, poll_s: float = 0.3) -> int:
-    """Run the job's ready tasks with `workers` threads until none is left; tasks run."""
+             lease_s: float = 60.0, poll_s: float = 0.3, until: float | None = None,
+             max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
+    """Run the job's ready tasks with `workers` threads until none is left; tasks run.
+
+    At `until` (a `time.monotonic()` deadline) the workers stop at once and their running
+    tasks go back to the queue.
+    """
     pool = [Worker(store, WorkerOptions(work_dir=work_dir, lease_s=lease_s, poll_s=poll_s,
-                                        job_id=job_id, exit_when_idle=True))
+                                        job_id=job_id, exit_when_idle=True,
+                                        max_attempts=max_attempts))
             for _ in range(max(1, workers))]
     threads = [threading.Thread(target=w.run, name=f"job-pool-{i}", daemon=True)
                for i, w in enumerate(pool)]
@@ -28,7 +36,10 @@ def run_pool(store: JobStore, job_id: str, *, work_dir: Path, workers: int = 2,
     try:
         for thread in threads:
             while thread.is_alive():
-                thread.join(0.5)
+                thread.join(0.2)
+                if until is not None and time.monotonic() >= until:
+                    for worker in pool:
+                        worker.stop(now=True)
     except KeyboardInterrupt:
         for worker in pool:
             worker.stop(now=True)

@@ -34,6 +34,8 @@ class JobRecord:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    merge_task_id: int | None = None
+    merge_fence: int | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping | Mapping[str, Any]) -> JobRecord:
@@ -73,6 +75,8 @@ class TaskRecord:
     started_at: float | None
     finished_at: float | None
     duration_s: float | None
+    merge_attempt: int | None = None
+    lease_expiries: int = 0
 
     @classmethod
     def from_row(cls, row: RowMapping | Mapping[str, Any]) -> TaskRecord:

@@ -10,12 +10,14 @@ fast-forward and merges never race.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
 from ..errors import GitError
+from ..git_merge import MergeResult
 from ..git_workspace import GitWorkspace, slugify
 from .records import JobRecord, TaskRecord
 
@@ -26,12 +28,19 @@ MERGER_EMAIL = "merge@agent-team.invalid"
 
 
 class MergeConflict(GitError):
-    """A task branch conflicts with the job branch; the task fails and its branch is kept."""
+    """A task branch conflicts with the job branch and the manager could not resolve it; the
+    task fails and its branch is kept."""
 
-    def __init__(self, branch: str, files: list[str]) -> None:
-        super().__init__(f"{branch} conflicts with the job branch in: {', '.join(files)}; "
+    def __init__(self, branch: str, files: list[str], reason: str = "") -> None:
+        why = f"; the manager could not resolve it: {reason}" if reason else ""
+        super().__init__(f"{branch} conflicts with the job branch in: {', '.join(files)}{why}; "
                          "the merge was aborted and the task branch kept")
         self.files = files
+        self.reason = reason
+
+
+#: resolve(merge worktree, conflicted merge) -> (commit, "") when resolved, (None, why) if not.
+Resolver = Callable[[Path, MergeResult], tuple[str | None, str]]
 
 
 def task_branch(job: JobRecord, task: TaskRecord, fence: int) -> str:
@@ -104,11 +113,13 @@ class JobRepository:
             "-e", f"{ref}:{path}", with_extended_output=True, with_exceptions=False)[0]
         return status == 0
 
-    def merge_task(self, branch: str, message: str) -> str:
-        """Merge `branch` into the job branch; call only under the job lock.
+    def merge_task(self, branch: str, message: str, resolve: Resolver | None = None) -> str:
+        """Merge `branch` into the job branch; call only under the job's merge lock.
 
-        Returns the merge commit. On a remote job, the task branch and the job branch are
-        pushed (the job branch as a fast-forward, which the lock guarantees).
+        A conflict goes to `resolve` (the manager, with tools, in the merge worktree); when it
+        is not resolved the merge is aborted and MergeConflict raised. Returns the job branch's
+        new head. On a remote job, the task branch and the job branch are pushed (the job
+        branch as a fast-forward, which the lock guarantees).
         """
         self.refresh()
         path = self.root / WORKTREES / f"{self.job.job_branch.replace('/', '__')}-merge"
@@ -118,14 +129,34 @@ class JobRepository:
             result = self.workspace.merges.merge(path, branch, message, author_name=MERGER_NAME,
                                           author_email=MERGER_EMAIL)
             if result.status == "conflict":
-                self.workspace.merges.abort(path)
-                raise MergeConflict(branch, result.conflicts)
+                commit, reason = resolve(path, result) if resolve else (None, "")
+                if commit is None:
+                    self.workspace.merges.abort(path)
+                    raise MergeConflict(branch, result.conflicts, reason)
         finally:
             self._drop_worktree(path)
         commit = self.workspace.head_commit(f"refs/heads/{self.job.job_branch}")
         if self.remote is not None:
             self.workspace.repo.git.push("--quiet", self.remote, f"refs/heads/{branch}",
                                          f"refs/heads/{self.job.job_branch}")
+        return commit
+
+    def merged_by(self, commit: str) -> str | None:
+        """The job branch's commit that brought `commit` in, when it is there (the merge
+        commit, or `commit` itself when it was already in the job's tree); None if it is not."""
+        branch = f"refs/heads/{self.job.job_branch}"
+        git_cmd = self.workspace.repo.git
+        known = git_cmd.cat_file("-e", f"{commit}^{{commit}}", with_extended_output=True,
+                                 with_exceptions=False)[0] == 0
+        if not known or git_cmd.merge_base("--is-ancestor", commit, branch,
+                                           with_extended_output=True,
+                                           with_exceptions=False)[0] != 0:
+            return None
+        lines = git_cmd.rev_list("--ancestry-path", "--parents", f"{commit}..{branch}")
+        for line in reversed(lines.splitlines()):
+            sha, *parents = line.split()
+            if commit in parents:
+                return sha
         return commit
 
     def keep_branch(self, branch: str) -> None:

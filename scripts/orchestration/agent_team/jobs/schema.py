@@ -69,6 +69,10 @@ jobs = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
+    # The job's merge lock: the (task, attempt) merging into the job branch now. It is held
+    # while that attempt's lease lives, so a dead holder frees it when its lease expires.
+    Column("merge_task_id", Integer, nullable=True),
+    Column("merge_fence", Integer, nullable=True),
 )
 
 tasks = Table(
@@ -101,6 +105,11 @@ tasks = Table(
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
     Column("duration_s", Float, nullable=True),
+    # The attempt that began merging (its commit is in `commit`): found on the job branch by
+    # a later attempt, it is recorded as done instead of being run again.
+    Column("merge_attempt", Integer, nullable=True),
+    # Leases that expired in a row (a worker died or hung); capped by `max_attempts`.
+    Column("lease_expiries", Integer, nullable=False, default=0),
     Index("ix_tasks_claim", "status", "priority"),
     Index("ix_tasks_job", "job_id"),
 )
@@ -162,8 +171,26 @@ def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[jobs, tasks, task_deps, workers, events, kv])
 
 
+#: Columns added after version 1: (table, column, SQL type and default).
+_V2_COLUMNS = (
+    ("jobs", "merge_task_id", "INTEGER"),
+    ("jobs", "merge_fence", "INTEGER"),
+    ("tasks", "merge_attempt", "INTEGER"),
+    ("tasks", "lease_expiries", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _add_v2(conn: Connection) -> None:
+    """The merge lock, the merging attempt and the count of expired leases."""
+    inspector = inspect(conn)
+    for table, column, sql_type in _V2_COLUMNS:
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, tasks, dependencies, workers, events, kv", _create_v1),
+    Migration(2, "merge lock, merging attempt, expired leases", _add_v2),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

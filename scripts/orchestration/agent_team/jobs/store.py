@@ -301,7 +301,7 @@ class JobStore:
                     prompt += RETRY_NOTE + row.error[:2000]
                 conn.execute(update(tasks).where(tasks.c.id == row.id).values(
                     status=PENDING, prompt=prompt, worker_id=None, lease_expires_at=None,
-                    finished_at=None))
+                    finished_at=None, lease_expiries=0, merge_attempt=None))
             if rows:
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status=RUNNING, finished_at=None, error=None))

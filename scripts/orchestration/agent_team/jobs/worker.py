@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .db import DEFAULT_MAX_ATTEMPTS
 from .errors import FenceRejected
 from .queue import Claim, TaskQueue
 from .store import JobStore
@@ -39,6 +40,7 @@ class WorkerOptions:
     job_id: str | None = None
     exit_when_idle: bool = False
     worker_id: str | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 class Worker:
@@ -48,7 +50,8 @@ class Worker:
     def __init__(self, store: JobStore, options: WorkerOptions) -> None:
         self.store = store
         self.options = options
-        self.queue = TaskQueue(store, lease_s=options.lease_s)
+        self.queue = TaskQueue(store, lease_s=options.lease_s,
+                               max_attempts=options.max_attempts)
         self.worker_id = ""
         self._stop = threading.Event()
         self._stop_now = threading.Event()
