@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .run_context import RunContext
-from .state import utc_now
+from .state import TeamState, find_task, utc_now
 
 
 def set_task(run: RunContext, task_id: str, **fields: Any) -> None:
     """Update one task; a status change is also an event."""
-    task = run.store.set_task(task_id, **fields)
+    task = run.store.record({"op": "task", "task_id": task_id, "fields": fields},
+                            pick=lambda state: find_task(state, task_id))
     if "status" in fields:
         run.events.emit("task_status", task_id=task_id, status=fields["status"],
                         error=fields.get("error"), role=(task or {}).get("assigned_to"))
@@ -24,13 +25,15 @@ def set_task(run: RunContext, task_id: str, **fields: Any) -> None:
 
 def set_agent(run: RunContext, agent_id: str, **fields: Any) -> None:
     fields.setdefault("updated_at", utc_now())
-    run.store.set_agent(agent_id, **fields)
+    run.store.record({"op": "agent", "agent": agent_id, "fields": fields})
 
 
 def note(run: RunContext, agent: str, task_id: str | None, status: str, message: str,
          details: Mapping[str, Any] | None = None) -> None:
     """Append a line to the state file's updates (what the team said and did)."""
-    run.store.append_update(agent, task_id, status, message, dict(details or {}))
+    entry = TeamState.append_update_to({"agent_updates": []}, agent, task_id, status, message,
+                                       dict(details or {}))
+    run.store.record({"op": "update", "entry": entry})
 
 
 def set_feature_status(run: RunContext, status: str, **fields: Any) -> None:
@@ -45,4 +48,4 @@ def set_feature_status(run: RunContext, status: str, **fields: Any) -> None:
 
 def task_record(run: RunContext, task_id: str) -> dict[str, Any]:
     """The task as the store has it now."""
-    return run.store.task(task_id)
+    return run.store.view(lambda state: find_task(state, task_id))

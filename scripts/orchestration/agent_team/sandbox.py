@@ -324,7 +324,8 @@ def sandboxed_argv(
     marker = workdir / ".git"
     if marker.exists() and not marker.is_symlink():
         args += ["--ro-bind", str(marker), str(marker)]
-    for path in [*_runtime_paths(environ), *readonly]:
+    mounted: list[str | Path] = [*_runtime_paths(environ), *readonly]
+    for path in mounted:
         real = os.path.realpath(path)
         args += ["--ro-bind", real, real]
     for path in writable:  # e.g. the directory a test runner writes its report to

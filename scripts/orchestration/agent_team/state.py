@@ -146,7 +146,8 @@ def _check_fields(kind: str, definition: str, fields: Mapping[str, Any]) -> None
         raise StateError(f"Unknown {kind} field(s) {', '.join(unknown)}; allowed: {names}.")
 
 
-def _find_task(state: Mapping[str, Any], task_id: str) -> dict:
+def find_task(state: Mapping[str, Any], task_id: str) -> dict:
+    """The task entry with `task_id`; UnknownTaskError naming the known ones otherwise."""
     for task in state["tasks"]:
         if task.get("task_id") == task_id:
             return task
@@ -306,7 +307,7 @@ class TeamState:
 
     def task(self, task_id: str) -> dict:
         """A copy of one task; UnknownTaskError when the plan has no such task."""
-        return self.view(lambda state: _find_task(state, task_id))
+        return self.view(lambda state: find_task(state, task_id))
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -468,7 +469,7 @@ class TeamState:
                                    op.get("cost_usd"), task_id=task_id)
             entity("usage", state["usage"], "usage")
             if task_id is not None:
-                entity("task", _find_task(state, task_id), f"task {task_id}")
+                entity("task", find_task(state, task_id), f"task {task_id}")
         elif kind == "merge":
             entity("merge", op["entry"], "a merge")
             state["integration"].setdefault("merges", []).append(op["entry"])
@@ -526,7 +527,7 @@ class TeamState:
     def set_task_in(state: dict, task_id: str, **fields: Any) -> dict:
         """Change fields of one task; UnknownTaskError when the plan has no such task."""
         _check_fields("task", "task", fields)
-        task = _find_task(state, task_id)
+        task = find_task(state, task_id)
         task.update(fields)
         return task
 
@@ -534,7 +535,7 @@ class TeamState:
         """`set_task_in` as one journaled change; returns a copy of the task."""
         _check_fields("task", "task", fields)
         return self.record({"op": "task", "task_id": task_id, "fields": fields},
-                           pick=lambda state: _find_task(state, task_id))
+                           pick=lambda state: find_task(state, task_id))
 
     @staticmethod
     def set_agent_in(state: dict, role: str, **fields: Any) -> dict:
@@ -609,7 +610,7 @@ class TeamState:
         buckets = [state["usage"]]
         buckets.append(state["usage"].setdefault("by_agent", {}).setdefault(agent, _zero_counts()))
         if task_id is not None:
-            buckets.append(_find_task(state, task_id).setdefault("usage", _zero_counts()))
+            buckets.append(find_task(state, task_id).setdefault("usage", _zero_counts()))
         for bucket in buckets:
             _accumulate(bucket, counts, calls, cost_usd)
 

@@ -142,7 +142,7 @@ def record_merge(run: RunContext, task: Mapping[str, Any], branch: str, status: 
         "status": status, "commit": commit, "conflicts": list(conflicts),
         "message": message, "timestamp": utc_now(),
     }
-    run.store.add_merge(entry)
+    run.store.record({"op": "merge", "entry": entry})
     run.events.emit("merge", task_id=task["task_id"], status=status,
                     conflicts=list(conflicts), commit=commit)
     return entry

@@ -25,3 +25,13 @@ class RunStore(Protocol):
     def exclusive(self) -> AbstractContextManager[None]:
         """Be the only writer while a run holds it."""
         ...
+
+    def view(self, pick: Callable[[dict[str, Any]], T]) -> T:
+        """A copy of one part of the document (`read` copies all of it)."""
+        ...
+
+    def record(self, *ops: dict[str, Any],
+               pick: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+        """Apply small changes (`TeamState.apply_op` kinds: task, agent, turn, update, usage,
+        merge, decisions) as one write; returns a copy of `pick(document)`."""
+        ...

@@ -184,7 +184,7 @@ def open_attempt(queue: TaskQueue, claim: Claim, job: JobRecord, *, repo_root: P
                         error=str(error))
 
     team.models.add_retry_listener(on_retry)
-    attempt = Attempt(team, run, store, store.task())
+    attempt = Attempt(team, run, store, store.own_task())
     try:
         preflight_checks(team)
         unconfined = require_sandbox(team.sandbox)

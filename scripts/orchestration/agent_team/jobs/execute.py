@@ -84,7 +84,7 @@ def execute_job_task(queue: TaskQueue, claim: Claim, *, work_dir: Path,
         outcome = execute_task(attempt.team, attempt.run, attempt.task, worktree, branch)
         usage, cost = attempt.store.usage()
         fields.update(usage=usage, cost_usd=cost)
-        record = attempt.store.task()
+        record = attempt.store.own_task()
         report = record.get("result") or {}
         commit = outcome.commit if outcome.commit and outcome.commit != start else None
         fields["commit"] = commit
@@ -137,7 +137,7 @@ def merge_job_task(queue: TaskQueue, claim: Claim, repo: JobRepository, attempt:
         attempt.run.integration_worktree = path
         attempt.run.log(f"Merge conflict for task {task.id} in {', '.join(merge.conflicts)}; "
                         "asking the manager to resolve it.")
-        entry = resolve_conflict(attempt.team, attempt.run, attempt.store.task(), branch, merge)
+        entry = resolve_conflict(attempt.team, attempt.run, attempt.store.own_task(), branch, merge)
         queue.store.add_event("merge_" + entry["status"], entry["message"][:300],
                               job_id=task.job_id, task_id=task.id, worker_id=claim.worker_id)
         if entry["status"] == "conflict_resolved":

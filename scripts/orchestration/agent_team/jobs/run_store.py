@@ -27,6 +27,7 @@ from jsonschema.exceptions import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StateError
+from ..state import TeamState
 from ..state_schema import TOKEN_KEYS, describe_error, encoder, new_state, utc_now
 from .queue import Claim, TaskQueue
 from .records import JobRecord, TaskRecord
@@ -129,9 +130,24 @@ class JobRunStore:
         """The fence already makes this attempt the task's only writer."""
         yield
 
+    def view(self, pick: Callable[[dict[str, Any]], T]) -> T:
+        with self._lock:
+            return copy.deepcopy(pick(self._state))
+
+    def record(self, *ops: dict[str, Any],
+               pick: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+        """Small changes, applied and validated like any update (one document, no journal)."""
+
+        def apply(state: dict[str, Any]) -> Any:
+            for op in ops:
+                TeamState.apply_op(state, op, check=False)
+            return copy.deepcopy(pick(state)) if pick is not None else None
+
+        return self.update(apply)
+
     # -- what the worker reads back --------------------------------------------------------------
 
-    def task(self) -> dict[str, Any]:
+    def own_task(self) -> dict[str, Any]:
         """This attempt's task entry as the steps left it."""
         with self._lock:
             return copy.deepcopy(next(t for t in self._state["tasks"]
