@@ -24,9 +24,9 @@ from .roles import MANAGER, default_agent_types
 from .run_context import RunContext
 from .run_frame import begin_feature, check_feature, locked_run, new_run, preflight_checks
 from .settings import Settings
+from .state import TeamState
 from .steps_integrate import integrate
 from .steps_plan import plan_feature, plan_prompt, record_plan, task_branch
-from .store_interface import RunStore
 from .team import Team, build_team, load_settings
 
 __all__ = ["BaseOrchestrator"]
@@ -81,8 +81,11 @@ class BaseOrchestrator:
         return self.team.git
 
     @property
-    def state(self) -> RunStore:
-        return self.current.store
+    def state(self) -> TeamState:
+        """The state file (a facade's runs always keep theirs there)."""
+        store = self.current.store
+        assert isinstance(store, TeamState)
+        return store
 
     @property
     def feature_branch(self) -> str:

@@ -210,7 +210,7 @@ def close_dead_runs(state: dict[str, Any]) -> None:
             entry.update(status="crashed", exit_code=None)
 
 
-def check_resumable(team: Team, store: RunStore) -> dict[str, Any]:
+def check_resumable(team: Team, store: TeamState) -> dict[str, Any]:
     """The recorded feature, when it can be resumed; a clear error otherwise."""
     state = store.read()
     feature = state["current_feature"]
