@@ -34,6 +34,7 @@ class JobRecord:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    opt_in: bool = False
 
     @classmethod
     def from_row(cls, row: RowMapping | Mapping[str, Any]) -> JobRecord:
