@@ -104,11 +104,24 @@ def test_run_with_a_failed_agent_marks_the_task_failed(project: Path, tmp_path: 
 def test_a_plan_that_ignores_the_backlog_is_refused_with_exit_2(project: Path,
                                                                 tmp_path: Path) -> None:
     co("add", "Real task", "-d", str(project))
-    agents = {"manager:plan": [plan_turn([task("TASK-001", "backend-dev")])]}
+    agents = {"manager:plan": [plan_turn([task("TASK-001", "backend-dev")])] * 3}
     result = co(*scripted(tmp_path, agents), "run", "--no-progress", "-d", str(project))
     assert result.exit_code == 2, result.output
     assert "TASK-001 is not T<id>" in result.output
+    assert result.output.count("Plan rejected") == 3  # each attempt went back to the manager
     assert backlog(project)[0]["status"] == "pending"
+
+
+def test_made_up_plan_ids_go_back_to_the_manager(project: Path, tmp_path: Path) -> None:
+    co("add", "Real task", "-d", str(project))
+    agents = {"manager:plan": [plan_turn([task("TASK-001", "backend-dev")]),
+                               plan_turn([task("T1", "backend-dev")])],
+              "backend-dev:T1": write_and_finish("real.txt", "real\n"),
+              "manager:integration": [integration_turn()]}
+    result = co(*scripted(tmp_path, agents), "run", "--no-progress", "-d", str(project))
+    assert result.exit_code == 0, result.output
+    assert "Plan rejected: Task id TASK-001 is not T<id>" in result.output
+    assert backlog(project)[0]["status"] == "done"
 
 
 def test_budget_stop_exits_3(project: Path, tmp_path: Path) -> None:
