@@ -12,9 +12,7 @@ from agent_team.jobs.queue import TaskQueue
 from agent_team.jobs.worker import Worker, WorkerOptions
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore.open(tmp_path / "jobs.db")
+# `store` (tests/jobs_fixtures.py): each test on SQLite and on PostgreSQL.
 
 
 def test_update_task_edits_fields_and_dependencies(store: JobStore) -> None:
@@ -65,6 +63,7 @@ def test_delete_refuses_dependents_unless_forced_and_running_tasks(store: JobSto
 
 
 def test_ids_are_never_reused_after_the_newest_is_deleted(store: JobStore) -> None:
+    """SQLite by AUTOINCREMENT, PostgreSQL by its sequence."""
     store.create_job("job", job_id="j")
     first = store.add_task("j", "first")
     newest = store.add_task("j", "newest")
