@@ -11,7 +11,6 @@ from agent_team.jobs.errors import BadTaskInput, TaskNotFound
 from agent_team.jobs.queue import TaskQueue
 from agent_team.jobs.worker import Worker, WorkerOptions
 
-
 # `store` (tests/jobs_fixtures.py): each test on SQLite and on PostgreSQL.
 
 

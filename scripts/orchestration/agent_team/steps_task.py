@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from .agent_calls import agent_entry
+from .agent_loop import AgentResult
 from .errors import AgentTeamError, CommitRefused, RunStopped, StateError
 from .records import set_agent, set_task, task_record
 from .run_context import RunContext
 from .state import utc_now
-from .agent_loop import AgentResult
 from .steps_agent import run_task_agent
 from .team import Team
 from .worktree_setup import unsaved_submodule_files
