@@ -466,11 +466,10 @@ def test_orchestrator_variables(project: Path, tmp_path: Path) -> None:
     bad_level = CliRunner().invoke(cli, ["list"], env={**env, "ORCHESTRATOR_LOG_LEVEL": "LOUD"})
     assert bad_level.exit_code == 2 and "ORCHESTRATOR_LOG_LEVEL" in bad_level.output
     config = tmp_path / "c.json"
-    config.write_text(json.dumps({"claude_cli": {"flags": {
-        "dangerously_skip_permissions": True}}}))
+    config.write_text(json.dumps({"execution": {"task_queue_timeout": 5}}))
     refused = CliRunner().invoke(cli, ["list"], env={**env, "ORCHESTRATOR_CONFIG": str(config)})
     assert refused.exit_code == 2
-    assert "$.claude_cli.flags.dangerously_skip_permissions" in refused.output
+    assert "$.execution.task_queue_timeout" in refused.output
     missing = CliRunner().invoke(cli, ["list", "-d", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

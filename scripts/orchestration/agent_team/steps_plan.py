@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .agent_calls import ModelRequest, ask
@@ -14,6 +15,10 @@ from .roles import MANAGER, read_context
 from .run_context import RunContext
 from .state import utc_now
 from .team import Team
+
+#: A front door's own rules for a plan: returns the plan (maybe amended) or raises PlanError,
+#: whose errors go back to the manager like a schema error.
+PlanCheck = Callable[[Plan], Plan]
 
 
 def plan_prompt(team: Team, feature: str) -> str:
@@ -37,8 +42,12 @@ def plan_prompt(team: Team, feature: str) -> str:
 
 
 def plan_feature(team: Team, run: RunContext, feature: str, *,
-                 prompt: str | None = None) -> Plan:
-    """Ask the manager for a plan; send invalid plans back with the exact errors."""
+                 prompt: str | None = None, check: PlanCheck | None = None) -> Plan:
+    """Ask the manager for a plan; send invalid plans back with the exact errors.
+
+    `check` adds a caller's rules (`co`: task ids must name backlog tasks); what it rejects
+    goes back to the manager within the same attempts.
+    """
     workers = [name for name in team.roles if name != MANAGER]
     attempts = team.settings.coordination.max_plan_attempts
     base_prompt = prompt = prompt or plan_prompt(team, feature)
@@ -51,8 +60,9 @@ def plan_feature(team: Team, run: RunContext, feature: str, *,
             role=MANAGER, conversation="plan", system=system,
             messages=[Message.user(prompt)], output_schema=plan_output_schema(workers)))
         try:
-            return parse_plan(reply.text, workers,
+            plan = parse_plan(reply.text, workers,
                               max_tasks=team.settings.coordination.max_tasks)
+            return check(plan) if check is not None else plan
         except PlanError as exc:
             errors = exc.errors
             if reply.stop_reason == MAX_TOKENS:

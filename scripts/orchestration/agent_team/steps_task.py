@@ -7,12 +7,13 @@ result, and says whether the branch is ready to merge. Merging is the next step
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .agent_calls import agent_entry
+from .agent_loop import AgentResult
 from .errors import AgentTeamError, CommitRefused, RunStopped, StateError
 from .records import set_agent, set_task, task_record
 from .run_context import RunContext
@@ -22,6 +23,20 @@ from .team import Team
 from .worktree_setup import unsaved_submodule_files
 
 AGENT_EMAIL_DOMAIN = "agent-team.invalid"
+
+#: Who does a task in its worktree: the role's agent by default (`run_task_agent`), or a
+#: front door's own worker (`co`'s BaseWorker); commit, retries and records stay the step's.
+TaskAgent = Callable[[Team, RunContext, Mapping[str, Any], Path], AgentResult]
+
+
+def with_extras(extras: TaskExtras) -> TaskAgent:
+    """The default agent with a front door's additions (more tools, wrapped hooks)."""
+
+    def runner(team: Team, run: RunContext, task: Mapping[str, Any],
+               worktree: Path) -> AgentResult:
+        return run_task_agent(team, run, task, worktree, extras)
+
+    return runner
 
 
 def agent_email(role: str) -> str:
@@ -95,7 +110,8 @@ def save_work(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Pa
 
 
 def run_attempts(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
-                 extras: TaskExtras | None = None) -> tuple[dict[str, Any] | None, str | None]:
+                 runner: TaskAgent = run_task_agent,
+                 ) -> tuple[dict[str, Any] | None, str | None]:
     """Run the agent up to max_task_attempts times; each retry sees the last error."""
     attempts = team.settings.coordination.max_task_attempts
     current = dict(task)
@@ -106,7 +122,7 @@ def run_attempts(team: Team, run: RunContext, task: Mapping[str, Any], worktree:
         used += 1
         set_task(run, task["task_id"], attempts=used)
         try:
-            report = run_task_agent(team, run, current, worktree, extras).report
+            report = runner(team, run, current, worktree).report
             error = None if report["status"] == "completed" else (
                 "; ".join(report.get("blockers") or []) or report["summary"])
         except (RunStopped, StateError):
@@ -133,9 +149,11 @@ def result_record(report: Mapping[str, Any] | None, summary: str,
 
 
 def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
-                 branch: str, extras: TaskExtras | None = None) -> TaskOutcome:
-    """Run the task's agent in `worktree` (on `branch`) and commit its work there; `extras`
-    are a front door's additions to the agent (see `TaskExtras`)."""
+                 branch: str, *, runner: TaskAgent = run_task_agent) -> TaskOutcome:
+    """Run the task's agent in `worktree` (on `branch`) and commit its work there.
+
+    `runner` does the work: the built-in agent (or the role's coding-agent CLI) by default; a
+    front door passes its own, e.g. `with_extras(TaskExtras(...))` or a custom worker."""
     task_id, role = task["task_id"], task["assigned_to"]
     agent = agent_entry(role, task_id)
     start = team.git.merge_base(branch, run.feature_branch)
@@ -145,7 +163,7 @@ def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree:
     set_agent(run, agent, status="working", current_task=task_id, branch=branch,
               worktree=str(worktree), turn=0)
     try:
-        report, error = run_attempts(team, run, task, worktree, extras)
+        report, error = run_attempts(team, run, task, worktree, runner)
     except RunStopped as exc:
         commit, problem = save_work(team, run, task, worktree,
                                     f"Partial work; the run stopped: {exc}", branch)

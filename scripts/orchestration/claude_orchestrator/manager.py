@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent_team.agent_calls import ModelRequest, ask
 from agent_team.co.backlog import BacklogTask, open_backlog
 from agent_team.co.base import CoContext
-from agent_team.co.engine import engine_config
-from agent_team.co.run_cmd import PlanChecks, runnable
-from agent_team.co.run_engine import WorkerTask, backlog_feature, backlog_id_of
+from agent_team.co.engine import co_team, manager_run
+from agent_team.co.run_cmd import runnable
+from agent_team.co.run_engine import (
+    BacklogPlanCheck,
+    WorkerTask,
+    backlog_feature,
+    backlog_id_of,
+)
 from agent_team.co.settings import CoSettings
-from agent_team.models import ChatModel
-from agent_team.orchestrator import BaseOrchestrator
+from agent_team.models import ChatModel, Message
+from agent_team.prompts import system_prompt
 from agent_team.roles import MANAGER
+from agent_team.steps_plan import plan_feature
 
 __all__ = ["OpusManager"]
 
@@ -27,9 +34,8 @@ class OpusManager:
         self.backlog = open_backlog(self.working_dir)
         ctx = CoContext()
         ctx._settings = self.config
-        self.engine = BaseOrchestrator(
-            self.working_dir, model=model, output=lambda line: None,
-            config=engine_config(ctx, self.config, self.working_dir))
+        self.team = co_team(ctx, self.config, self.working_dir, model=model)
+        self.run = manager_run(self.team)
         self.queue: list[WorkerTask] = []
         self.last_review = ""
 
@@ -38,8 +44,8 @@ class OpusManager:
         chosen, _ = runnable(self.backlog.all(), None)
         if not chosen:
             return []
-        plan = PlanChecks(chosen).enforce(self.engine.plan_feature(
-            backlog_feature(chosen, "plan")))
+        plan = plan_feature(self.team, self.run, backlog_feature(chosen, "plan"),
+                            check=BacklogPlanCheck(chosen))
         return [WorkerTask(t.task_id, t.description, t.assigned_to, self.working_dir,
                            t.dependencies, t.priority, backlog_id_of(t.task_id))
                 for t in plan.order()]
@@ -59,7 +65,9 @@ class OpusManager:
         if self.config.enable_opus_review and self.queue:
             lines = "\n".join(f"- {t.task_id}: {tasks[t.backlog_id].status}"
                               for t in self.queue if t.backlog_id in tasks)
-            self.last_review = self.engine.call_agent(
-                "review", MANAGER, f"Review these results and summarise them:\n{lines}",
-                self.engine._get_system_prompt(MANAGER))
+            self.last_review = ask(self.team, self.run, ModelRequest(
+                role=MANAGER, conversation="review",
+                system=system_prompt(self.team, MANAGER),
+                messages=[Message.user(f"Review these results and summarise them:\n{lines}")],
+            )).text
         return ok

@@ -6,10 +6,14 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from agent_team.co.base import CoContext
+from agent_team.co.engine import co_team
 from agent_team.co.run_engine import WorkerError, WorkerTask
 from agent_team.co.settings import CoSettings
 from agent_team.errors import AgentTeamError
 from agent_team.models import ChatModel
+from agent_team.run_frame import new_run
+from agent_team.steps_agent import run_task_agent
 
 __all__ = ["BaseWorker", "SonnetWorker", "WorkerTask"]
 
@@ -37,21 +41,20 @@ class SonnetWorker(BaseWorker):
 
     def __init__(self, worker_id: int = 0, working_dir: str | Path = ".",
                  config: CoSettings | None = None, *, model: ChatModel | None = None,
-                 **engine: Any) -> None:
+                 **options: Any) -> None:
         super().__init__(worker_id, working_dir, config)
         self.model = model
-        self.engine = engine
+        self.options = options  # the group's options: api_provider, session, model_name
 
     def process_task(self, task: WorkerTask) -> WorkerTask:
-        from agent_team.orchestrator import BaseOrchestrator
-
-        engine = BaseOrchestrator(self.working_dir, model=self.model,
-                                  output=lambda line: None, **self.engine)
+        """Run the role's agent (built-in, or its CLI worker) in `task.working_dir`."""
+        ctx = CoContext(**self.options)
+        team = co_team(ctx, self.config, Path(self.working_dir).resolve(), model=self.model)
         spec = {"task_id": task.task_id, "description": task.description,
                 "assigned_to": task.role, "dependencies": list(task.dependencies),
                 "deliverables": [], "priority": task.priority}
         try:
-            report = engine.run_task_agent(spec, task.working_dir).report
+            report = run_task_agent(team, new_run(team), spec, task.working_dir).report
         except AgentTeamError as exc:
             raise WorkerError(f"{task.task_id}: {exc}") from exc
         task.status = "completed" if report["status"] == "completed" else "failed"

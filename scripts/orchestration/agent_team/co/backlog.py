@@ -14,12 +14,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
-
 from ..errors import UserError
 from ..jobs import DEFAULT_ROLE, JobNotFound, JobStore
-from ..jobs.db import read_transaction, write_transaction
-from ..jobs.schema import task_deps, tasks
+from ..jobs.records import TaskRecord
 
 STATUSES = ("pending", "in-progress", "done", "failed", "blocked", "cancelled")
 STATUS_ALIASES = {"in_progress": "in-progress", "running": "in-progress", "completed": "done",
@@ -145,33 +142,36 @@ BACKLOG_JOB = "backlog"
 class JobStoreBacklog(Backlog):
     """The backlog as the tasks of one job (`backlog`) in the project's job store.
 
-    Ids are the store's task ids. The job store has no edit or delete of a task, so those
-    two are written here, in one write transaction each, on the store's own tables.
+    Ids are the store's task ids, never handed out twice. The job is opt-in: `co run`
+    executes it, and job-store workers take its tasks only when asked for it by id
+    (`claude_coordinator.py N --job backlog`).
     """
 
     def __init__(self, store: JobStore, project_dir: Path) -> None:
         self.store = store
         try:
-            store.get_job(BACKLOG_JOB)
+            job = store.get_job(BACKLOG_JOB)
         except JobNotFound:
             store.create_job("The project's backlog (co)", project_dir=project_dir,
-                             job_id=BACKLOG_JOB, job_branch="co/backlog")
+                             job_id=BACKLOG_JOB, job_branch="co/backlog", opt_in=True)
+        else:
+            if not job.opt_in:  # made before backlog jobs were opt-in
+                store.update_job(BACKLOG_JOB, opt_in=True)
 
-    def _task(self, row: Any) -> BacklogTask:
-        meta = dict(row["metadata"] or {})
+    @staticmethod
+    def _task(row: TaskRecord) -> BacklogTask:
+        meta = dict(row.metadata or {})
         return BacklogTask(
-            id=int(row["id"]), description=row["prompt"], priority=int(row["priority"]),
-            status=FROM_STORE.get(row["status"], "pending"),
-            dependencies=tuple(int(d) for d in row["dependencies"] or ()),
+            id=row.id, description=row.prompt, priority=row.priority,
+            status=FROM_STORE.get(row.status, "pending"),
+            dependencies=tuple(int(d) for d in row.dependencies or ()),
             parent=meta.get("parent"), role=meta.get("role"), details=meta.get("details", ""),
-            source=meta.get("source"), created_at=float(row["created_at"] or 0),
-            updated_at=float(meta.get("updated_at") or row["created_at"] or 0),
+            source=meta.get("source"), created_at=float(row.created_at or 0),
+            updated_at=float(meta.get("updated_at") or row.created_at or 0),
             runs=tuple(meta.get("runs") or ()))
 
     def all(self) -> list[BacklogTask]:
-        query = select(tasks).where(tasks.c.job_id == BACKLOG_JOB).order_by(tasks.c.id)
-        with read_transaction(self.store.engine) as conn:
-            return [self._task(row) for row in conn.execute(query).mappings()]
+        return [self._task(row) for row in self.store.list_tasks(BACKLOG_JOB)]
 
     def add(self, description: str, *, priority: object = None, dependencies: Iterable[int] = (),
             parent: int | None = None, role: str | None = None, details: str = "",
@@ -201,15 +201,19 @@ class JobStoreBacklog(Backlog):
         if "priority" in fields:
             fields["priority"] = parse_priority(fields["priority"])
         task = replace(current, **fields, updated_at=time.time())
-        with write_transaction(self.store.engine) as conn:
-            conn.execute(update(tasks).where(tasks.c.id == task_id).values(**self._row(task)))
+        row = self._row(task)
+        self.store.update_task(
+            task_id, prompt=row["prompt"], priority=row["priority"], role=row["role"],
+            status=row["status"], metadata=row["metadata"],
+            dependencies=row["dependencies"] if task.dependencies != current.dependencies
+            else None)
         return task
 
     @staticmethod
     def _row(task: BacklogTask) -> dict[str, Any]:
-        return {"prompt": task.description, "priority": task.priority,
+        return {"id": task.id, "prompt": task.description, "priority": task.priority,
                 "status": TO_STORE[task.status], "role": task.role or DEFAULT_ROLE,
-                "dependencies": list(task.dependencies),
+                "dependencies": list(task.dependencies), "created_at": task.created_at,
                 "metadata": {"parent": task.parent, "role": task.role, "details": task.details,
                              "source": task.source, "runs": [dict(r) for r in task.runs],
                              "updated_at": task.updated_at}}
@@ -236,31 +240,11 @@ class JobStoreBacklog(Backlog):
             raise BadBacklogInput(
                 f"Task(s) {', '.join(map(str, dependents))} depend on task {task_id}. "
                 "Nothing was deleted. Use --force to delete it and drop those dependencies.")
-        with write_transaction(self.store.engine) as conn:
-            for other in dependents:
-                kept = [d for d in everything[other].dependencies if d not in doomed]
-                conn.execute(update(tasks).where(tasks.c.id == other).values(dependencies=kept))
-            conn.execute(delete(task_deps).where(task_deps.c.depends_on.in_(doomed)))
-            conn.execute(delete(task_deps).where(task_deps.c.task_id.in_(doomed)))
-            conn.execute(delete(tasks).where(tasks.c.id.in_(doomed)))
-        return sorted(doomed)
+        return self.store.delete_tasks(doomed, force=True)  # dependents were checked above
 
     def restore(self, snapshot: Sequence[Mapping[str, Any]]) -> None:
-        restored = [BacklogTask.from_json(t) for t in snapshot]
-        with write_transaction(self.store.engine) as conn:
-            ids = [r.id for r in conn.execute(select(tasks.c.id).where(
-                tasks.c.job_id == BACKLOG_JOB))]
-            if ids:
-                conn.execute(delete(task_deps).where(task_deps.c.task_id.in_(ids)))
-                conn.execute(delete(tasks).where(tasks.c.id.in_(ids)))
-            for task in restored:
-                conn.execute(tasks.insert().values(
-                    id=task.id, job_id=BACKLOG_JOB, created_at=task.created_at or time.time(),
-                    attempts=0, context_files=[], expected_outputs=[], usage={}, cost_usd=0.0,
-                    **self._row(task)))
-                if task.dependencies:
-                    conn.execute(task_deps.insert(), [{"task_id": task.id, "depends_on": d}
-                                                      for d in task.dependencies])
+        self.store.replace_tasks(
+            BACKLOG_JOB, [self._row(BacklogTask.from_json(t)) for t in snapshot])
 
 
 def open_backlog(project_dir: Path) -> Backlog:

@@ -10,9 +10,10 @@ from typing import Any
 import click
 
 from ..plan import Plan
+from ..steps_plan import plan_feature
 from .backlog import STATUSES, Backlog, BacklogTask, open_backlog
 from .base import BadInput, CoContext, errors_as_click, json_option, working_dir_option
-from .engine import manager_for
+from .engine import co_team, manager_run
 
 MAX_DOCUMENT_CHARS = 60_000
 
@@ -67,7 +68,8 @@ def parse(ctx: CoContext, file_path: Path, working_dir: Path | None, as_json: bo
         "give a subtask the task_id of its parent, a dot and a number (T3.1, T3.2), and make "
         "it depend on what it needs.\n\n" + text)
     with errors_as_click():
-        plan = manager_for(ctx, ctx.settings(project), project).plan_feature(request)
+        team = co_team(ctx, ctx.settings(project), project)
+        plan = plan_feature(team, manager_run(team), request)
         created = add_plan(backlog, plan, source=file_path.name)
     if as_json:
         click.echo(json.dumps([t.to_json() for t in created], indent=2))

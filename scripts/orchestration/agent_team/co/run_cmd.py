@@ -1,4 +1,4 @@
-"""`co run`: run the backlog's pending tasks with the agent team."""
+"""`co run`: run the backlog's pending tasks with the agent team (see run_engine.py)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, AgentTeamError, UserError
-from ..plan import Plan, Task
 from ..progress import ProgressDisplay
+from ..run_frame import new_run
 from ..state import TeamState
 from .backlog import Backlog, BacklogTask, open_backlog
 from .base import BadInput, CoContext, errors_as_click, working_dir_option
 from .checkpoint_cmds import rollback_manager
 from .checkpoints import CheckpointType
-from .engine import engine_config
+from .engine import co_team
 from .notify import Notifications, summary_event
-from .run_engine import BacklogOrchestrator, WorkerFunction, backlog_feature, backlog_id_of
-from .run_engine import record_results as record_results
+from .run_engine import (
+    BacklogRun,
+    CoSeams,
+    WorkerFunction,
+    backlog_feature,
+    record_results,
+    run_backlog_tasks,
+)
 from .settings import CoSettings, configure_logging
 
 FINISHED = ("completed", "failed", "blocked", "skipped")
@@ -94,30 +100,6 @@ def runnable(tasks: Sequence[BacklogTask], only: int | None) -> tuple[list[Backl
     return chosen, waiting
 
 
-class PlanChecks:
-    """Keeps the backlog's own dependencies in the manager's plan."""
-
-    def __init__(self, tasks: Sequence[BacklogTask]) -> None:
-        self.deps = {t.id: set(t.dependencies) for t in tasks}
-
-    def enforce(self, plan: Plan) -> Plan:
-        groups: dict[int, list[str]] = {}
-        for task in plan.tasks:
-            number = backlog_id_of(task.task_id)
-            if number is not None:
-                groups.setdefault(number, []).append(task.task_id)
-        fixed = []
-        for task in plan.tasks:
-            number = backlog_id_of(task.task_id)
-            extra = [tid for dep in self.deps.get(number or 0, ()) for tid in groups.get(dep, [])]
-            deps = tuple(dict.fromkeys([*task.dependencies, *extra]))
-            fixed.append(Task(task.task_id, task.description, task.assigned_to, deps,
-                              task.deliverables, task.priority))
-        result = Plan(tuple(fixed), plan.decisions)
-        result.order()  # raises PlanError on a cycle the manager made against the backlog
-        return result
-
-
 def preflight(project: Path, settings: CoSettings) -> None:
     """monitoring.check_usage_before_start: what `co check` finds wrong stops the run first."""
     if not settings.check_usage_before_start:
@@ -147,27 +129,33 @@ def run_backlog(ctx: CoContext, project: Path, *, workers: int | None, verbose: 
     preflight(project, settings)
     notifications = Notifications.from_settings(settings.slack, notifiers)
     label = time.strftime("%Y-%m-%d %H:%M:%S") + " " + uuid.uuid4().hex[:4]
-    config = engine_config(ctx, settings, project, limits=dict(limits),
-                           coordination={"max_workers": workers})
     manager = rollback_manager(project, backlog, storage)
-    manager.create_checkpoint(CheckpointType.PRE_RUN, f"before co run {label}")
     show_bar = progress and settings.show_progress_bar and sys.stdout.isatty()
     display = ProgressDisplay(sys.stdout, live=False, verbose=verbose or settings.cli_verbose)
     bar = RichProgress(Console(file=sys.stdout)) if show_bar else None
-    checks = PlanChecks(chosen)
-    orchestrator = BacklogOrchestrator(
-        project, backlog_tasks=chosen, settings=settings, worker=worker, checkpoints=manager,
-        config=config, model=model, output=bar.write_line if bar else display.write_line,
-        progress=display if bar is None else None)
-    original_plan = orchestrator.plan_feature
-    orchestrator.plan_feature = lambda feature: checks.enforce(original_plan(feature))  # type: ignore[method-assign]
-    _keep_listeners(orchestrator, [bar, notifications.listener(f"co run {label}")])
+    seams = CoSeams(worker_timeout=settings.worker_timeout, review=settings.enable_opus_review)
+    team = co_team(ctx, settings, project, model=model,
+                   output=bar.write_line if bar else display.write_line,
+                   progress=display if bar is None else None, seams=seams,
+                   limits=dict(limits), coordination={"max_workers": workers})
+    run = new_run(team)
+    manager.create_checkpoint(CheckpointType.PRE_RUN, f"before co run {label}")
+
+    def before_merge(task: Mapping[str, Any], branch: str) -> None:
+        manager.create_checkpoint(CheckpointType.PRE_MERGE,
+                                  f"before merging {task['task_id']} into {run.feature_branch}")
+
+    spec = BacklogRun(chosen=chosen, feature=backlog_feature(chosen, label),
+                      max_workers=team.settings.max_workers, seams=seams, worker=worker,
+                      before_merge=before_merge,
+                      listeners=[x for x in (bar, notifications.listener(f"co run {label}"))
+                                 if x is not None])
     for task in chosen:
         backlog.update(task.id, status="in-progress")
     code = EXIT_BAD_INPUT
     try:
         with bar or _nothing():
-            summary = orchestrator.run(backlog_feature(chosen, label))
+            summary = run_backlog_tasks(team, run, spec)
         code = int(summary["exit_code"])
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
@@ -177,8 +165,7 @@ def run_backlog(ctx: CoContext, project: Path, *, workers: int | None, verbose: 
         raise
     finally:
         state = TeamState.for_project(project, create=False, must_exist=False).read()
-        run_id = orchestrator.run_id or "not-started"
-        outcome = record_results(backlog, state, run_id, code) if orchestrator.run_id else {}
+        outcome = record_results(backlog, state, run.run_id, code) if run.began else {}
         for task in chosen:
             if task.id not in outcome:
                 backlog.update(task.id, status="pending")
@@ -195,19 +182,6 @@ class _nothing:  # noqa: N801 - a no-op context manager
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def _keep_listeners(orchestrator: BacklogOrchestrator, listeners: Sequence[Any]) -> None:
-    """The engine opens a new event log when the run starts; carry our listeners over."""
-    opener = orchestrator._open_event_log
-
-    def open_with_listeners(feature: str, *, resumed: bool) -> None:
-        opener(feature, resumed=resumed)
-        for listener in listeners:
-            if listener is not None:
-                orchestrator.events.add_listener(listener)
-
-    orchestrator._open_event_log = open_with_listeners  # type: ignore[method-assign]
 
 
 def roll_up_parents(backlog: Backlog) -> None:

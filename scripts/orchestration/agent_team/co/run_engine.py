@@ -1,15 +1,17 @@
-"""`co run`: the backlog's pending tasks through the file-based engine.
+"""One `co run` over the engine's steps: plan, execute, merge, integrate, finish.
 
-The manager orders the pending tasks (assigning roles, splitting a large one into `T<id>.<n>`
-subtasks); workers run them in worktrees; each finished branch is merged into the run's branch
-after an automatic checkpoint; the orchestrator runs the tests; the manager reviews. The result
-of every plan task goes back to its backlog task.
+The manager plans the chosen backlog tasks (`T<id>`, or `T<id>.<n>` for a split); a plan
+that names anything else goes back to the manager like any invalid plan. The scheduler runs a
+task the moment its dependencies are merged; each runs in its own worktree through
+`execute_task` (the role's agent, or a custom `BaseWorker`), and is merged after an automatic
+checkpoint. Nothing here subclasses an orchestrator: the seams `co` needs (a worker timeout,
+the optional review) sit in `CoSeams`, the team's `call_agent`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,17 +19,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..agent_loop import AgentHooks, AgentResult
-from ..errors import AgentTeamError, PlanError
-from ..models import ChatModel, Usage
-from .backlog import Backlog, BacklogTask
-from .checkpoints import CheckpointType, RollbackManager
-from .settings import CoSettings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/orchestration
-from file_based_orchestrator import FileBasedOrchestrator  # noqa: E402
+from ..agent_calls import pending_request, perform
+from ..agent_loop import AgentResult
+from ..errors import EXIT_FAILED, EXIT_OK, AgentTeamError, PlanError, RunStopped
+from ..models import Usage
+from ..plan import Plan, Task
+from ..prompts import system_prompt, task_prompt
+from ..records import set_feature_status, task_record
+from ..roles import MANAGER
+from ..run_context import STOP_STATE, RunContext
+from ..run_end import finish, stop
+from ..run_frame import begin_feature, check_feature, locked_run, preflight_checks
+from ..run_worktrees import (
+    create_feature_branch,
+    feature_dir,
+    open_integration_worktree,
+    remove_empty_dirs,
+    remove_own_worktree,
+    remove_task_worktree,
+    report_stale_worktrees,
+    task_worktree,
+)
+from ..state import utc_now
+from ..steps_agent import run_task_agent
+from ..steps_integrate import integrate
+from ..steps_merge import conclude_task, merge_task
+from ..steps_plan import plan_feature, record_plan, task_branch
+from ..steps_schedule import run_schedule
+from ..steps_task import TaskAgent, execute_task
+from ..team import Team
+from .backlog import BacklogTask
 
 PLAN_ID = re.compile(r"T(\d+)(?:\.\d+)?")
+SKIPPED_REVIEW = ('{"summary": "Manager review skipped (monitoring.enable_opus_review is '
+                  'false); the tests ran.", "decisions": []}')
 
 
 class WorkerError(AgentTeamError):
@@ -61,7 +86,7 @@ def backlog_id_of(plan_task_id: str) -> int | None:
 
 
 def backlog_feature(tasks: Sequence[BacklogTask], run_label: str) -> str:
-    """The text the manager plans from: a title line, then every pending task."""
+    """The text the manager plans from: a title line, then every chosen task."""
     lines = [f"Backlog run {run_label}: tasks {', '.join(str(t.id) for t in tasks)}", ""]
     for t in tasks:
         deps = ", ".join(f"T{d}" for d in t.dependencies if any(o.id == d for o in tasks))
@@ -76,90 +101,201 @@ def backlog_feature(tasks: Sequence[BacklogTask], run_label: str) -> str:
     return "\n".join(lines)
 
 
-class BacklogOrchestrator(FileBasedOrchestrator):
-    """The file-based engine with the backlog as its plan source and pluggable workers."""
+class BacklogPlanCheck:
+    """The backlog's rules for the manager's plan: ids name chosen tasks, and the backlog's
+    own dependencies hold between their plan tasks. Passed to `plan_feature(check=...)`."""
 
-    orchestrator_name = "co"
+    def __init__(self, tasks: Sequence[BacklogTask]) -> None:
+        self.deps = {t.id: set(t.dependencies) for t in tasks}
 
-    def __init__(
-        self,
-        project_dir: str | Path,
-        *,
-        backlog_tasks: Sequence[BacklogTask],
-        settings: CoSettings,
-        worker: WorkerFunction | None = None,
-        checkpoints: RollbackManager | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(project_dir, **kwargs)
-        self.backlog_tasks = list(backlog_tasks)
-        self.co_settings = settings
-        self.worker = worker
-        self.checkpoints = checkpoints
-        self._task_started = threading.local()
-
-    # -- planning ----------------------------------------------------------------------------
-
-    def manager_create_tasks(self, feature: str) -> list[dict[str, Any]]:
-        tasks = super().manager_create_tasks(feature)
-        wanted = {t.id for t in self.backlog_tasks}
-        wrong = [t["task_id"] for t in tasks if backlog_id_of(t["task_id"]) not in wanted]
+    def __call__(self, plan: Plan) -> Plan:
+        wanted = sorted(self.deps)
+        wrong = [t.task_id for t in plan.tasks if backlog_id_of(t.task_id) not in self.deps]
         if wrong:
-            raise PlanError(
-                "The manager's plan does not match the backlog.",
-                [f"Task id {w} is not T<id> or T<id>.<n> of a pending backlog task "
-                 f"({', '.join(f'T{i}' for i in sorted(wanted))})." for w in wrong])
-        return tasks
+            raise PlanError("The manager's plan does not match the backlog.", [
+                f"Task id {w} is not T<id> or T<id>.<n> of a backlog task of this run "
+                f"({', '.join(f'T{i}' for i in wanted)})." for w in wrong])
+        groups: dict[int, list[str]] = {}
+        for task in plan.tasks:
+            groups.setdefault(backlog_id_of(task.task_id) or 0, []).append(task.task_id)
+        fixed = []
+        for task in plan.tasks:
+            number = backlog_id_of(task.task_id) or 0
+            extra = [tid for dep in self.deps.get(number, ()) for tid in groups.get(dep, [])]
+            fixed.append(Task(task.task_id, task.description, task.assigned_to,
+                              tuple(dict.fromkeys([*task.dependencies, *extra])),
+                              task.deliverables, task.priority))
+        result = Plan(tuple(fixed), plan.decisions)
+        try:
+            result.order()
+        except ValueError as exc:
+            raise PlanError("The plan contradicts the backlog's dependencies.",
+                            [f"{exc} (the backlog's own dependencies were added)."]) from None
+        return result
 
-    # -- one task ----------------------------------------------------------------------------
 
-    def run_task_agent(self, task: Mapping[str, Any], workspace: Path) -> AgentResult:
-        self._task_started.at = time.monotonic()
-        if self.worker is None:
-            return super().run_task_agent(task, workspace)
-        item = WorkerTask(task["task_id"], task["description"], task["assigned_to"], workspace,
-                          tuple(task.get("dependencies") or ()), task.get("priority", "medium"),
-                          backlog_id_of(task["task_id"]), "in_progress")
-        done = self.worker(item)
+class CoSeams:
+    """`co`'s `call_agent` seam: `execution.worker_timeout` before every turn of a task's
+    agent, and no model call for the review when `monitoring.enable_opus_review` is off."""
+
+    def __init__(self, *, worker_timeout: float, review: bool) -> None:
+        self.worker_timeout = worker_timeout
+        self.review = review
+        self.team: Team | None = None
+        self.run: RunContext | None = None
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, team: Team, run: RunContext) -> None:
+        self.team, self.run = team, run
+
+    def task_started(self, task_id: str) -> None:
+        with self._lock:
+            self._started[task_id] = time.monotonic()
+
+    def call_agent(self, agent_id: str, role: Any, prompt: str | None = None,
+                   system_prompt: str | None = None) -> str:
+        pending = pending_request()
+        if pending is None:
+            raise AgentTeamError("co's call_agent serves the steps' requests only.")
+        team, run, request = pending
+        if request.conversation == "integration" and not self.review:
+            return SKIPPED_REVIEW
+        started = self._started.get(request.task_id or "")
+        if request.role != MANAGER and started is not None and (
+                time.monotonic() - started > self.worker_timeout):
+            raise WorkerError(f"{request.task_id} ran longer than execution.worker_timeout "
+                              f"({self.worker_timeout:g} s); its work so far is committed "
+                              "on its branch")
+        return perform(team, run, request).text
+
+    def _get_system_prompt(self, agent_id: str) -> str:
+        assert self.team is not None
+        return system_prompt(self.team, agent_id)
+
+    def _build_task_prompt(self, task: Mapping[str, Any]) -> str:
+        assert self.run is not None
+        return task_prompt(self.run, task)
+
+
+def worker_agent(worker: WorkerFunction) -> TaskAgent:
+    """A custom worker as the task step's agent: the step still commits, records, merges."""
+
+    def run(team: Team, run: RunContext, task: Mapping[str, Any],
+            workspace: Path) -> AgentResult:
+        item = WorkerTask(task["task_id"], task["description"], task["assigned_to"],
+                          workspace, tuple(task.get("dependencies") or ()),
+                          str(task.get("priority", "medium")), backlog_id_of(task["task_id"]),
+                          "in_progress")
+        done = worker(item)
         status = "completed" if done.status in ("completed", "done") else "failed"
-        blockers = [] if status == "completed" else [done.error or "the worker failed"]
-        report = {"status": status, "summary": str(done.result.get("summary") or
-                                                   f"{done.task_id} processed by the worker"),
+        report = {"status": status,
+                  "summary": str(done.result.get("summary")
+                                 or f"{done.task_id} processed by the worker"),
                   "completed_items": list(done.result.get("completed_items") or []),
-                  "blockers": blockers, "notes": str(done.result.get("notes") or "")}
+                  "blockers": [] if status == "completed" else [
+                      done.error or "the worker failed"],
+                  "notes": str(done.result.get("notes") or "")}
         return AgentResult(report=report, turns=0, usage=Usage(), messages=(), tool_calls=0)
 
-    def make_hooks(self, role: str, task_id: str, model: ChatModel) -> AgentHooks:
-        """The engine's hooks, plus execution.worker_timeout checked before each turn."""
-        hooks = super().make_hooks(role, task_id, model)
-        limit = self.co_settings.worker_timeout
-        started = getattr(self._task_started, "at", time.monotonic())
-        inner = hooks.before_model_call
-
-        def before_model_call(turn: int, messages: Sequence[Any]) -> None:
-            if time.monotonic() - started > limit:
-                raise WorkerError(f"{task_id} ran longer than execution.worker_timeout "
-                                  f"({limit:g} s); its work so far is committed on its branch")
-            inner(turn, messages)
-
-        hooks.before_model_call = before_model_call  # type: ignore[method-assign]
-        return hooks
-
-    def merge_task(self, task: dict[str, Any], branch: str) -> dict[str, Any]:
-        if self.checkpoints is not None:
-            self.checkpoints.create_checkpoint(
-                CheckpointType.PRE_MERGE, f"before merging {task['task_id']} into "
-                                          f"{self.feature_branch}")
-        return super().merge_task(task, branch)
-
-    def ask_manager(self, agent_id: str, prompt: str) -> str:
-        if agent_id == "integration" and not self.co_settings.enable_opus_review:
-            return ('{"summary": "Manager review skipped (monitoring.enable_opus_review is '
-                    'false); the tests ran.", "decisions": []}')
-        return super().ask_manager(agent_id, prompt)
+    return run
 
 
-def record_results(backlog: Backlog, state: Mapping[str, Any], run_id: str,
+@dataclass
+class BacklogRun:
+    """What one `co run` needs besides the team: its tasks, worker, checkpoints, listeners."""
+
+    chosen: Sequence[BacklogTask]
+    feature: str
+    max_workers: int
+    seams: CoSeams
+    worker: WorkerFunction | None = None
+    before_merge: Callable[[Mapping[str, Any], str], None] | None = None
+    listeners: Sequence[Callable[[Mapping[str, Any]], None]] = ()
+
+    def agent(self) -> TaskAgent:
+        inner = worker_agent(self.worker) if self.worker is not None else run_task_agent
+
+        def timed(team: Team, run: RunContext, task: Mapping[str, Any],
+                  workspace: Path) -> AgentResult:
+            self.seams.task_started(task["task_id"])
+            return inner(team, run, task, workspace)
+
+        return timed
+
+
+def run_backlog_tasks(team: Team, run: RunContext, spec: BacklogRun) -> dict[str, Any]:
+    """The whole run in its frame (checks, run lock, records); returns the summary."""
+    spec.seams.bind(team, run)
+    with contextlib.ExitStack() as frame:
+        check_feature(team, run, spec.feature)
+        preflight_checks(team)
+        frame.enter_context(locked_run(team, run))
+        begin_feature(team, run, spec.feature)
+        for listener in spec.listeners:
+            run.events.add_listener(listener)
+        report_stale_worktrees(team, run)
+        try:
+            plan = plan_feature(team, run, spec.feature, check=BacklogPlanCheck(spec.chosen))
+        except RunStopped:
+            return stop(team, run)
+        tasks = record_plan(run, plan, lambda task: task_branch(run, task))
+        create_feature_branch(team, run)
+        run.integration_worktree = open_integration_worktree(team, run)
+        set_feature_status(run, "in_progress")
+        agent = spec.agent()
+        run_schedule(team, run, tasks, lambda task_id: execute_one(team, run, spec, agent,
+                                                                   task_id),
+                     max_workers=spec.max_workers)
+        return conclude(team, run)
+    raise AssertionError("unreachable")
+
+
+def execute_one(team: Team, run: RunContext, spec: BacklogRun, agent: TaskAgent,
+                task_id: str) -> bool:
+    """One plan task: worktree, agent, commit, checkpoint, merge; True when merged."""
+    task = task_record(run, task_id)
+    branch = task.get("branch") or task_branch(run, task)
+    worktree = task_worktree(team, run, task, branch)
+    outcome = execute_task(team, run, task, worktree, branch, runner=agent)
+    if outcome.status != "stopped" or team.git.is_worktree(worktree):
+        remove_task_worktree(team, run, worktree)
+    if outcome.status != "ready":
+        return False
+    if spec.before_merge is not None:
+        spec.before_merge(task, branch)
+    merge = merge_task(team, run, {**task, "commit": outcome.commit}, branch)
+    return conclude_task(run, task, merge, outcome.files)["status"] == "completed"
+
+
+def conclude(team: Team, run: RunContext) -> dict[str, Any]:
+    """Integrate and finish (or stop), then remove the run's own checkouts."""
+    finished = False
+    try:
+        if run.stop.stopped:
+            if run.stop.kind == STOP_STATE:
+                run.stop.check()
+            finished = True
+            return stop(team, run)
+        set_feature_status(run, "integrating")
+        assert run.integration_worktree is not None
+        try:
+            integration = integrate(team, run, run.integration_worktree)
+        except RunStopped:
+            finished = True
+            return stop(team, run)
+        ok = bool(integration["success"])
+        set_feature_status(run, "completed" if ok else "failed", completed_at=utc_now())
+        finished = True
+        return finish(team, run, "completed" if ok else "failed",
+                      EXIT_OK if ok else EXIT_FAILED)
+    finally:
+        remove_own_worktree(team, run, run.integration_worktree, force=finished)
+        run.integration_worktree = None
+        remove_empty_dirs(feature_dir(team, run))
+
+
+def record_results(backlog: Any, state: Mapping[str, Any], run_id: str,
                    exit_code: int) -> dict[int, str]:
     """Write each plan task's outcome back to its backlog task; returns id -> new status."""
     by_backlog: dict[int, list[Mapping[str, Any]]] = {}

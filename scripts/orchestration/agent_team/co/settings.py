@@ -8,6 +8,7 @@ is accepted only at the document's default value, so the document's sample file 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -57,9 +58,9 @@ DOCUMENT_DEFAULTS: dict[str, Any] = {
 #: Keys accepted only at one value, and why another value cannot be honoured.
 _FIXED: dict[tuple[str, ...], tuple[Any, str]] = {
     ("execution", "task_queue_timeout"): (
-        1.0, "ready tasks are handed to a free worker at once; there is no queue wait to set"),
-    ("claude_cli", "flags", "dangerously_skip_permissions"): (
-        False, "agents always run confined to their worktree; permissions are never skipped"),
+        1.0, "co run hands each ready task to a free worker the moment its dependencies are "
+             "merged, so no worker waits on a queue; job-store workers set their wait with "
+             "claude_coordinator.py --poll"),
 }
 
 
@@ -105,6 +106,9 @@ class CoSettings:
     check_usage_before_start: bool = True
     cli_command: str = "claude"
     cli_verbose: bool = False
+    cli_skip_permissions: bool = False
+    #: The `claude_cli` section as the file gave it (passed on to the CLI worker backend).
+    claude_cli: dict[str, Any] = field(default_factory=dict)
     slack: SlackSettings = field(default_factory=SlackSettings)
     source: Path | None = None
 
@@ -116,6 +120,7 @@ class CoSettings:
         return {
             "model": self.worker_model,
             "agents": agents,
+            "claude_cli": copy.deepcopy(self.claude_cli) or None,
             "coordination": {
                 "max_workers": self.max_workers,
                 "max_iterations": self.max_turns,
@@ -239,6 +244,8 @@ def _from_data(data: Mapping[str, Any], source: Path | None) -> CoSettings:
         check_usage_before_start=bool(get("monitoring", "check_usage_before_start")),
         cli_command=str(get("claude_cli", "command")),
         cli_verbose=bool(get("claude_cli", "flags", "verbose")),
+        cli_skip_permissions=bool(get("claude_cli", "flags", "dangerously_skip_permissions")),
+        claude_cli=copy.deepcopy(dict(data.get("claude_cli") or {})),
         slack=slack,
         source=source,
     )

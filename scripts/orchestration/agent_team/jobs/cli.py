@@ -62,6 +62,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None,
                         help="job store URL or SQLite path (default: $AGENT_TEAM_DB, config "
                              "storage.url, or PROJECT/.ai-agents/jobs.db)")
+    parser.add_argument("--job", default=None,
+                        help="claim only this job's tasks; the only way to serve an opt-in "
+                             "job such as co's backlog (default: every job that is not opt-in)")
+    parser.add_argument("--poll", type=_positive_float, default=0.5,
+                        help="seconds an idle worker waits before it looks at the queue again")
     parser.add_argument("--lease", type=_positive_float,
                         default=float(os.environ.get(LEASE_ENV) or 60.0),
                         help="lease of a claimed task in seconds (default 60)")
@@ -95,8 +100,9 @@ def coordinator_main(argv: list[str] | None = None) -> int:
         [str(PACKAGE_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     children = [
         subprocess.Popen([sys.executable, "-m", "agent_team.jobs.cli", "--project-dir",
-                          str(project), "--lease", str(args.lease),
-                          "--max-attempts", str(max_attempts)], env=env,
+                          str(project), "--lease", str(args.lease), "--poll", str(args.poll),
+                          "--max-attempts", str(max_attempts),
+                          *(["--job", args.job] if args.job else [])], env=env,
                          stdin=subprocess.DEVNULL, process_group=0)
         for _ in range(args.workers)
     ]
@@ -130,7 +136,8 @@ def worker_main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     worker = Worker(store, WorkerOptions(work_dir=project, lease_s=args.lease,
-                                         max_attempts=max_attempts))
+                                         max_attempts=max_attempts, poll_s=args.poll,
+                                         job_id=args.job))
     install_signal_handlers([worker])
     worker.run()
     return 0

@@ -27,7 +27,7 @@ from .db import DEFAULT_MAX_ATTEMPTS, db_now, write_transaction
 from .errors import FenceRejected
 from .records import TaskRecord
 from .schema import BLOCKED, COMPLETED, FAILED, PENDING, RUNNING, jobs, task_deps, tasks
-from .store import JobStore, _event, add_job_usage, refresh_job_status
+from .store import JobStore, _event, add_job_usage, opt_in_jobs, refresh_job_status
 
 DEFAULT_LEASE_S = 60.0
 MERGE_POLL_S = 0.2
@@ -84,6 +84,8 @@ class TaskQueue:
         candidate = select(tasks.c.id).where(ready, ~unmet)
         if job_id is not None:
             candidate = candidate.where(tasks.c.job_id == job_id)
+        else:  # a worker of every job still skips the opt-in ones (the `co` backlog)
+            candidate = candidate.where(tasks.c.job_id.not_in(opt_in_jobs()))
         candidate = (candidate.order_by(tasks.c.priority.desc(), tasks.c.id)
                      .limit(1).with_for_update(skip_locked=True))
         statement = (

@@ -36,6 +36,7 @@ class JobRecord:
     finished_at: float | None
     merge_task_id: int | None = None
     merge_fence: int | None = None
+    opt_in: bool = False
 
     @classmethod
     def from_row(cls, row: RowMapping | Mapping[str, Any]) -> JobRecord:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -23,9 +24,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     inspect,
     select,
 )
+from sqlalchemy.schema import CreateTable
 
 from .db import write_transaction
 from .errors import JobStoreError
@@ -73,6 +76,9 @@ jobs = Table(
     # while that attempt's lease lives, so a dead holder frees it when its lease expires.
     Column("merge_task_id", Integer, nullable=True),
     Column("merge_fence", Integer, nullable=True),
+    # Workers without a job of their own skip opt-in jobs (the `co` backlog): only a worker
+    # asked for the job by id claims its tasks.
+    Column("opt_in", Boolean, nullable=False, server_default=false()),
 )
 
 tasks = Table(
@@ -112,6 +118,8 @@ tasks = Table(
     Column("lease_expiries", Integer, nullable=False, default=0),
     Index("ix_tasks_claim", "status", "priority"),
     Index("ix_tasks_job", "job_id"),
+    # Ids are never reused, even after the newest task is deleted (`co show 12` stays 12).
+    sqlite_autoincrement=True,
 )
 
 task_deps = Table(
@@ -168,7 +176,38 @@ class Migration:
 
 
 def _create_v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[jobs, tasks, task_deps, workers, events, kv])
+    """Version 1's tables; `jobs` without the columns later versions add."""
+    later = {"opt_in", "merge_task_id", "merge_fence"}
+    Table("jobs", MetaData(), *(c._copy() for c in jobs.columns if c.name not in later)
+          ).create(conn)
+    metadata.create_all(conn, tables=[tasks, task_deps, workers, events, kv])
+
+
+def _v3_opt_in_and_task_ids(conn: Connection) -> None:
+    """`jobs.opt_in`; on SQLite, task ids that are never reused (AUTOINCREMENT).
+
+    SQLite cannot add AUTOINCREMENT to a table, so `tasks` is rebuilt: the dependency rows
+    are kept aside first (dropping `tasks` would cascade to them), then put back.
+    """
+    default = "false" if conn.dialect.name == "postgresql" else "0"
+    conn.exec_driver_sql(f"ALTER TABLE jobs ADD COLUMN opt_in BOOLEAN NOT NULL DEFAULT {default}")
+    if conn.dialect.name != "sqlite":
+        return  # PostgreSQL's sequences never hand out an id twice
+    ddl = str(CreateTable(tasks).compile(dialect=conn.dialect))
+    if "AUTOINCREMENT" in conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'tasks'").scalar_one():
+        return  # created by this version already
+    conn.exec_driver_sql(ddl.replace("CREATE TABLE tasks", "CREATE TABLE tasks_v2", 1))
+    names = ", ".join(f'"{c.name}"' for c in tasks.columns)
+    conn.exec_driver_sql(f"INSERT INTO tasks_v2 ({names}) SELECT {names} FROM tasks")
+    deps = conn.execute(select(task_deps)).mappings().all()
+    conn.execute(task_deps.delete())
+    conn.exec_driver_sql("DROP TABLE tasks")
+    conn.exec_driver_sql("ALTER TABLE tasks_v2 RENAME TO tasks")
+    for index in tasks.indexes:
+        index.create(conn)
+    if deps:
+        conn.execute(task_deps.insert(), [dict(row) for row in deps])
 
 
 #: Columns added after version 1: (table, column, SQL type and default).
@@ -191,6 +230,7 @@ def _add_v2(conn: Connection) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, tasks, dependencies, workers, events, kv", _create_v1),
     Migration(2, "merge lock, merging attempt, expired leases", _add_v2),
+    Migration(3, "jobs.opt_in; task ids never reused on SQLite", _v3_opt_in_and_task_ids),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, delete, func, select, update
+from sqlalchemy import Connection, Engine, Select, case, delete, func, select, update
 
 from .db import (
     db_now,
@@ -35,6 +35,7 @@ from .schema import (
     FAILED,
     PENDING,
     RUNNING,
+    TASK_STATUSES,
     TERMINAL_STATUSES,
     events,
     jobs,
@@ -104,8 +105,13 @@ class JobStore:
         depth: int = 0,
         settings: Mapping[str, Any] | None = None,
         job_id: str | None = None,
+        opt_in: bool = False,
     ) -> JobRecord:
-        """Record a new job; its branch defaults to `jobs/<id>`."""
+        """Record a new job; its branch defaults to `jobs/<id>`.
+
+        An `opt_in` job's tasks are claimed only by workers asked for it by id (`co`'s
+        backlog, which `co run` executes itself).
+        """
         if not isinstance(goal, str) or not goal.strip():
             raise BadTaskInput("a job needs a non-empty goal, e.g. create_job('Build the API')")
         job_id = job_id or new_job_id()
@@ -128,6 +134,7 @@ class JobStore:
                 usage={},
                 cost_usd=0.0,
                 created_at=db_now(),
+                opt_in=bool(opt_in),
             ))
             _event(conn, "job_created", goal.strip()[:200], job_id=job_id)
         return self.get_job(job_id)
@@ -271,11 +278,14 @@ class JobStore:
 
     def list_tasks(self, job_id: str | None = None, *,
                    status: str | Sequence[str] | None = None,
-                   limit: int | None = None) -> list[TaskRecord]:
-        """Tasks in id order, optionally of one job and with given statuses."""
+                   limit: int | None = None, claimable: bool = False) -> list[TaskRecord]:
+        """Tasks in id order, optionally of one job and with given statuses; `claimable`
+        leaves out the tasks of opt-in jobs (what a worker of every job may take)."""
         query = select(tasks).order_by(tasks.c.id)
         if job_id is not None:
             query = query.where(tasks.c.job_id == job_id)
+        if claimable:
+            query = query.where(tasks.c.job_id.not_in(opt_in_jobs()))
         if status is not None:
             wanted = [status] if isinstance(status, str) else list(status)
             query = query.where(tasks.c.status.in_(wanted))
@@ -283,6 +293,148 @@ class JobStore:
             query = query.limit(limit)
         with read_transaction(self.engine) as conn:
             return [TaskRecord.from_row(row) for row in conn.execute(query).mappings()]
+
+    def update_task(
+        self,
+        task_id: int,
+        *,
+        prompt: str | None = None,
+        priority: object = None,
+        role: str | None = None,
+        status: str | None = None,
+        dependencies: Iterable[int] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TaskRecord:
+        """Edit a task that no worker holds; None leaves a field as it is.
+
+        Dependencies must be tasks of the same job and make no cycle. A status other than
+        running drops any worker and lease the task had.
+        """
+        values: dict[str, Any] = {}
+        if prompt is not None:
+            if not prompt.strip():
+                raise BadTaskInput("a task needs a non-empty prompt")
+            values["prompt"] = prompt.strip()
+        if priority is not None:
+            values["priority"] = parse_priority(priority)
+        if role is not None:
+            values["role"] = role or DEFAULT_ROLE
+        if metadata is not None:
+            values["metadata"] = dict(metadata)
+        if status is not None:
+            if status not in TASK_STATUSES:
+                raise BadTaskInput(f"status {status!r} is not one of {', '.join(TASK_STATUSES)}")
+            values["status"] = status
+            if status != RUNNING:
+                values.update(worker_id=None, lease_expires_at=None)
+        with write_transaction(self.engine) as conn:
+            row = conn.execute(select(tasks.c.job_id, tasks.c.status, tasks.c.worker_id,
+                                      tasks.c.lease_expires_at)
+                               .where(tasks.c.id == int(task_id))).first()
+            if row is None:
+                raise TaskNotFound(task_id)
+            now = float(conn.execute(select(db_now())).scalar_one())
+            if row.worker_id and row.lease_expires_at and row.lease_expires_at > now and (
+                    status is not None or dependencies is not None):
+                raise BadTaskInput(f"task {task_id} is being run by worker {row.worker_id}; "
+                                   "wait for it to finish or cancel its job")
+            if dependencies is not None:
+                deps = sorted({int(d) for d in dependencies})
+                _check_dependencies(conn, int(task_id), row.job_id, deps)
+                values["dependencies"] = deps
+                conn.execute(delete(task_deps).where(task_deps.c.task_id == int(task_id)))
+                if deps:
+                    conn.execute(task_deps.insert(),
+                                 [{"task_id": int(task_id), "depends_on": d} for d in deps])
+            if values:
+                conn.execute(update(tasks).where(tasks.c.id == int(task_id)).values(**values))
+            _event(conn, "task_updated", ", ".join(sorted(values)), job_id=row.job_id,
+                   task_id=int(task_id))
+            refresh_job_status(conn, row.job_id)
+        return self.get_task(int(task_id))
+
+    def delete_tasks(self, task_ids: Iterable[int], *, force: bool = False) -> list[int]:
+        """Delete tasks no one runs; returns the ids deleted, in order.
+
+        Refused while one of them is running, and when another task depends on one of them
+        unless `force`, which drops those dependencies. Ids are never handed out again.
+        """
+        doomed = sorted({int(t) for t in task_ids})
+        if not doomed:
+            return []
+        with write_transaction(self.engine) as conn:
+            rows = conn.execute(select(tasks.c.id, tasks.c.job_id, tasks.c.status)
+                                .where(tasks.c.id.in_(doomed))).all()
+            missing = sorted(set(doomed) - {int(r.id) for r in rows})
+            if missing:
+                raise TaskNotFound(missing[0])
+            running = [int(r.id) for r in rows if r.status == RUNNING]
+            if running:
+                raise BadTaskInput(f"task(s) {', '.join(map(str, running))} are running; "
+                                   "wait for them to finish or cancel their job first")
+            dependents = conn.execute(
+                select(tasks.c.id, tasks.c.dependencies)
+                .where(tasks.c.id.in_(select(task_deps.c.task_id)
+                                      .where(task_deps.c.depends_on.in_(doomed))),
+                       tasks.c.id.not_in(doomed))).all()
+            if dependents and not force:
+                raise BadTaskInput(
+                    f"task(s) {', '.join(str(r.id) for r in dependents)} depend on "
+                    f"{', '.join(map(str, doomed))}; nothing was deleted (force drops those "
+                    "dependencies)")
+            for other in dependents:
+                kept = [d for d in other.dependencies or () if int(d) not in doomed]
+                conn.execute(update(tasks).where(tasks.c.id == other.id)
+                             .values(dependencies=kept))
+            conn.execute(delete(task_deps).where(task_deps.c.depends_on.in_(doomed)))
+            conn.execute(delete(task_deps).where(task_deps.c.task_id.in_(doomed)))
+            conn.execute(delete(tasks).where(tasks.c.id.in_(doomed)))
+            for job_id in sorted({r.job_id for r in rows}):
+                _event(conn, "tasks_deleted", ", ".join(map(str, doomed)), job_id=job_id)
+                refresh_job_status(conn, job_id)
+        return doomed
+
+    def delete_task(self, task_id: int, *, force: bool = False) -> list[int]:
+        """`delete_tasks([task_id])`."""
+        return self.delete_tasks([task_id], force=force)
+
+    def replace_tasks(self, job_id: str, snapshot: Sequence[Mapping[str, Any]]) -> None:
+        """Make a job's tasks exactly `snapshot` (id, prompt, role, priority, status,
+        dependencies, metadata each), keeping their ids: a rollback of the `co` backlog.
+
+        Ids the job held before are its own and never reused elsewhere, so putting them back
+        cannot collide with another job's task.
+        """
+        self.get_job(job_id)
+        wanted = {int(t["id"]) for t in snapshot}
+        with write_transaction(self.engine) as conn:
+            taken = conn.execute(select(tasks.c.id).where(
+                tasks.c.id.in_(wanted), tasks.c.job_id != job_id)).scalars().all()
+            if taken:
+                raise BadTaskInput(f"task id(s) {', '.join(map(str, taken))} now belong to "
+                                   f"another job; the snapshot of {job_id} cannot be restored")
+            own = select(tasks.c.id).where(tasks.c.job_id == job_id)
+            conn.execute(delete(task_deps).where(task_deps.c.task_id.in_(own)))
+            conn.execute(delete(tasks).where(tasks.c.job_id == job_id))
+            for item in snapshot:
+                status = str(item.get("status") or PENDING)
+                if status not in TASK_STATUSES:
+                    raise BadTaskInput(f"task {item['id']}: status {status!r} is not valid")
+                conn.execute(tasks.insert().values(
+                    id=int(item["id"]), job_id=job_id, prompt=str(item["prompt"]),
+                    role=str(item.get("role") or DEFAULT_ROLE),
+                    priority=parse_priority(item.get("priority", 5)),
+                    dependencies=sorted(int(d) for d in item.get("dependencies") or ()),
+                    metadata=dict(item.get("metadata") or {}), status=status,
+                    context_files=[], expected_outputs=[], attempts=0, usage={},
+                    cost_usd=0.0, created_at=float(item.get("created_at") or 0.0)
+                    or db_now()))
+            pairs = [{"task_id": int(t["id"]), "depends_on": int(d)}
+                     for t in snapshot for d in t.get("dependencies") or ()]
+            if pairs:
+                conn.execute(task_deps.insert(), pairs)
+            _event(conn, "tasks_restored", f"{len(snapshot)} task(s)", job_id=job_id)
+            refresh_job_status(conn, job_id)
 
     def retry_failed(self, job_id: str) -> list[int]:
         """Failed tasks and the dependents they blocked go back to the queue.
@@ -378,6 +530,36 @@ class JobStore:
         return default if row is None else row.value
 
 
+def opt_in_jobs() -> Select[Any]:
+    """The ids of opt-in jobs, as a subquery for claims of a worker of every job."""
+    return select(jobs.c.id).where(jobs.c.opt_in.is_(True))
+
+
+def _check_dependencies(conn: Connection, task_id: int, job_id: str, deps: list[int]) -> None:
+    """Dependencies of `task_id` must be other tasks of its job, with no cycle through it."""
+    if task_id in deps:
+        raise BadTaskInput(f"task {task_id} cannot depend on itself")
+    found = {int(row.id): row.job_id for row in conn.execute(
+        select(tasks.c.id, tasks.c.job_id).where(tasks.c.id.in_(deps)))} if deps else {}
+    missing = [d for d in deps if found.get(d) != job_id]
+    if missing:
+        raise BadTaskInput(f"task(s) {', '.join(map(str, missing))} are not tasks of job "
+                           f"{job_id}")
+    edges: dict[int, list[int]] = {}
+    for row in conn.execute(select(task_deps.c.task_id, task_deps.c.depends_on)
+                            .where(task_deps.c.task_id != task_id)):
+        edges.setdefault(int(row.task_id), []).append(int(row.depends_on))
+    seen: set[int] = set()
+    frontier = list(deps)
+    while frontier:  # walk down from the new dependencies; reaching task_id is a cycle
+        current = frontier.pop()
+        if current == task_id:
+            raise BadTaskInput(f"those dependencies would make a cycle through task {task_id}")
+        if current not in seen:
+            seen.add(current)
+            frontier.extend(edges.get(current, ()))
+
+
 def _paths(values: Sequence[str] | None, name: str) -> list[str]:
     if values is None:
         return []
@@ -437,5 +619,5 @@ def add_job_usage(conn: Connection, job_id: str, usage: Mapping[str, int], cost:
         usage=total, cost_usd=jobs.c.cost_usd + float(cost)))
 
 
-__all__ = ["DEFAULT_ROLE", "JobStore", "add_job_usage", "new_job_id",
+__all__ = ["DEFAULT_ROLE", "JobStore", "add_job_usage", "new_job_id", "opt_in_jobs",
            "refresh_job_status"]

@@ -90,7 +90,8 @@ class Worker:
     def _nothing_left(self) -> bool:
         """Whether the pool's job (or every job) has no pending or running task left."""
         if self.options.job_id is None:
-            return not self.store.list_tasks(status=("pending", "running"), limit=1)
+            return not self.store.list_tasks(status=("pending", "running"), limit=1,
+                                             claimable=True)
         status = self.store.job_status(self.options.job_id)
         return status.pending == 0 and status.running == 0
 

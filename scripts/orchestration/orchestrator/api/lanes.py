@@ -24,7 +24,7 @@ from agent_team.records import set_task, task_record
 from agent_team.run_worktrees import remove_task_worktree, task_worktree
 from agent_team.steps_agent import TaskExtras
 from agent_team.steps_merge import conclude_task, merge_task
-from agent_team.steps_task import execute_task, fail_message, fail_task
+from agent_team.steps_task import execute_task, fail_message, fail_task, with_extras
 
 from .engine import JobRun, ServiceHooks, delegate_tool
 from .results import safe_created, task_diff
@@ -109,7 +109,8 @@ def run_claim(job: JobRun, claim: Claim) -> None:
             extras = TaskExtras(
                 tools=[delegate_tool(job, task, worktree, claim.task_id)],
                 wrap_hooks=lambda inner: ServiceHooks(inner, transcript, timeout))
-            outcome = execute_task(team, run, task, worktree, branch, extras)
+            outcome = execute_task(team, run, task, worktree, branch,
+                                   runner=with_extras(extras))
             if outcome.status != "stopped" or team.git.is_worktree(worktree):
                 remove_task_worktree(team, run, worktree)
             concluded: dict[str, Any] | None = None
