@@ -14,7 +14,7 @@ RUN apt-get update \
 # The project and its runtime dependencies (no test tools).
 COPY pyproject.toml README.md /src/
 COPY scripts/orchestration/ /src/scripts/orchestration/
-RUN pip install --no-cache-dir "/src[postgres]" && rm -rf /src
+RUN pip install --no-cache-dir "/src[postgres,service,mcp]" && rm -rf /src
 
 WORKDIR /app
 COPY scripts/orchestration/ /app/orchestration/
