@@ -22,7 +22,7 @@ from agent_team.models import Usage
 from tests.cli_fakes import install_fakes, pids
 from tests.conftest import make_repo, process_alive
 
-TEAM_PY = Path(__file__).resolve().parents[1] / "scripts" / "orchestration" / "team.py"
+TEAM_PY = Path(__file__).resolve().parents[1] / "scripts" / "orchestration" / "co.py"
 
 CLAUDE_RESULT = {
     "type": "result", "subtype": "success", "is_error": False, "duration_ms": 15234,
