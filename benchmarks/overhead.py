@@ -37,15 +37,16 @@ from agent_team.scripted import ScriptedModel
 from file_based_orchestrator import FileBasedOrchestrator
 
 #: Phase of each wrapped method; anything else inside a task is "other".
+#: (part of the GitWorkspace, method) -> phase; "" is the workspace itself.
 GIT_PHASES = {
-    "add_worktree": "worktree add",
-    "commit_all": "commit",
-    "merge": "merge",
-    "remove_worktree": "cleanup",
-    "changed_files": "refs/diff",
-    "head_commit": "refs/diff",
+    ("worktrees", "add"): "worktree add",
+    ("", "commit_all"): "commit",
+    ("merges", "merge"): "merge",
+    ("worktrees", "remove"): "cleanup",
+    ("", "changed_files"): "refs/diff",
+    ("", "head_commit"): "refs/diff",
 }
-STATE_PHASES = {"update": "state", "read": "state"}
+STATE_PHASES = {"update": "state", "read": "state", "record": "state", "view": "state"}
 ORCHESTRATOR_PHASES = {"call_agent": "agent (scripted)", "agent_execute_task": "other"}
 PHASES = ("worktree add", "agent (scripted)", "commit", "refs/diff", "merge", "cleanup",
           "state", "other")
@@ -111,8 +112,8 @@ def run_size(files: int, tasks: int, seed: int, workdir: Path) -> dict[str, Any]
         test_command=PASSING_TESTS,
     )
     timer = PhaseTimer()
-    for name, phase in GIT_PHASES.items():
-        timer.wrap(orchestrator.git, name, phase)
+    for (part, name), phase in GIT_PHASES.items():
+        timer.wrap(getattr(orchestrator.git, part) if part else orchestrator.git, name, phase)
     for name, phase in STATE_PHASES.items():
         timer.wrap(orchestrator.state, name, phase)
     for name, phase in ORCHESTRATOR_PHASES.items():
