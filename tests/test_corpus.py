@@ -7,14 +7,20 @@ from pathlib import Path
 
 import pytest
 from agent_team.testconsole import parse_console
-from agent_team.testreport import ReportPlan, jest_counts, junit_counts, read_reports
+from agent_team.testreport import (
+    ReportPlan,
+    go_json_counts,
+    jest_counts,
+    junit_counts,
+    read_reports,
+)
 
 CORPUS = Path(__file__).parent / "corpus" / "test-outputs"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))
 
 
 def test_every_capture_has_expected_counts() -> None:
-    captured = {p.name for p in CORPUS.iterdir() if p.suffix in (".txt", ".xml")}
+    captured = {p.name for p in CORPUS.iterdir() if p.suffix in (".txt", ".xml", ".jsonl")}
     captured.add("jest-report.json")
     assert captured == set(EXPECTED["console"]) | set(EXPECTED["reports"])
 
@@ -33,7 +39,12 @@ def test_console_capture(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED["reports"]))
 def test_report_capture(name: str) -> None:
     path = CORPUS / name
-    counts = jest_counts(path) if name.endswith(".json") else junit_counts(path)
+    if name.endswith(".jsonl"):  # `go test -json` events
+        found = go_json_counts(path.read_text(encoding="utf-8"))
+        assert found is not None
+        counts = found
+    else:
+        counts = jest_counts(path) if name.endswith(".json") else junit_counts(path)
     assert counts.as_dict() == EXPECTED["reports"][name]
 
 
@@ -65,3 +76,11 @@ def test_counts_are_never_negative_with_failing_subtests() -> None:
     assert found is not None
     assert min(found.counts.as_dict().values()) >= 0
     assert found.counts.passed == 2 and found.counts.failed == 2
+
+
+def test_go_json_ignores_a_failure_a_passing_test_printed() -> None:
+    """Before Go 1.20, test2json turned a printed "--- FAIL: TestNothing" into a fail event."""
+    text = (CORPUS / "go-test-json.jsonl").read_text(encoding="utf-8")
+    assert '"Test":"TestNothing"' in text and '"Action":"fail"' in text
+    found = go_json_counts(text)
+    assert found is not None and found.failed == 1

@@ -306,6 +306,65 @@ def cargo_suite(work: Path) -> None:
         crate)
 
 
+GO_CALC_TEST = '''package calc
+
+import (
+	"fmt"
+	"testing"
+)
+
+func TestAdd(t *testing.T) {
+	if Add(1, 2) != 3 {
+		t.Fatal("1 + 2")
+	}
+}
+
+func TestAddZero(t *testing.T) {
+	if Add(0, 0) != 0 {
+		t.Fatal("0 + 0")
+	}
+}
+
+func TestWrong(t *testing.T) {
+	if Add(2, 2) != 5 {
+		t.Errorf("2 + 2 is not 5")
+	}
+}
+
+func TestLater(t *testing.T) {
+	t.Skip("not yet")
+}
+
+func TestPrintsASummary(t *testing.T) {
+	fmt.Println("--- FAIL: TestNothing (0.00s)")
+	fmt.Println("FAIL")
+}
+'''
+GO_STRINGS_TEST = '''package strings
+
+import "testing"
+
+func TestCases(t *testing.T) {
+	for _, name := range []string{"upper", "lower"} {
+		t.Run(name, func(t *testing.T) {})
+	}
+}
+'''
+
+
+def go_suite(work: Path) -> None:
+    """True counts: 6 passed (TestCases and its 2 subtests among them), 1 failed, 1 skipped."""
+    module = work / "gomod"
+    write(module / "go.mod", "module example.com/calc\n\ngo 1.19\n")
+    write(module / "calc" / "calc.go", "package calc\n\nfunc Add(a, b int) int { return a + b }\n")
+    write(module / "calc" / "calc_test.go", GO_CALC_TEST)
+    write(module / "strings" / "strings_test.go", GO_STRINGS_TEST)
+    run("go-test", ["go", "test", "./..."], module, GOPROXY="off")
+    run("go-test-v", ["go", "test", "-v", "./..."], module, GOPROXY="off")
+    run("go-test-json", ["go", "test", "-json", "./..."], module, GOPROXY="off")
+    (OUT / "go-test-json.txt").rename(OUT / "go-test-json.jsonl")
+
+
 def main() -> None:
     work = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/corpus-work").resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -317,7 +376,9 @@ def main() -> None:
     js_suites(work)
     if shutil.which("cargo"):
         cargo_suite(work)
-    if shutil.which("go") is None:
+    if shutil.which("go"):
+        go_suite(work)
+    else:
         print("go is not installed: no go captures")
     for report in REPORTS.iterdir():
         shutil.copyfile(report, OUT / report.name)
@@ -325,7 +386,8 @@ def main() -> None:
                                          encoding="utf-8")
     versions = {}
     for name, argv in (("node", ["node", "--version"]), ("cargo", ["cargo", "--version"]),
-                       ("pytest", [sys.executable, "-m", "pytest", "--version"])):
+                       ("pytest", [sys.executable, "-m", "pytest", "--version"]),
+                       ("go", ["go", "version"])):
         if shutil.which(argv[0]):
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             versions[name] = (done.stdout or done.stderr).strip()

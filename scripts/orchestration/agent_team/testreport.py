@@ -206,9 +206,15 @@ def jest_counts(path: Path) -> Counts:
 
 
 def go_json_counts(output: str) -> Counts | None:
-    """Counts from `go test -json` events; a package failing with no failed test is an error."""
+    """Counts from `go test -json` events; a package failing with no failed test is an error.
+
+    Only tests that were started (a "run" event) count: before Go 1.20, test2json read the
+    text stream, so a passing test that printed "--- FAIL: TestX" gave a "fail" event for a
+    TestX that never ran.
+    """
     tally = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
     failed_in: dict[str, int] = {}
+    started: set[tuple[str, str]] = set()
     seen = False
     for line in output.splitlines():
         try:
@@ -219,7 +225,11 @@ def go_json_counts(output: str) -> Counts | None:
             continue
         seen = True
         action, test, package = event["Action"], event.get("Test"), str(event.get("Package"))
-        if action in ("pass", "fail", "skip") and test:
+        if action == "run" and test:
+            started.add((package, test))
+        elif action in ("pass", "fail", "skip") and test:
+            if (package, test) not in started:
+                continue
             tally[{"pass": "passed", "fail": "failed", "skip": "skipped"}[action]] += 1
             if action == "fail":
                 failed_in[package] = failed_in.get(package, 0) + 1
