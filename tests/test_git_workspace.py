@@ -492,3 +492,31 @@ def test_refusing_merge_hook_aborts_and_raises(
     assert not ws.merges.in_progress(integration)
     assert ws.head_commit("feature/x") == head
     assert git.Repo(integration).git.status("--porcelain") == ""
+
+
+def test_a_prune_in_another_process_holds_back_new_worktrees(ws: GitWorkspace,
+                                                             tmp_path: Path) -> None:
+    """git's prune deletes the admin directory of a worktree being added (before it is marked
+    "initializing"); job workers are processes of their own, so the lock is a file lock."""
+    import fcntl
+    import os
+    import threading
+
+    lock = os.open(ws.common_dir / "agent-team-worktrees.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as a pruning process would hold it
+    started = threading.Event()
+    made: list[Path] = []
+
+    def add() -> None:
+        started.set()
+        made.append(ws.worktrees.add(tmp_path / "wt-held", "held"))
+
+    thread = threading.Thread(target=add)
+    thread.start()
+    assert started.wait(10)
+    thread.join(0.5)
+    blocked = thread.is_alive() and not made
+    os.close(lock)
+    thread.join(30)
+    assert blocked, "the add ran while a prune held the lock"
+    assert made == [(tmp_path / "wt-held").resolve()]

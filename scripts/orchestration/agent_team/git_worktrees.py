@@ -6,6 +6,10 @@ to, and worktrees an earlier run left behind are reported with what removing the
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,10 +59,18 @@ class Worktrees:
         target = Path(path).expanduser().resolve()
         self.git._check_branch_name(branch)
         env = self._checkout_env()
-        # No repository lock: git locks the one ref it creates and the worktree's own admin
-        # directory (marked "initializing" against a concurrent prune), so adds of different
-        # worktrees run side by side; the checkout, most of the cost, never waits for a merge.
+        # No repository lock: git locks the one ref it creates, so adds of different worktrees
+        # run side by side and the checkout, most of the cost, never waits for a merge. Only a
+        # prune must not run meanwhile (it deletes an admin directory git has just made and
+        # not yet marked "initializing"): adds share the prune lock, prunes take it alone.
         target.parent.mkdir(parents=True, exist_ok=True)
+        with self._prune_lock(shared=True):
+            self._add(target, branch, start_point, env)
+        self.git._expect(target, branch)
+        return target
+
+    def _add(self, target: Path, branch: str, start_point: str | None,
+             env: dict[str, str] | None) -> None:
         try:
             if self.git.branch_exists(branch):
                 self.git._run("worktree", "add", str(target), branch, env=env)
@@ -75,8 +87,18 @@ class Worktrees:
             )
             if not made:
                 raise
-        self.git._expect(target, branch)
-        return target
+
+    @contextlib.contextmanager
+    def _prune_lock(self, *, shared: bool) -> Iterator[None]:
+        """A lock file in the git directory: every process of ours adding worktrees shares it,
+        a prune holds it alone (job workers are separate processes on one repository)."""
+        path = self.git.common_dir / "agent-team-worktrees.lock"
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # closing releases the lock
 
     def clear_stale_locks(self, worktree: str | Path) -> list[Path]:
         """Remove `index.lock` of one of the orchestrator's worktrees, left by a killed git.
@@ -171,7 +193,7 @@ class Worktrees:
         Returns git's own lines, e.g. "Removing worktrees/x: gitdir file points to non-existent
         location". Locked worktrees are never pruned (git's rule).
         """
-        with self.git._lock:
+        with self.git._lock, self._prune_lock(shared=False):
             _, _, err = self.git._git("worktree", "prune", "--verbose")
         return [line.strip() for line in err.splitlines() if line.startswith("Removing ")]
 
