@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_team.cli_agents import confine
+from agent_team.cli_agents import task as cli_task
 
 FAKE_SOURCE = r'''
 import json, os, re, subprocess, sys, time, uuid
@@ -52,13 +54,20 @@ for path, content in plan.get("writes", {}).items():
     Path(path).write_text(content)
 for path in plan.get("litter", []):
     Path(path).write_text("cache")
-if plan.get("commit"):
-    subprocess.run(["git", "add", "-A"], check=True)
-    subprocess.run(["git", "-c", "user.name=cli", "-c", "user.email=cli@x", "commit", "-qm",
-                    "commit by the CLI"], check=True)
+if plan.get("commit"):  # a CLI that commits on its own; in the sandbox git is read-only
+    added = subprocess.run(["git", "add", "-A"], check=False, capture_output=True)
+    made = added.returncode == 0 and subprocess.run(
+        ["git", "-c", "user.name=cli", "-c", "user.email=cli@x", "commit", "-qm",
+         "commit by the CLI"], check=False, capture_output=True).returncode == 0
+    (ROOT / f"commit-{task}.json").write_text(json.dumps(
+        {"committed": made, "stderr": added.stderr.decode(errors="replace")}))
 if plan.get("sleep"):
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    (ROOT / f"pids-{task}.tmp").write_text(json.dumps([os.getpid(), child.pid]))
+    # The CLI runs in the sandbox's own PID namespace: its pids mean nothing to the test, so
+    # the test finds the CLI and its child by their command lines.
+    child_marker = f"fake-cli-child-{ROOT}-{task}"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                              child_marker])
+    (ROOT / f"pids-{task}.tmp").write_text(json.dumps([sys.argv[0], child_marker]))
     os.replace(ROOT / f"pids-{task}.tmp", ROOT / f"pids-{task}.json")  # seen whole or not
     if NAME == "codex":
         print(json.dumps({"type": "thread.started", "thread_id": "thread-" + task}), flush=True)
@@ -128,6 +137,10 @@ def install_fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     set_plans(log_dir, plans or {})
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("FAKE_CLI_DIR", str(log_dir))
+    # The fakes report to the test through log_dir, which the sandbox would hide: the one
+    # addition to the real sandbox the CLIs run in.
+    monkeypatch.setattr(cli_task, "confined", lambda policy, scratch: confine.confined(
+        policy, scratch, writable=[log_dir]))
     return log_dir
 
 
@@ -140,5 +153,6 @@ def calls(log_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(log_dir.glob("calls-*.json"))]
 
 
-def pids(log_dir: Path, task: str) -> list[int]:
+def markers(log_dir: Path, task: str) -> list[str]:
+    """What the command lines of a sleeping fake CLI and of its child contain."""
     return json.loads((log_dir / f"pids-{task}.json").read_text())

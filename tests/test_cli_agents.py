@@ -19,8 +19,8 @@ from agent_team.config import build_config
 from agent_team.errors import ConfigError
 from agent_team.models import Usage
 
-from tests.cli_fakes import install_fakes, pids
-from tests.conftest import make_repo, process_alive
+from tests.cli_fakes import install_fakes, markers
+from tests.conftest import make_repo, wait_until_gone
 
 TEAM_PY = Path(__file__).resolve().parents[1] / "scripts" / "orchestration" / "co.py"
 
@@ -250,7 +250,7 @@ def test_timeout_ends_the_whole_process_tree(tmp_path: Path,
                             cli_environment(()), tmp_path)
     finished = run_invocation(invocation, timeout=3, scratch=scratch)
     assert finished.timed_out and finished.stopped is None
-    assert not any(process_alive(pid) for pid in pids(log, "T1"))
+    assert not any(wait_until_gone(marker) for marker in markers(log, "T1"))
 
 
 def test_a_stop_ends_the_whole_process_tree(tmp_path: Path,
@@ -264,7 +264,7 @@ def test_a_stop_ends_the_whole_process_tree(tmp_path: Path,
     finished = run_invocation(invocation, timeout=600, scratch=scratch,
                               should_stop=lambda: "Budget reached" if marker.exists() else None)
     assert finished.stopped == "Budget reached" and not finished.timed_out
-    assert not any(process_alive(pid) for pid in pids(log, "T1"))
+    assert not any(wait_until_gone(marker) for marker in markers(log, "T1"))
     assert codex.parse(finished.stdout, "", finished.exit_code).session_id == "thread-T1"
 
 
@@ -321,3 +321,29 @@ def test_check_lists_installed_clis_with_versions_and_fails_for_a_missing_one(
                            str(project)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 1
     assert "problem  backend-dev worker" in done.stdout
+
+
+def test_a_cli_runs_in_the_sandbox_with_its_login_and_the_network(tmp_path: Path) -> None:
+    from agent_team.cli_agents.confine import confined
+    from agent_team.cli_agents.runner import Invocation
+    from agent_team.sandbox import SANDBOX_HOME, SandboxPolicy
+
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    (home / ".ssh").mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    wrap = confined(SandboxPolicy(), tmp_path / "scratch", home=home)
+    inner = Invocation(argv=("claude", "-p", "hi"), env={"ANTHROPIC_API_KEY": "k", "PATH": "/bin"},
+                       cwd=work)
+
+    wrapped = wrap(inner)
+
+    argv = list(wrapped.argv)
+    assert argv[0].endswith("bwrap") and argv[-3:] == ["claude", "-p", "hi"]
+    assert "--unshare-net" not in argv  # the CLI must reach its API
+    assert ["--bind", str(home / ".claude"), f"{SANDBOX_HOME}/.claude"] == argv[
+        argv.index(str(home / ".claude")) - 1: argv.index(str(home / ".claude")) + 2]
+    assert str(home / ".ssh") not in argv
+    assert wrapped.env["HOME"] == SANDBOX_HOME and wrapped.env["ANTHROPIC_API_KEY"] == "k"
+    assert confined(SandboxPolicy(enabled=False), tmp_path)(inner) == inner

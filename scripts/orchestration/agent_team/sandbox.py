@@ -288,6 +288,7 @@ def sandboxed_argv(
     cwd: Path | None = None,
     readonly: Sequence[Path] = (),
     writable: Sequence[Path] = (),
+    mounts: Sequence[tuple[Path, str]] = (),
     environ: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The bwrap command line that runs `argv` confined to `workdir` (read-write).
@@ -331,6 +332,8 @@ def sandboxed_argv(
     for path in writable:  # e.g. the directory a test runner writes its report to
         real = os.path.realpath(path)
         args += ["--bind", real, real]
+    for source, target in mounts:  # e.g. a coding-agent CLI's login, under the private HOME
+        args += ["--bind", os.path.realpath(source), target]
     args += ["--chdir", str(Path(os.path.realpath(cwd)) if cwd else workdir), "--", *argv]
     return args
 

@@ -28,6 +28,7 @@ from ..run_context import RunContext
 from ..state import TeamState
 from ..team import Team
 from . import aider, claude_code, codex, generic
+from .confine import confined
 from .runner import Finished, Invocation, Wrapper, cli_environment, run_invocation
 from .spec import (
     COMMAND,
@@ -162,7 +163,8 @@ def run_cli_task(team: Team, run: RunContext, spec: WorkerSpec, task: Mapping[st
         )
         try:
             finished = run_invocation(
-                invocation, timeout=spec.timeout_seconds, scratch=scratch, wrap=wrap,
+                invocation, timeout=spec.timeout_seconds, scratch=scratch,
+                wrap=wrap or confined(team.sandbox, scratch),
                 should_stop=lambda: str(run.stop.error) if run.stop.stopped else None,
             )
         except OSError as exc:
