@@ -472,6 +472,8 @@ class TeamState:
         elif kind == "merge":
             entity("merge", op["entry"], "a merge")
             state["integration"].setdefault("merges", []).append(op["entry"])
+        elif kind == "branch":
+            TeamState.claim_branch_in(state, op["name"], exists=bool(op.get("exists")))
         elif kind == "decisions":
             for entry in op["entries"]:
                 entity("decision", entry, "a decision")
@@ -556,6 +558,32 @@ class TeamState:
         """An agent's live entry after one model turn: its turn number and tokens so far."""
         self.record({"op": "turn", "agent": role, "turn": turn, "tokens": tokens,
                      "updated_at": utc_now()})
+
+    @staticmethod
+    def claim_branch_in(state: dict, branch: str, *, exists: bool) -> None:
+        """Add `branch` to the feature's own branches; StateError when it is the user's.
+
+        A branch that `exists` already and is not in the list was not made by this run.
+        A feature recorded before branches were owned (no list) trusts every name.
+        """
+        if not isinstance(branch, str) or not branch:
+            raise StateError(f"Refusing to record branch {branch!r}: not a branch name.")
+        feature = state.get("current_feature")
+        owned = feature.get("branches") if feature is not None else None
+        if owned is None or branch in owned:
+            return
+        if exists:
+            raise StateError(
+                f"Branch {branch} already exists and this run did not create it; it is left "
+                "alone. Rename it (git branch -m) and resume.")
+        owned.append(branch)
+
+    def claim_branch(self, branch: str, *, exists: bool) -> None:
+        """`claim_branch_in` as one journaled change: O(1), never a rewrite of the file."""
+        owned = self.view(lambda state: (state.get("current_feature") or {}).get("branches"))
+        if owned is None or branch in owned:
+            return
+        self.record({"op": "branch", "name": branch, "exists": exists})
 
     def add_merge(self, entry: Mapping[str, Any]) -> None:
         """Append one merge to the integration's merge log."""
