@@ -71,10 +71,9 @@ class Merges:
         with self.git._lock:
             if expected is not None:
                 check_worktree(self.git, directory, expected)
-            merged = self.git._status(
+            if expected is None and self.git._status(
                 "merge-base", "--is-ancestor", check_rev(branch), "HEAD", cwd=worktree
-            )
-            if merged == 0:
+            ) == 0:
                 return MergeResult("up_to_date")
             try:
                 self.git._run(
@@ -90,9 +89,11 @@ class Merges:
                         f"{exc}\n(the merge stopped without conflicts; aborted)"
                     ) from exc
                 return MergeResult("conflict", None, conflicts)
-            sha = self.git._run("rev-parse", "HEAD", cwd=worktree).strip()
+            sha, parent = self.git.head_and_parent(worktree)
             if expected is not None:
-                self.git._advance_expected(directory, expected, sha)
+                if sha == expected.head:  # git said "Already up to date": nothing to merge
+                    return MergeResult("up_to_date")
+                self.git._advance_expected(directory, expected, sha, parent)
             return MergeResult("merged", sha)
 
     def in_progress(self, worktree: str | Path) -> bool:
