@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -38,15 +39,16 @@ from file_based_orchestrator import FileBasedOrchestrator
 
 #: Phase of each wrapped method; anything else inside a task is "other".
 GIT_PHASES = {
-    "add_worktree": "worktree add",
     "commit_all": "commit",
-    "merge": "merge",
-    "remove_worktree": "cleanup",
     "changed_files": "refs/diff",
     "head_commit": "refs/diff",
 }
-STATE_PHASES = {"update": "state", "read": "state"}
-ORCHESTRATOR_PHASES = {"call_agent": "agent (scripted)", "agent_execute_task": "other"}
+STATE_PHASES = {"update": "state", "read": "state", "record": "state"}
+#: setup_worktrees: a fresh worktree or a pooled one switched to the task's branch.
+ORCHESTRATOR_PHASES = {"call_agent": "agent (scripted)", "agent_execute_task": "other",
+                       "setup_worktrees": "worktree add"}
+#: Functions of the facade module: removing (or parking) a task's worktree.
+MODULE_PHASES = {"remove_task_worktree": "cleanup"}
 PHASES = ("worktree add", "agent (scripted)", "commit", "refs/diff", "merge", "cleanup",
           "state", "other")
 
@@ -117,6 +119,9 @@ def run_size(files: int, tasks: int, seed: int, workdir: Path) -> dict[str, Any]
         timer.wrap(orchestrator.state, name, phase)
     for name, phase in ORCHESTRATOR_PHASES.items():
         timer.wrap(orchestrator, name, phase)
+    timer.wrap(orchestrator.git.merges, "merge", "merge")
+    for name, phase in MODULE_PHASES.items():
+        timer.wrap(sys.modules[FileBasedOrchestrator.__module__], name, phase)
     started = time.perf_counter()
     summary = orchestrator.run(f"overhead benchmark on {files} files")
     total = time.perf_counter() - started

@@ -34,6 +34,7 @@ from .fsutil import write_atomic
 from .redaction import redact, redact_value, secret_pattern
 from .state_journal import (
     CHECKPOINT_SECONDS,
+    SAVE_TIME_FACTOR,
     MIN_COMPACT_BYTES,
     IoStats,
     JournalWriter,
@@ -241,6 +242,7 @@ class TeamState:
         self._snapshot_id: tuple[int, int, int] | None = None
         self._snapshot_size = 0
         self._checkpointed = time.monotonic()
+        self._save_seconds = 0.0
 
     def __repr__(self) -> str:
         return f"TeamState({str(self.path)!r})"
@@ -426,7 +428,8 @@ class TeamState:
                 self._cache = None
                 raise _save_error(self._journal.path, exc) from exc
             if (self._journal.size >= max(MIN_COMPACT_BYTES, self._snapshot_size)
-                    or time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS):
+                    or time.monotonic() - self._checkpointed
+                    >= max(CHECKPOINT_SECONDS, SAVE_TIME_FACTOR * self._save_seconds)):
                 self._save(state)
             return True, result
 
@@ -848,6 +851,7 @@ class TeamState:
 
     def _save(self, state: dict) -> None:
         """Order, redact, validate, then write; a state that fails validation is never written."""
+        started = time.monotonic()
         try:
             text = encoder().encode(state)
         except ValidationError as error:
@@ -874,6 +878,7 @@ class TeamState:
         self._journal.start(digest(payload))
         self._snapshot_size = len(payload)
         self._checkpointed = time.monotonic()
+        self._save_seconds = self._checkpointed - started
         with contextlib.suppress(OSError):
             st = os.stat(self.path)
             self._snapshot_id = (st.st_ino, st.st_size, st.st_mtime_ns)
