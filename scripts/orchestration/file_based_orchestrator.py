@@ -39,13 +39,13 @@ from agent_team.run_frame import (
 )
 from agent_team.run_worktrees import (
     clear_stale_locks,
-    drain_pool,
     create_feature_branch,
+    drain_pool,
     feature_dir,
     open_integration_worktree,
+    open_pool,
     remove_empty_dirs,
     remove_own_worktree,
-    open_pool,
     remove_task_worktree,
     report_stale_worktrees,
     task_worktree,

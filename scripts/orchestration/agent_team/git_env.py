@@ -18,8 +18,8 @@ by the orchestrator's own `git add` / `git commit`, with the orchestrator's righ
 
 from __future__ import annotations
 
-import functools
 import contextlib
+import functools
 import json
 import os
 import shlex

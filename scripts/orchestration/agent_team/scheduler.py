@@ -13,7 +13,6 @@ import _thread
 import heapq
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field

@@ -34,8 +34,8 @@ from .fsutil import write_atomic
 from .redaction import redact, redact_value, secret_pattern
 from .state_journal import (
     CHECKPOINT_SECONDS,
-    SAVE_TIME_FACTOR,
     MIN_COMPACT_BYTES,
+    SAVE_TIME_FACTOR,
     IoStats,
     JournalWriter,
     check_agent_name,
