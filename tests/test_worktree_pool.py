@@ -225,3 +225,67 @@ def test_a_run_reuses_worktrees_and_leaves_none_behind(tmp_path: Path) -> None:
                                          "feature/three-tasks-one-after-another")
     assert set(feature.split()) == {"README.md", ".gitignore", "a.txt", "b.txt", "c.txt"}
     assert len(git.Repo(root).git.worktree("list").splitlines()) == 1
+
+
+MANAGER = {"author_name": "manager", "author_email": "manager@agents.invalid"}
+
+
+def task_commit(ws: GitWorkspace, where: Path, branch: str, files: dict[str, str]) -> str:
+    made = ws.worktrees.add(where, branch, start_point="feature/x")
+    for name, text in files.items():
+        (made / name).write_text(text)
+    sha = ws.commit_all(made, branch, **BACKEND)
+    assert sha is not None
+    return sha
+
+
+def test_a_clean_merge_moves_the_branch_without_its_files_until_sync(
+    ws: GitWorkspace, tmp_path: Path
+) -> None:
+    ws.create_branch("feature/x", "main")
+    integration = ws.worktrees.add(tmp_path / "integration", "feature/x")
+    assert ws.merges.merge_without_checkout(integration)
+    before = ws.head_commit("feature/x")
+    theirs = task_commit(ws, tmp_path / "a", "agent/a", {"a.txt": "a\n"})
+    result = ws.merges.merge(integration, "agent/a", "Merge a", **MANAGER)
+    assert result.status == "merged"
+    assert ws.head_commit("feature/x") == result.commit
+    assert git.Repo(integration).git.rev_list("--parents", "-n1", result.commit).split()[1:] \
+        == [before, theirs]
+    assert not (integration / "a.txt").exists()  # not written yet
+    ws.merges.sync(integration)
+    assert (integration / "a.txt").read_text() == "a\n"
+    assert git.Repo(integration).git.status("--porcelain") == ""
+    # merging it again changes nothing
+    assert ws.merges.merge(integration, "agent/a", "again", **MANAGER).status == "up_to_date"
+
+
+def test_a_conflict_is_left_in_the_files_after_the_earlier_merges_caught_up(
+    ws: GitWorkspace, tmp_path: Path
+) -> None:
+    ws.create_branch("feature/x", "main")
+    integration = ws.worktrees.add(tmp_path / "integration", "feature/x")
+    assert ws.merges.merge_without_checkout(integration)
+    task_commit(ws, tmp_path / "a", "agent/a", {"shared.txt": "from a\n", "a.txt": "a\n"})
+    task_commit(ws, tmp_path / "b", "agent/b", {"shared.txt": "from b\n"})
+    assert ws.merges.merge(integration, "agent/a", "Merge a", **MANAGER).status == "merged"
+    result = ws.merges.merge(integration, "agent/b", "Merge b", **MANAGER)
+    assert result.status == "conflict" and result.conflicts == ["shared.txt"]
+    assert ws.merges.in_progress(integration)
+    assert (integration / "a.txt").read_text() == "a\n"  # a's merge is in the files
+    assert "<<<<<<<" in (integration / "shared.txt").read_text()
+
+
+def test_a_repository_with_merge_hooks_merges_in_the_worktree(
+    repo: git.Repo, tmp_path: Path
+) -> None:
+    hook = Path(repo.git_dir) / "hooks" / "post-merge"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    hook.chmod(0o755)
+    ws = GitWorkspace(repo.working_tree_dir)
+    ws.create_branch("feature/x", "main")
+    integration = ws.worktrees.add(tmp_path / "integration", "feature/x")
+    assert not ws.merges.merge_without_checkout(integration)
+    task_commit(ws, tmp_path / "a", "agent/a", {"a.txt": "a\n"})
+    assert ws.merges.merge(integration, "agent/a", "Merge a", **MANAGER).status == "merged"
+    assert (integration / "a.txt").read_text() == "a\n"  # git merge wrote it at once

@@ -160,6 +160,8 @@ class GitWorkspace:
                 "points elsewhere (was the directory deleted and re-created?). git was not run "
                 "there, because it would have acted on the enclosing repository instead."
             )
+        if self.merges.stale and directory in self.merges.stale:
+            self.merges.sync(directory)  # merges moved its branch: files first, then the command
         return git.Git(str(directory)), directory
 
     def is_worktree(self, path: str | Path) -> bool:

@@ -85,15 +85,22 @@ def _prepare(team: Team, run: RunContext, worktree: Path) -> SetupReport:
 
 
 def open_integration_worktree(team: Team, run: RunContext) -> Path:
-    """The feature branch's checkout for merges; an interrupted run's one is reused."""
+    """The feature branch's checkout for merges; an interrupted run's one is reused.
+
+    Clean merges move the feature branch without writing its files (`merge_without_checkout`);
+    the files catch up before the tests run (`integrate`) or a conflict is resolved there.
+    """
     path = feature_dir(team, run) / "integration"
     for info in team.git.worktrees.entries():
         if info.path == path.resolve() and info.branch == run.feature_branch:
             if team.git.merges.in_progress(path):
                 team.git.merges.abort(path)
             team.git.reset_worktree(path, "HEAD")
+            team.git.merges.merge_without_checkout(path)
             return path
-    return prepared(team, run, team.git.worktrees.add(path, run.feature_branch))
+    worktree = prepared(team, run, team.git.worktrees.add(path, run.feature_branch))
+    team.git.merges.merge_without_checkout(worktree)
+    return worktree
 
 
 def remove_task_worktree(team: Team, run: RunContext, path: Path) -> None:
