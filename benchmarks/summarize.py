@@ -26,8 +26,10 @@ def _floor(files: int, key: str) -> Callable[[dict[str, Any]], float]:
     def pick(run: dict[str, Any]) -> float:
         for size in run["floor"]:
             if size["files"] == files:
-                if key == "orchestrator":
-                    return float(size["orchestrator_s"])
+                if key in ("orchestrator", "marginal", "fixed"):
+                    return float(size[f"{key}_s"])
+                if key.startswith("marginal/"):
+                    return float(size["marginal_s"]) / float(size["floor_s"][key[9:]])
                 if key.startswith("/"):
                     return float(size["orchestrator_s"]) / float(size["floor_s"][key[1:]])
                 return float(size["floor_s"][key])
@@ -61,7 +63,13 @@ def scaling_figures(runs: list[dict[str, Any]]) -> list[Figure]:
             (f"git pooled worktree per task, {files} files (s)", _floor(files, "pool"),
              "{:.3f}"),
             (f"git full sequence per task, {files} files (s)", _floor(files, "full"), "{:.3f}"),
+            (f"orchestrator marginal cost of one more task, {files} files (s)",
+             _floor(files, "marginal"), "{:.3f}"),
+            (f"orchestrator fixed cost per run, {files} files (s)", _floor(files, "fixed"),
+             "{:.2f}"),
             (f"orchestrator / lean git, {files} files (target <= 2)", _floor(files, "/lean"),
+             "{:.2f}"),
+            (f"orchestrator marginal / lean git, {files} files", _floor(files, "marginal/lean"),
              "{:.2f}"),
             (f"orchestrator / full git, {files} files", _floor(files, "/full"), "{:.2f}"),
         ]
