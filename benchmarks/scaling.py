@@ -12,7 +12,8 @@ the orchestrator's or git's):
    tasks, which leaves out the run's fixed part) next to the bare git commands a task needs
    run one after another in a shell loop (worktree add, commit, merge, worktree remove), a
    lean sequence (worktree without a checkout, `merge-tree --write-tree`, no working tree for
-   the merge) and a pooled worktree switched between tasks (`checkout -B` writes only the files that differ); ratios to each.
+   the merge) and a pooled worktree switched between tasks (`checkout -B` writes only the
+   files that differ); ratios to each.
 4. Lock wait: with 4 workers on the 1,000-file repository, the seconds threads waited for the
    repository lock, and how long it was held, against the run's wall time.
 
