@@ -143,9 +143,16 @@ def test_drain_removes_parked_worktrees_and_a_new_pool_adopts_leftovers(
                                 start_point="main")
         pool.poolable(made, [])
         assert pool.park(made)
-    # an interrupted run left them parked: the next run of the feature takes them over
+    # an interrupted run left them parked: the next run of the feature takes them over,
+    # detached, so it can run task A again on its own branch
     adopted = WorktreePool(ws, root)
     assert adopted.free == 2
+    again = adopted.take(tmp_path / "wt" / "tasks" / "A", "agent/a", start_point="main",
+                         exists=True)
+    assert again is not None and ws.worktrees.branch_of(again) == "agent/a"
+    assert adopted.dropped == [] and adopted.free == 1  # no slot was in the way
+    adopted.poolable(again, [])
+    assert adopted.park(again)
     assert adopted.drain() == []
     assert listed(ws) == set() and not root.exists()
     assert ws.branch_exists("agent/a") and ws.branch_exists("agent/b")  # work is kept

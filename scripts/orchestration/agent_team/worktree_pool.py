@@ -55,12 +55,23 @@ class WorktreePool:
         self._adopt()
 
     def _adopt(self) -> None:
-        """Slots an interrupted run of the same feature left parked (taking one cleans it)."""
+        """Slots an interrupted run of the same feature left parked (taking one cleans it).
+
+        Each is detached from the branch it still has checked out: a resumed run may run that
+        task again, and git checks a branch out in one worktree only.
+        """
         if not self.root.is_dir():
             return
         for entry in sorted(self.root.iterdir()):
-            if self.git.is_worktree(entry):
-                self._free.append(Slot(entry.resolve()))
+            if not self.git.is_worktree(entry):
+                continue
+            try:
+                self.git._run("checkout", "-q", "--detach", cwd=entry)
+            except GitError as exc:
+                self.dropped.append(f"{entry}: {exc}")
+                self._drop(entry.resolve())
+                continue
+            self._free.append(Slot(entry.resolve()))
 
     @property
     def free(self) -> int:
