@@ -85,7 +85,13 @@ def scaling_figures(runs: list[dict[str, Any]]) -> list[Figure]:
 def makespan_figures(runs: list[dict[str, Any]]) -> list[Figure]:
     figures: list[Figure] = []
     for index, graph in enumerate(runs[0]["scheduler"]):
-        for workers in ("inf", "16", "4"):
+        figures.append((f"{graph['graph']}: sequential / critical path",
+                        lambda r, i=index: (r["scheduler"][i]["sequential_s"]
+                                            / r["scheduler"][i]["critical_path_s"]), "{:.2f}"))
+        figures.append((f"{graph['graph']}: guide's approach, 4 workers / critical path",
+                        lambda r, i=index: (r["scheduler"][i]["guide_s"]["4"]
+                                            / r["scheduler"][i]["critical_path_s"]), "{:.2f}"))
+        for workers in ("inf", "16", "4", "1"):
             figures.append((
                 f"{graph['graph']}: makespan / critical path, w={workers}"
                 + (" (target <= 1.05)" if workers == "inf" else ""),
