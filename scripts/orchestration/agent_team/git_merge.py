@@ -62,6 +62,7 @@ class Merges:
         self.git = git
         self._treeless: set[Path] = set()
         self.stale: set[Path] = set()  # worktrees whose files lag behind their branch
+        self._trees: dict[str, str] = {}  # the tree of the last merge commit made here
 
     def merge_without_checkout(self, worktree: str | Path) -> bool:
         """Let clean merges into `worktree` skip its files; False when the repository's hooks
@@ -89,12 +90,15 @@ class Merges:
                     env: dict[str, str]) -> MergeResult | None:
         """The merge without the worktree; None when it conflicts (or git cannot tell)."""
         git = self.git
-        status, out, _ = git._git("rev-parse", f"{expected.head}^{{tree}}",
-                                  f"{check_rev(branch)}^{{commit}}", check=False)
-        parts = out.split()
-        if status != 0 or len(parts) != 2:
-            return None
-        head_tree, theirs = parts
+        theirs = git.ref_commit(branch)
+        head_tree = self._trees.get(expected.head)
+        if theirs is None or head_tree is None:
+            status, out, _ = git._git("rev-parse", f"{expected.head}^{{tree}}",
+                                      f"{check_rev(branch)}^{{commit}}", check=False)
+            parts = out.split()
+            if status != 0 or len(parts) != 2:
+                return None
+            head_tree, theirs = parts
         status, out, _ = git._git("merge-tree", "--write-tree", "--no-messages",
                                   expected.head, theirs, check=False)
         tree = out.split()[0] if status == 0 and out.split() else None
@@ -109,6 +113,7 @@ class Merges:
                  expected.head)
         self.stale.add(directory)
         git._advance_expected(directory, expected, sha, expected.head)
+        self._trees = {sha: tree}  # the next merge starts from this commit
         return MergeResult("merged", sha)
 
     def merge(

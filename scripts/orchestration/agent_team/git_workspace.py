@@ -282,8 +282,22 @@ class GitWorkspace:
         return None
 
     def branch_exists(self, name: str) -> bool:
-        """Whether a local branch `name` exists."""
-        return self._status("show-ref", "--verify", "--quiet", f"refs/heads/{name}") == 0
+        """Whether a local branch `name` exists, read from the ref store when it can be.
+
+        A loose ref file, else `packed-refs` (git writes that before it drops a loose ref, so
+        a concurrent `pack-refs` cannot hide a branch); anything unusual asks git.
+        """
+        ref = f"refs/heads/{name}"
+        if ".." not in name and not name.startswith("/") and "\\" not in name:
+            try:
+                text = (self.common_dir / ref).read_text(encoding="ascii").strip()
+            except FileNotFoundError:
+                return self._packed_ref(ref) is not None
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            if _SHA.fullmatch(text):
+                return True
+        return self._status("show-ref", "--verify", "--quiet", ref) == 0
 
     def _check_branch_name(self, name: str) -> None:
         # `--branch` would expand `@{-1}`; checking the full ref name does not.
