@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine_line, median, parser, table, write_json
-
 from agent_team.jobs import JobStore, TaskQueue
 from agent_team.jobs.pgserver import find_pg_bin, start_postgres
 

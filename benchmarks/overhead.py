@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -37,17 +38,17 @@ from agent_team.scripted import ScriptedModel
 from file_based_orchestrator import FileBasedOrchestrator
 
 #: Phase of each wrapped method; anything else inside a task is "other".
-#: (part of the GitWorkspace, method) -> phase; "" is the workspace itself.
 GIT_PHASES = {
-    ("worktrees", "add"): "worktree add",
-    ("", "commit_all"): "commit",
-    ("merges", "merge"): "merge",
-    ("worktrees", "remove"): "cleanup",
-    ("", "changed_files"): "refs/diff",
-    ("", "head_commit"): "refs/diff",
+    "commit_all": "commit",
+    "changed_files": "refs/diff",
+    "head_commit": "refs/diff",
 }
-STATE_PHASES = {"update": "state", "read": "state", "record": "state", "view": "state"}
-ORCHESTRATOR_PHASES = {"call_agent": "agent (scripted)", "agent_execute_task": "other"}
+STATE_PHASES = {"update": "state", "read": "state", "record": "state"}
+#: setup_worktrees: a fresh worktree or a pooled one switched to the task's branch.
+ORCHESTRATOR_PHASES = {"call_agent": "agent (scripted)", "agent_execute_task": "other",
+                       "setup_worktrees": "worktree add"}
+#: Functions of the facade module: removing (or parking) a task's worktree.
+MODULE_PHASES = {"remove_task_worktree": "cleanup"}
 PHASES = ("worktree add", "agent (scripted)", "commit", "refs/diff", "merge", "cleanup",
           "state", "other")
 
@@ -112,12 +113,15 @@ def run_size(files: int, tasks: int, seed: int, workdir: Path) -> dict[str, Any]
         test_command=PASSING_TESTS,
     )
     timer = PhaseTimer()
-    for (part, name), phase in GIT_PHASES.items():
-        timer.wrap(getattr(orchestrator.git, part) if part else orchestrator.git, name, phase)
+    for name, phase in GIT_PHASES.items():
+        timer.wrap(orchestrator.git, name, phase)
     for name, phase in STATE_PHASES.items():
         timer.wrap(orchestrator.state, name, phase)
     for name, phase in ORCHESTRATOR_PHASES.items():
         timer.wrap(orchestrator, name, phase)
+    timer.wrap(orchestrator.git.merges, "merge", "merge")
+    for name, phase in MODULE_PHASES.items():
+        timer.wrap(sys.modules[FileBasedOrchestrator.__module__], name, phase)
     started = time.perf_counter()
     summary = orchestrator.run(f"overhead benchmark on {files} files")
     total = time.perf_counter() - started

@@ -8,10 +8,12 @@ the orchestrator's or git's):
 2. State file: writes and bytes written per task (whole-file saves + journal appends) at 10,
    50 and 200 tasks; linear total cost means flat figures per task.
 3. The git floor: on generated repositories of 1,000 and 10,000 files, the orchestrator's
-   time per task next to the bare git commands a task needs run one after another in a shell
-   loop (worktree add, commit, merge, worktree remove), a lean sequence (worktree without a
-   checkout, `merge-tree --write-tree`, no working tree for the merge) and a pooled worktree
-   switched between tasks (`checkout -B` writes only the files that differ); ratios to each.
+   time per task (wall / tasks, and the marginal cost of one more task from runs of N and 2N
+   tasks, which leaves out the run's fixed part) next to the bare git commands a task needs
+   run one after another in a shell loop (worktree add, commit, merge, worktree remove), a
+   lean sequence (worktree without a checkout, `merge-tree --write-tree`, no working tree for
+   the merge) and a pooled worktree switched between tasks (`checkout -B` writes only the
+   files that differ); ratios to each.
 4. Lock wait: with 4 workers on the 1,000-file repository, the seconds threads waited for the
    repository lock, and how long it was held, against the run's wall time.
 
@@ -154,8 +156,13 @@ def repo_size(files: int, tasks: int, seed: int, workdir: Path) -> dict[str, Any
         repo = make_repo(workdir / f"{name}-{files}", content)
         floors[name] = fn(repo, tasks)
     run = orchestrate(make_repo(workdir / f"orch-{files}", content), tasks, workers=1)
+    double = orchestrate(make_repo(workdir / f"orch2-{files}", content), 2 * tasks, workers=1)
+    # What one more task costs: the run's fixed part (plan, first checkouts, tests, report)
+    # cancels out between the two plan sizes.
+    marginal = (double["wall_s"] - run["wall_s"]) / tasks
     return {"files": files, "tasks": tasks, "orchestrator_s": run["per_task_s"],
-            "floor_s": floors, "run": run}
+            "marginal_s": marginal, "fixed_s": run["wall_s"] - marginal * tasks,
+            "floor_s": floors, "run": run, "double": double}
 
 
 def main() -> None:
@@ -191,16 +198,21 @@ def main() -> None:
                       f"{runs[s]['state']['bytes_read'] / 1024 / s:.1f}"]
                      for s in state_sizes]))
         sizes = [repo_size(files, repo_tasks, args.seed, work) for files in repo_files]
-        print(f"\nThe git floor: {repo_tasks} tasks one at a time; seconds per task.\n")
+        print(f"\nThe git floor: {repo_tasks} tasks one at a time; seconds per task. "
+              f"'orchestrator': run wall / tasks; 'marginal': what one more task adds (runs "
+              f"of {repo_tasks} and {2 * repo_tasks} tasks), without the run's fixed part.\n")
         rows = []
         for r in sizes:
             f = r["floor_s"]
-            rows.append([r["files"], f"{r['orchestrator_s']:.3f}", f"{f['full']:.3f}",
+            rows.append([r["files"], f"{r['orchestrator_s']:.3f}", f"{r['marginal_s']:.3f}",
+                         f"{r['fixed_s']:.2f}", f"{f['full']:.3f}",
                          f"{f['lean']:.3f}", f"{f['pool']:.3f}",
                          f"{r['orchestrator_s'] / f['full']:.2f}",
-                         f"{r['orchestrator_s'] / f['lean']:.2f}"])
-        print(table(["files", "orchestrator", "git: full", "git: lean", "git: pool",
-                     "orch / full", "orch / lean"], rows))
+                         f"{r['orchestrator_s'] / f['lean']:.2f}",
+                         f"{r['marginal_s'] / f['lean']:.2f}"])
+        print(table(["files", "orchestrator", "marginal", "fixed per run (s)", "git: full",
+                     "git: lean", "git: pool", "orch / full", "orch / lean",
+                     "marginal / lean"], rows))
         lock_repo = make_repo(work / "lock", generate_files(repo_files[0],
                                                              random.Random(args.seed)))
         locked = orchestrate(lock_repo, repo_tasks * 2, workers=4)

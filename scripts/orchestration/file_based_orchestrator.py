@@ -40,8 +40,10 @@ from agent_team.run_frame import (
 from agent_team.run_worktrees import (
     clear_stale_locks,
     create_feature_branch,
+    drain_pool,
     feature_dir,
     open_integration_worktree,
+    open_pool,
     remove_empty_dirs,
     remove_own_worktree,
     remove_task_worktree,
@@ -134,6 +136,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
         run = self.current
         self._prepare_workspace()
         set_feature_status(run, "in_progress")
+        open_pool(self.team, run)  # task worktrees reused across tasks
         self.log(f"Running {len(tasks) - len(completed or [])} tasks with up to "
                  f"{max_workers} agents at once.")
         run_schedule(self.team, run, tasks, self._run_one, max_workers=max_workers,
@@ -166,6 +169,7 @@ class FileBasedOrchestrator(BaseOrchestrator):
             return finish(self.team, run, "completed" if ok else "failed",
                           EXIT_OK if ok else EXIT_FAILED)
         finally:
+            drain_pool(self.team, run)
             remove_own_worktree(self.team, run, run.integration_worktree, force=finished)
             run.integration_worktree = None
             remove_empty_dirs(feature_dir(self.team, run))

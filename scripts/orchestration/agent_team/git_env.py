@@ -19,6 +19,7 @@ by the orchestrator's own `git add` / `git commit`, with the orchestrator's righ
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -48,12 +49,18 @@ def scrubbed_overrides(environ: Mapping[str, str] | None = None) -> dict[str, st
     GitPython starts git with this process's environment updated by the call's; it cannot
     delete a variable, so each secret is overwritten with an empty string instead.
     """
-    environ = os.environ if environ is None else environ
+    if environ is None:  # the same answer for the same environment: asked on every git call
+        return dict(_scrubbed_for(tuple(os.environ.items())))
     return {
         name: ""
         for name, value in environ.items()
         if is_secret_env_name(name) or name.startswith("GITHUB_") or redact(value) != value
     }
+
+
+@functools.lru_cache(maxsize=4)
+def _scrubbed_for(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(scrubbed_overrides(dict(items)).items())
 
 
 def _config_pairs(env: Mapping[str, str], start: int) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .errors import GitError
 from .git_plumbing import check_rev, identity, split_z
-from .integrity import check_worktree
+from .integrity import Expected, check_worktree
 from .redaction import redact
 
 if TYPE_CHECKING:
@@ -43,11 +43,78 @@ def _is_binary(data: bytes) -> bool:
     return False
 
 
+#: Hooks `git merge` runs; a repository with any of them always merges in the worktree.
+MERGE_HOOKS = ("pre-merge-commit", "prepare-commit-msg", "commit-msg", "post-merge")
+
+
 class Merges:
-    """Merges with a merge commit, and the tools to resolve or undo a conflicted one."""
+    """Merges with a merge commit, and the tools to resolve or undo a conflicted one.
+
+    Into a worktree registered with `merge_without_checkout`, a merge that needs no resolution
+    is made without touching its files: `git merge-tree --write-tree` computes the tree,
+    `commit-tree` makes the merge commit and `update-ref` moves the branch (compare-and-swap).
+    The worktree's files then lag behind its branch until `sync` (or any git command the
+    workspace runs there) brings them up to date, writing only the files that changed. A
+    conflict, a repository with merge hooks, or signed commits take the worktree path.
+    """
 
     def __init__(self, git: GitWorkspace) -> None:
         self.git = git
+        self._treeless: set[Path] = set()
+        self.stale: set[Path] = set()  # worktrees whose files lag behind their branch
+        self._trees: dict[str, str] = {}  # the tree of the last merge commit made here
+
+    def merge_without_checkout(self, worktree: str | Path) -> bool:
+        """Let clean merges into `worktree` skip its files; False when the repository's hooks
+        or signing configuration need `git merge` itself."""
+        directory = Path(worktree).expanduser().resolve()
+        if any(hook in self.git.guard.hooks for hook in MERGE_HOOKS):
+            return False
+        signing = self.git._git("config", "--bool", "--get", "commit.gpgsign", check=False)
+        if signing[0] == 0 and signing[1].strip() == "true":
+            return False
+        self._treeless.add(directory)
+        return True
+
+    def sync(self, worktree: str | Path) -> None:
+        """Bring the files and index of `worktree` up to its branch after merges without it."""
+        directory = Path(worktree).expanduser().resolve()
+        if directory not in self.stale:
+            return
+        with self.git._lock:
+            if directory in self.stale:
+                self.stale.discard(directory)  # first: the reset below runs through _runner
+                self.git._run("reset", "-q", "--hard", "HEAD", cwd=directory)
+
+    def _merge_tree(self, directory: Path, expected: Expected, branch: str, message: str,
+                    env: dict[str, str]) -> MergeResult | None:
+        """The merge without the worktree; None when it conflicts (or git cannot tell)."""
+        git = self.git
+        theirs = git.ref_commit(branch)
+        head_tree = self._trees.get(expected.head)
+        if theirs is None or head_tree is None:
+            status, out, _ = git._git("rev-parse", f"{expected.head}^{{tree}}",
+                                      f"{check_rev(branch)}^{{commit}}", check=False)
+            parts = out.split()
+            if status != 0 or len(parts) != 2:
+                return None
+            head_tree, theirs = parts
+        status, out, _ = git._git("merge-tree", "--write-tree", "--no-messages",
+                                  expected.head, theirs, check=False)
+        tree = out.split()[0] if status == 0 and out.split() else None
+        if tree is None:
+            return None
+        if tree == head_tree and git._status(
+                "merge-base", "--is-ancestor", theirs, expected.head) == 0:
+            return MergeResult("up_to_date")
+        sha = git._run("commit-tree", tree, "-p", expected.head, "-p", theirs, "-m", message,
+                       env=env).strip()
+        git._run("update-ref", "-m", f"merge {branch}", f"refs/heads/{expected.branch}", sha,
+                 expected.head)
+        self.stale.add(directory)
+        git._advance_expected(directory, expected, sha, expected.head)
+        self._trees = {sha: tree}  # the next merge starts from this commit
+        return MergeResult("merged", sha)
 
     def merge(
         self,
@@ -71,10 +138,14 @@ class Merges:
         with self.git._lock:
             if expected is not None:
                 check_worktree(self.git, directory, expected)
-            merged = self.git._status(
+                if directory in self._treeless:
+                    done = self._merge_tree(directory, expected, branch, message, env)
+                    if done is not None:
+                        return done
+            self.sync(directory)  # a conflict is resolved in the files: bring them up to date
+            if expected is None and self.git._status(
                 "merge-base", "--is-ancestor", check_rev(branch), "HEAD", cwd=worktree
-            )
-            if merged == 0:
+            ) == 0:
                 return MergeResult("up_to_date")
             try:
                 self.git._run(
@@ -90,9 +161,11 @@ class Merges:
                         f"{exc}\n(the merge stopped without conflicts; aborted)"
                     ) from exc
                 return MergeResult("conflict", None, conflicts)
-            sha = self.git._run("rev-parse", "HEAD", cwd=worktree).strip()
+            sha, parent = self.git.head_and_parent(worktree)
             if expected is not None:
-                self.git._advance_expected(directory, expected, sha)
+                if sha == expected.head:  # git said "Already up to date": nothing to merge
+                    return MergeResult("up_to_date")
+                self.git._advance_expected(directory, expected, sha, parent)
             return MergeResult("merged", sha)
 
     def in_progress(self, worktree: str | Path) -> bool:

@@ -13,6 +13,7 @@ worktree) and failures become `GitError` carrying git's own stderr.
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 _OPEN_ERRORS = (InvalidGitRepositoryError, NoSuchPathError)
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 #: Build and cache output that never belongs in an agent's commit, whatever the project's
 #: .gitignore says (a project without one would otherwise get bytecode committed).
@@ -122,6 +124,8 @@ class GitWorkspace:
         self.expected = ExpectedHeads()
         self.worktrees = Worktrees(self)
         self.merges = Merges(self)
+        self._memo_lock = threading.Lock()
+        self._changed_memo: dict[tuple[str, str], tuple[str, ...]] = {}
 
     @property
     def repo(self) -> git.Repo:
@@ -156,6 +160,8 @@ class GitWorkspace:
                 "points elsewhere (was the directory deleted and re-created?). git was not run "
                 "there, because it would have acted on the enclosing repository instead."
             )
+        if self.merges.stale and directory in self.merges.stale:
+            self.merges.sync(directory)  # merges moved its branch: files first, then the command
         return git.Git(str(directory)), directory
 
     def is_worktree(self, path: str | Path) -> bool:
@@ -245,9 +251,53 @@ class GitWorkspace:
             raise GitError(f"{ref!r} does not name a commit in {self.root}")
         return sha
 
+    def ref_commit(self, branch: str) -> str | None:
+        """The commit `refs/heads/<branch>` names, read from the ref store without running git.
+
+        A loose ref file, else `packed-refs`; anything unusual (a symbolic ref, a name that is
+        not plain) asks git. Cheap enough to run before every commit and merge.
+        """
+        name = f"refs/heads/{branch}"
+        if ".." in branch or branch.startswith("/") or "\\" in branch:
+            return self.resolve(name)
+        try:
+            text = (self.common_dir / name).read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            text = self._packed_ref(name) or ""
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if _SHA.fullmatch(text):
+            return text
+        return self.resolve(name)
+
+    def _packed_ref(self, name: str) -> str | None:
+        try:
+            with open(self.common_dir / "packed-refs", encoding="utf-8") as packed:
+                for line in packed:
+                    sha, _, ref = line.rstrip("\n").partition(" ")
+                    if ref == name:
+                        return sha
+        except (OSError, UnicodeDecodeError):
+            return None
+        return None
+
     def branch_exists(self, name: str) -> bool:
-        """Whether a local branch `name` exists."""
-        return self._status("show-ref", "--verify", "--quiet", f"refs/heads/{name}") == 0
+        """Whether a local branch `name` exists, read from the ref store when it can be.
+
+        A loose ref file, else `packed-refs` (git writes that before it drops a loose ref, so
+        a concurrent `pack-refs` cannot hide a branch); anything unusual asks git.
+        """
+        ref = f"refs/heads/{name}"
+        if ".." not in name and not name.startswith("/") and "\\" not in name:
+            try:
+                text = (self.common_dir / ref).read_text(encoding="ascii").strip()
+            except FileNotFoundError:
+                return self._packed_ref(ref) is not None
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            if _SHA.fullmatch(text):
+                return True
+        return self._status("show-ref", "--verify", "--quiet", ref) == 0
 
     def _check_branch_name(self, name: str) -> None:
         # `--branch` would expand `@{-1}`; checking the full ref name does not.
@@ -363,14 +413,24 @@ class GitWorkspace:
                 branch=branch,
                 sha=sha,
             )
-        sha = self._run("rev-parse", "HEAD", cwd=worktree).strip()
+        sha, parent = self.head_and_parent(worktree)
         if expected is not None:
-            self._advance_expected(Path(worktree), expected, sha)
+            self._advance_expected(Path(worktree), expected, sha, parent)
         return sha
 
-    def _advance_expected(self, worktree: Path, expected: Expected, sha: str) -> None:
+    def head_and_parent(self, worktree: str | Path) -> tuple[str, str | None]:
+        """HEAD of `worktree` and its first parent (None for a root commit), in one git call."""
+        status, out, _ = self._git("rev-parse", "HEAD", "HEAD^1", cwd=worktree, check=False)
+        lines = out.split() if status == 0 else []
+        if len(lines) == 2:
+            return lines[0], lines[1]
+        return self._run("rev-parse", "HEAD", cwd=worktree).strip(), None
+
+    def _advance_expected(self, worktree: Path, expected: Expected, sha: str,
+                          parent: str | None = None) -> None:
         """Record the worktree's new commit, after checking it came from the expected one."""
-        parent = self.resolve(f"{sha}^1")
+        if parent is None:
+            parent = self.resolve(f"{sha}^1")
         if parent != expected.head:
             raise IntegrityError(
                 f"Integrity check failed in {worktree}: the new commit {sha} does not follow "
@@ -382,7 +442,7 @@ class GitWorkspace:
     def _expect(self, worktree: Path, branch: str) -> None:
         """Start expecting `worktree` on `branch` at its current commit."""
         admin = self._admin_dir(worktree)
-        sha = self.resolve(f"refs/heads/{branch}")
+        sha = self.ref_commit(branch)
         if admin is not None and sha is not None:
             self.expected.set(worktree, Expected(branch, sha, admin))
 
@@ -411,9 +471,25 @@ class GitWorkspace:
         return name, sha
 
     def changed_files(self, base: str, head: str) -> list[str]:
-        """Paths that differ between two commits; a rename is listed once, by its new path."""
+        """Paths that differ between two commits; a rename is listed once, by its new path.
+
+        Remembered for pairs of full commit ids (what they name never changes): a task asks
+        for the files of its commit twice, for the commit event and for its result.
+        """
+        key = (base, head) if _SHA.fullmatch(base) and _SHA.fullmatch(head) else None
+        if key is not None:
+            with self._memo_lock:
+                known = self._changed_memo.get(key)
+            if known is not None:
+                return list(known)
         rng = f"{check_rev(base)}..{check_rev(head)}"
-        return split_z(self._run("diff", "--name-only", "-M", "-z", "--no-ext-diff", rng))
+        files = split_z(self._run("diff", "--name-only", "-M", "-z", "--no-ext-diff", rng))
+        if key is not None:
+            with self._memo_lock:
+                if len(self._changed_memo) >= 256:
+                    self._changed_memo.pop(next(iter(self._changed_memo)))
+                self._changed_memo[key] = tuple(files)
+        return files
 
     def merge_base(self, a: str, b: str) -> str:
         """The best common ancestor of two commits."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +39,9 @@ class WorktreeInfo:
     dirty: bool | None = None
     unmerged: int | None = None
 
+
+#: Tries of `git worktree list` while a concurrent add leaves a half-written admin directory.
+_LIST_ATTEMPTS = 6
 
 
 class Worktrees:
@@ -156,8 +160,20 @@ class Worktrees:
             raise
 
     def entries(self) -> list[WorktreeInfo]:
-        """All worktrees of the repository, the main one first."""
-        output = self.git._run("worktree", "list", "--porcelain")
+        """All worktrees of the repository, the main one first.
+
+        `git worktree list` fails ("failed to read .git/worktrees/<name>/commondir") while
+        another thread's `git worktree add` has made the admin directory but not yet written
+        it; adds take no repository lock, so that is retried, never reported as an error.
+        """
+        for attempt in range(_LIST_ATTEMPTS):
+            try:
+                output = self.git._run("worktree", "list", "--porcelain")
+                break
+            except GitError as exc:
+                if attempt == _LIST_ATTEMPTS - 1 or "failed to read" not in str(exc):
+                    raise
+                time.sleep(0.01 * (attempt + 1))
         result: list[WorktreeInfo] = []
         for block in output.strip().split("\n\n"):
             fields: dict[str, str] = {}
@@ -180,12 +196,22 @@ class Worktrees:
         return result
 
     def branch_of(self, worktree: str | Path) -> str | None:
-        """The branch checked out in `worktree` by git's own records, or None."""
-        target = Path(worktree).resolve()
-        for info in self.entries():
-            if info.path == target:
-                return info.branch
-        return None
+        """The branch checked out in `worktree` by git's own records, or None.
+
+        Read from the worktree's admin directory (`HEAD` there): one file, not a listing of
+        every worktree, so the cost does not grow with the run.
+        """
+        admin = self.git._admin_dir(worktree)
+        if admin is None and Path(worktree).expanduser().resolve() == self.git.root:
+            admin = self.git.common_dir
+        if admin is None:
+            return None
+        try:
+            head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") \
+            else None
 
     def prune(self) -> list[str]:
         """Drop administrative entries of worktrees whose directories are gone.

@@ -27,6 +27,7 @@ class GitWorkspace(Protocol):
     def _admin_dir(self, path: str | Path) -> Path | None: ...
     def _run(self, cmd: str, *args: str) -> str: ...
     def resolve(self, ref: str) -> str | None: ...
+    def ref_commit(self, branch: str) -> str | None: ...
     def is_merged(self, branch: str, into: str) -> bool: ...
 
 __all__ = [
@@ -108,7 +109,7 @@ def check_worktree(
     if head != f"ref: refs/heads/{expected.branch}":
         raise _fail(worktree, f"HEAD is {head!r}, expected branch {expected.branch} (a "
                               "command checked out something else)")
-    tip = git.resolve(f"refs/heads/{expected.branch}")
+    tip = git.ref_commit(expected.branch)
     if tip != expected.head:
         raise _fail(worktree, f"branch {expected.branch} is at {tip}, expected {expected.head} "
                               "(it was moved by something other than the orchestrator)")

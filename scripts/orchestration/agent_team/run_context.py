@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .budget import BudgetGuard
 from .errors import AgentTeamError, RunInterrupted, StateError, UsageLimitExceeded
@@ -22,6 +22,9 @@ from .events import EventLog
 from .redaction import redact
 from .sanitize import for_log
 from .store_interface import RunStore
+
+if TYPE_CHECKING:
+    from .worktree_pool import WorktreePool
 
 #: Stop reasons, in the words the state file and the report use.
 STOP_BUDGET = "budget"
@@ -110,6 +113,8 @@ class RunContext:
     integration_worktree: Path | None = None
     merge_lock: threading.Lock = field(default_factory=threading.Lock)
     pending_usage: list[PendingUsage] = field(default_factory=list)
+    #: Task worktrees reused across tasks (run_worktrees.open_pool); None: one fresh per task.
+    pool: WorktreePool | None = None
 
     def log(self, message: str) -> None:
         """A progress line: to the event log, and to the console (masked)."""

@@ -15,7 +15,8 @@ from .run_context import RunContext
 from .state_checks import claim_branch
 from .steps_task import commit_task
 from .team import Team
-from .worktree_setup import SetupSettings, prepare_worktree, release_submodules
+from .worktree_pool import WorktreePool
+from .worktree_setup import SetupReport, SetupSettings, prepare_worktree, release_submodules
 
 
 def feature_dir(team: Team, run: RunContext) -> Path:
@@ -27,50 +28,85 @@ def task_worktree(team: Team, run: RunContext, task: Mapping[str, Any], branch: 
 
     A worktree an interrupted run left on that branch is reused (its uncommitted work is
     committed first); a directory that is no longer a worktree is moved aside, never deleted.
+    With a pool (`run.pool`), a parked worktree of an earlier task is switched to `branch`
+    rather than a new one checked out (see `worktree_pool.py`).
     """
     path = feature_dir(team, run) / "tasks" / task["task_id"]
-    registered = {info.path: info for info in team.git.worktrees.entries()}
-    info = registered.get(path.resolve())
-    if info is not None and info.branch == branch:
+    admin = team.git._admin_dir(path)
+    registered = admin is not None and (admin / "gitdir").is_file()  # no `worktree list`
+    if registered and team.git.worktrees.branch_of(path) == branch:
         try:
             commit_task(team, run, task, path, "Work recovered from an interrupted run.", branch)
         except CommitRefused as exc:
             run.log(f"{task['task_id']}: {exc}")
         return path
-    if info is None and path.exists():
+    if not registered and path.exists():
         aside = path.with_name(f"{path.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(aside)
         run.log(f"{path} is not a git worktree any more (deleted during an earlier run?); "
                 f"its files were moved to {aside}.")
-    claim_branch(run, branch, exists=team.git.branch_exists(branch))  # before git creates it
-    return prepared(team, run, team.git.worktrees.add(path, branch, start_point=run.feature_branch))
+    exists = team.git.branch_exists(branch)
+    claim_branch(run, branch, exists=exists)  # before git creates it
+    if run.pool is not None and not registered:
+        reused = run.pool.take(path, branch, start_point=run.feature_branch, exists=exists)
+        for line in run.pool.dropped:
+            run.log(f"Worktree pool: gave up a parked worktree ({line}).")
+        run.pool.dropped.clear()
+        if reused is not None:
+            return reused
+    worktree = team.git.worktrees.add(path, branch, start_point=run.feature_branch)
+    report = _prepare(team, run, worktree)
+    if run.pool is not None and _reusable(report):
+        run.pool.poolable(worktree, [line.split(" -> ", 1)[0] for line in report.linked])
+    return worktree
+
+
+def _reusable(report: SetupReport) -> bool:
+    """Whether a worktree's setup is one a parked copy keeps: links only (see worktree_pool)."""
+    return not (report.submodules or report.copied or report.commands or report.problems
+                or any("copied from" in line for line in report.hooks))
 
 
 def prepared(team: Team, run: RunContext, worktree: Path) -> Path:
     """Make a new worktree work like the checkout: submodules, copied files, hooks, setup
     commands, dependency directories. What could not be done is logged, never raised."""
+    _prepare(team, run, worktree)
+    return worktree
+
+
+def _prepare(team: Team, run: RunContext, worktree: Path) -> SetupReport:
     coordination = team.settings.coordination
     report = prepare_worktree(team.project_dir, worktree, SetupSettings(
         commands=coordination.worktree_setup, copy=coordination.worktree_copy,
         timeout=coordination.command_timeout_seconds))
     for line in report.lines():
         run.log(f"{worktree.name}: {line}")
-    return worktree
+    return report
 
 
 def open_integration_worktree(team: Team, run: RunContext) -> Path:
-    """The feature branch's checkout for merges; an interrupted run's one is reused."""
+    """The feature branch's checkout for merges; an interrupted run's one is reused.
+
+    Clean merges move the feature branch without writing its files (`merge_without_checkout`);
+    the files catch up before the tests run (`integrate`) or a conflict is resolved there.
+    """
     path = feature_dir(team, run) / "integration"
     for info in team.git.worktrees.entries():
         if info.path == path.resolve() and info.branch == run.feature_branch:
             if team.git.merges.in_progress(path):
                 team.git.merges.abort(path)
             team.git.reset_worktree(path, "HEAD")
+            team.git.merges.merge_without_checkout(path)
             return path
-    return prepared(team, run, team.git.worktrees.add(path, run.feature_branch))
+    worktree = prepared(team, run, team.git.worktrees.add(path, run.feature_branch))
+    team.git.merges.merge_without_checkout(worktree)
+    return worktree
 
 
 def remove_task_worktree(team: Team, run: RunContext, path: Path) -> None:
+    """Remove a task's worktree once its work is saved, or park it for the next task."""
+    if run.pool is not None and run.pool.park(path):
+        return
     release_submodules(path)
     try:
         team.git.worktrees.remove(path)
@@ -151,3 +187,18 @@ def create_feature_branch(team: Team, run: RunContext) -> None:
     """Create `feature/<slug>` at the base commit."""
     team.git.create_branch(run.feature_branch, run.base_commit)
     run.log(f"Feature branch {run.feature_branch} created from {run.base_branch}.")
+
+
+def drain_pool(team: Team, run: RunContext) -> None:
+    """Remove the worktrees the run parked for reuse; at its end, next to the integration one."""
+    if run.pool is None:
+        return
+    for line in run.pool.drain():
+        run.log(line)
+    run.pool = None
+
+
+def open_pool(team: Team, run: RunContext) -> None:
+    """Start reusing task worktrees for this run (slots a crashed run parked are adopted)."""
+    if run.pool is None:
+        run.pool = WorktreePool(team.git, feature_dir(team, run) / "pool")

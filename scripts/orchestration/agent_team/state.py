@@ -35,6 +35,7 @@ from .redaction import redact, redact_value, secret_pattern
 from .state_journal import (
     CHECKPOINT_SECONDS,
     MIN_COMPACT_BYTES,
+    SAVE_TIME_FACTOR,
     IoStats,
     JournalWriter,
     check_agent_name,
@@ -242,6 +243,7 @@ class TeamState:
         self._snapshot_id: tuple[int, int, int] | None = None
         self._snapshot_size = 0
         self._checkpointed = time.monotonic()
+        self._save_seconds = 0.0
 
     def __repr__(self) -> str:
         return f"TeamState({str(self.path)!r})"
@@ -427,7 +429,8 @@ class TeamState:
                 self._cache = None
                 raise _save_error(self._journal.path, exc) from exc
             if (self._journal.size >= max(MIN_COMPACT_BYTES, self._snapshot_size)
-                    or time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS):
+                    or time.monotonic() - self._checkpointed
+                    >= max(CHECKPOINT_SECONDS, SAVE_TIME_FACTOR * self._save_seconds)):
                 self._save(state)
             return True, result
 
@@ -473,6 +476,8 @@ class TeamState:
         elif kind == "merge":
             entity("merge", op["entry"], "a merge")
             state["integration"].setdefault("merges", []).append(op["entry"])
+        elif kind == "branch":
+            TeamState.claim_branch_in(state, op["name"], exists=bool(op.get("exists")))
         elif kind == "decisions":
             for entry in op["entries"]:
                 entity("decision", entry, "a decision")
@@ -557,6 +562,32 @@ class TeamState:
         """An agent's live entry after one model turn: its turn number and tokens so far."""
         self.record({"op": "turn", "agent": role, "turn": turn, "tokens": tokens,
                      "updated_at": utc_now()})
+
+    @staticmethod
+    def claim_branch_in(state: dict, branch: str, *, exists: bool) -> None:
+        """Add `branch` to the feature's own branches; StateError when it is the user's.
+
+        A branch that `exists` already and is not in the list was not made by this run.
+        A feature recorded before branches were owned (no list) trusts every name.
+        """
+        if not isinstance(branch, str) or not branch:
+            raise StateError(f"Refusing to record branch {branch!r}: not a branch name.")
+        feature = state.get("current_feature")
+        owned = feature.get("branches") if feature is not None else None
+        if owned is None or branch in owned:
+            return
+        if exists:
+            raise StateError(
+                f"Branch {branch} already exists and this run did not create it; it is left "
+                "alone. Rename it (git branch -m) and resume.")
+        owned.append(branch)
+
+    def claim_branch(self, branch: str, *, exists: bool) -> None:
+        """`claim_branch_in` as one journaled change: O(1), never a rewrite of the file."""
+        owned = self.view(lambda state: (state.get("current_feature") or {}).get("branches"))
+        if owned is None or branch in owned:
+            return
+        self.record({"op": "branch", "name": branch, "exists": exists})
 
     def add_merge(self, entry: Mapping[str, Any]) -> None:
         """Append one merge to the integration's merge log."""
@@ -821,6 +852,7 @@ class TeamState:
 
     def _save(self, state: dict) -> None:
         """Order, redact, validate, then write; a state that fails validation is never written."""
+        started = time.monotonic()
         try:
             text = encoder().encode(state)
         except ValidationError as error:
@@ -847,6 +879,7 @@ class TeamState:
         self._journal.start(digest(payload))
         self._snapshot_size = len(payload)
         self._checkpointed = time.monotonic()
+        self._save_seconds = self._checkpointed - started
         with contextlib.suppress(OSError):
             st = os.stat(self.path)
             self._snapshot_id = (st.st_ino, st.st_size, st.st_mtime_ns)

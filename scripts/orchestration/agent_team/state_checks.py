@@ -200,23 +200,9 @@ def raise_if_inconsistent(path: Path, problems: Sequence[str]) -> None:
 def claim_branch(run: RunContext, branch: str, *, exists: bool) -> None:
     """Record `branch` as the run's before git creates it; refuse a branch that is not ours.
 
+    One journaled change (`TeamState.claim_branch`), so claiming costs the same at any plan size.
+
     Raises:
         StateError: `branch` exists already and the run never created it (the user's).
     """
-
-    def apply(state: dict[str, Any]) -> None:
-        feature = state.get("current_feature")
-        if feature is None:
-            return
-        owned = feature.get("branches")
-        if owned is None:  # a run recorded before ownership was: its names are trusted
-            return
-        if branch in owned:
-            return
-        if exists:
-            raise StateError(
-                f"Branch {branch} already exists and this run did not create it; it is left "
-                "alone. Rename it (git branch -m) and resume.")
-        owned.append(branch)
-
-    run.store.update(apply)
+    run.store.claim_branch(branch, exists=exists)

@@ -106,6 +106,7 @@ def manager_review(team: Team, run: RunContext, prompt: str) -> tuple[str, list[
 def integrate(team: Team, run: RunContext, worktree: Path) -> dict[str, Any]:
     """Run the tests on the merged branch in `worktree`, review, record; returns the verdict."""
     run.store.update(lambda s: s["integration"].update(status="in_progress"))
+    team.git.merges.sync(worktree)  # clean merges moved the branch, not yet its files
     results = run_project_tests(team, run, worktree, ref=run.feature_branch)
     summary, decisions = manager_review(team, run, review_prompt(team, run, results))
     tasks = run.store.read()["tasks"]

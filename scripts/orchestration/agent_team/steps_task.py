@@ -82,12 +82,14 @@ def commit_task(team: Team, run: RunContext, task: Mapping[str, Any], workspace:
     if len(title) > 72:
         title = title[:69] + "..."
     message = f"{title}\n\n{summary}\n\nRole: {role}\nTask: {task['task_id']}\n"
+    before = team.git.expected.get(workspace)  # its parent, when the orchestrator tracks it
     sha = team.git.commit_all(workspace, message, author_name=role,
                               author_email=agent_email(role),
                               rescue_branch=f"{branch}-hook-refused")
     if sha is not None:
         run.events.emit("commit", task_id=task["task_id"], role=role, sha=sha,
-                        files=team.git.changed_files(f"{sha}^", sha))
+                        files=team.git.changed_files(before.head if before else f"{sha}^",
+                                                     sha))
     return sha
 
 
@@ -183,7 +185,8 @@ def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree:
     commit, problem = save_work(team, run, task, worktree, summary, branch)
     if problem is not None:
         error = f"{error}; {problem}" if error else problem
-    files = team.git.changed_files(start, branch)
+    head = commit or team.git.head_commit(branch)  # a new commit is the branch's tip
+    files = team.git.changed_files(start, head)
     result = result_record(report, summary, files)
     if error is not None:
         set_task(run, task_id, status="failed", error=error, commit=commit, result=result,
@@ -191,7 +194,6 @@ def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree:
         set_agent(run, agent, status="failed")
         run.log(f"{task_id} failed: {error}" + (f" (work kept on {branch})" if commit else ""))
         return TaskOutcome(task_id, "failed", branch, error, commit, files)
-    head = team.git.head_commit(branch)
     set_task(run, task_id, progress=90, commit=head, result=result)
     return TaskOutcome(task_id, "ready", branch, None, head, files)
 
