@@ -48,9 +48,9 @@ def main() -> None:
         print(f"| command ({runs} runs, median) | bare ms | sandboxed ms | ratio |")
         print("|---|---|---|---|")
         for name, argv in COMMANDS.items():
-            bare = median_seconds(lambda: run_process(argv, cwd=work, timeout=30), runs)
+            bare = median_seconds(lambda a=argv: run_process(a, cwd=work, timeout=30), runs)
             boxed = median_seconds(
-                lambda: run_sandboxed(argv, workdir=work, policy=policy, timeout=30), runs)
+                lambda a=argv: run_sandboxed(a, workdir=work, policy=policy, timeout=30), runs)
             print(f"| {name} | {bare * 1000:.1f} | {boxed * 1000:.1f} | x{boxed / bare:.2f} |")
 
 

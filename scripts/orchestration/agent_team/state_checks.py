@@ -200,9 +200,12 @@ def raise_if_inconsistent(path: Path, problems: Sequence[str]) -> None:
 def claim_branch(run: RunContext, branch: str, *, exists: bool) -> None:
     """Record `branch` as the run's before git creates it; refuse a branch that is not ours.
 
-    One journaled change (`TeamState.claim_branch`), so claiming costs the same at any plan size.
+    One journaled change, so claiming costs the same at any plan size.
 
     Raises:
         StateError: `branch` exists already and the run never created it (the user's).
     """
-    run.store.claim_branch(branch, exists=exists)
+    owned = run.store.view(lambda state: (state.get("current_feature") or {}).get("branches"))
+    if owned is None or branch in owned:
+        return
+    run.store.record({"op": "branch", "name": branch, "exists": exists})
