@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine_line, median, parser, table, write_json
+from agent_team import state_ops
 from agent_team.state import TeamState
 
 USAGE = {"input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 9000,
@@ -37,8 +38,8 @@ USAGE = {"input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 9000,
 
 def one_update(state: TeamState, writer: str, index: int) -> None:
     def apply(data: dict[str, Any]) -> None:
-        TeamState.append_update_to(data, writer, None, "progress", f"{writer}#{index}")
-        TeamState.add_usage_to(data, writer, USAGE, cost_usd=0.01)
+        state_ops.append_update_to(data, writer, None, "progress", f"{writer}#{index}")
+        state_ops.add_usage_to(data, writer, USAGE, cost_usd=0.01)
 
     state.update(apply)
 
@@ -147,18 +148,18 @@ def run_changes(tasks: int, turns: int) -> Iterator[Callable[[dict[str, Any]], A
         agent = f"{role}@{task_id}"
         branch = f"feature/state-load-agents/{role}/{task_id}"
         worktree = f"/home/user/project/.ai-agents/worktrees/state-load/tasks/{task_id}"
-        yield lambda s, t=task_id, b=branch, w=worktree: TeamState.set_task_in(
+        yield lambda s, t=task_id, b=branch, w=worktree: state_ops.set_task_in(
             s, t, status="in_progress", started_at=now(), branch=b, worktree=w, attempts=1)
-        yield lambda s, a=agent, t=task_id, b=branch, w=worktree: TeamState.set_agent_in(
+        yield lambda s, a=agent, t=task_id, b=branch, w=worktree: state_ops.set_agent_in(
             s, a, status="working", current_task=t, branch=b, worktree=w, turn=0)
         for turn in range(1, turns + 1):
-            yield lambda s, r=role, t=task_id: TeamState.add_usage_to(
+            yield lambda s, r=role, t=task_id: state_ops.add_usage_to(
                 s, r, USAGE, cost_usd=0.012, task_id=t)
-            yield lambda s, a=agent, n=turn: TeamState.set_agent_in(
+            yield lambda s, a=agent, n=turn: state_ops.set_agent_in(
                 s, a, turn=n, tokens=n * 10900)
-            yield lambda s, a=agent: TeamState.set_agent_in(s, a, last_tool="edit_file")
+            yield lambda s, a=agent: state_ops.set_agent_in(s, a, last_tool="edit_file")
             if turn % 3 == 0:
-                yield lambda s, r=role, t=task_id, n=turn: TeamState.append_update_to(
+                yield lambda s, r=role, t=task_id, n=turn: state_ops.append_update_to(
                     s, r, t, "in_progress",
                     f"Turn {n}: models and endpoint written, running the unit tests now")
         result = {
@@ -167,16 +168,16 @@ def run_changes(tasks: int, turns: int) -> Iterator[Callable[[dict[str, Any]], A
             "files_modified": [*item["deliverables"], "src/feature/__init__.py"],
             "test_results": None, "blockers": [], "notes": "",
         }
-        yield lambda s, t=task_id, r=result, n=i: TeamState.set_task_in(
+        yield lambda s, t=task_id, r=result, n=i: state_ops.set_task_in(
             s, t, progress=90, commit=f"{n:040x}", result=r)
         merge = {"task_id": task_id, "branch": branch, "into": "feature/state-load",
                  "status": "merged", "commit": f"{i + 7:040x}", "conflicts": [],
                  "message": "", "timestamp": now()}
         yield lambda s, m=merge: s["integration"].setdefault("merges", []).append(m)
-        yield lambda s, t=task_id, n=i: TeamState.set_task_in(
+        yield lambda s, t=task_id, n=i: state_ops.set_task_in(
             s, t, status="completed", progress=100, merged=True, merge_commit=f"{n + 7:040x}",
             completed_at=now())
-        yield lambda s, a=agent: TeamState.set_agent_in(s, a, status="done")
+        yield lambda s, a=agent: state_ops.set_agent_in(s, a, status="done")
 
 
 def simulate_run(path: Path, tasks: int, turns: int) -> dict[str, Any]:

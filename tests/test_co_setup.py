@@ -11,6 +11,7 @@ from typing import Any
 import click
 import file_based_orchestrator
 import pytest
+from agent_team import state_ops
 from agent_team.co import setup_cmds as team
 from agent_team.co.cli import main as cli
 from agent_team.state import STATE_RELATIVE_PATH, TeamState, utc_now
@@ -57,10 +58,10 @@ def running_state(project: Path) -> TeamState:
             {"task_id": "TASK-003", "description": "End-to-end tests", "assigned_to": "qa-tester",
              "dependencies": ["TASK-002"], "status": "pending", "progress": 0},
         ]
-        TeamState.set_agent_in(s, "frontend-dev@TASK-002", status="working",
+        state_ops.set_agent_in(s, "frontend-dev@TASK-002", status="working",
                                current_task="TASK-002", turn=3, last_tool="write_file", tokens=900)
-        TeamState.set_agent_in(s, "backend-dev@TASK-001", status="done", current_task="TASK-001")
-        TeamState.add_usage_to(s, "backend-dev", {"input_tokens": 1000, "output_tokens": 200},
+        state_ops.set_agent_in(s, "backend-dev@TASK-001", status="done", current_task="TASK-001")
+        state_ops.add_usage_to(s, "backend-dev", {"input_tokens": 1000, "output_tokens": 200},
                                cost_usd=0.0123, task_id="TASK-001")
 
     state.update(apply)

@@ -16,6 +16,7 @@ from typing import Any
 
 import git
 import pytest
+from agent_team import state_ops
 from agent_team.jobs import JobStore, TaskQueue
 from agent_team.jobs.errors import WaitTimeout
 from agent_team.jobs.execute import execute_job_task
@@ -145,8 +146,7 @@ def test_a_late_attempts_writes_stop_its_run(tmp_path: Path, db_url: str) -> Non
     run_store.on_lost = lambda: lost.append(True)
 
     def spend(state: dict[str, Any]) -> None:
-        from agent_team.state import TeamState
-        TeamState.add_usage_to(state, "worker", {"input_tokens": 5}, task_id=str(task.id))
+        state_ops.add_usage_to(state, "worker", {"input_tokens": 5}, task_id=str(task.id))
 
     run_store.update(spend)
     assert store.get_task(task.id).usage["input_tokens"] == 5 and not lost

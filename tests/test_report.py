@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_team import report
+from agent_team import report, state_ops
 from agent_team.models import Usage
 from agent_team.plan import parse_plan
-from agent_team.state import TeamState, new_state, utc_now, validate_state
+from agent_team.state import new_state, utc_now, validate_state
 from agent_team.testrun import TestResults as Results
 
 GUIDE_PLAN = {
@@ -31,7 +31,7 @@ ROLES = ("backend-dev", "frontend-dev", "qa-tester")
 
 def add_usage(state: dict[str, Any], role: str, usage: Usage, cost: float | None,
               task_id: str | None = None) -> None:
-    TeamState.add_usage_to(state, role, usage.to_dict(), cost_usd=cost, task_id=task_id)
+    state_ops.add_usage_to(state, role, usage.to_dict(), cost_usd=cost, task_id=task_id)
 
 
 def finished_state(*, unknown_cost: bool = False) -> dict[str, Any]:

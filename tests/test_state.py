@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from agent_team import state_ops
 from agent_team.errors import StateError
 from agent_team.state import (
     SCHEMA_VERSION,
@@ -109,7 +110,7 @@ def test_lazy_state_is_written_by_the_first_transaction(tmp_path: Path) -> None:
     assert not (tmp_path / ".ai-agents").exists()
     assert state.read()["project_name"] == "lazy"
     assert not (tmp_path / ".ai-agents").exists()
-    state.update(lambda data: TeamState.append_update_to(data, "manager", None, "info", "hi"))
+    state.update(lambda data: state_ops.append_update_to(data, "manager", None, "info", "hi"))
     saved = state.read()
     assert saved["project_name"] == "lazy" and saved["agent_updates"][0]["message"] == "hi"
 
@@ -402,11 +403,11 @@ def test_nested_transaction_joins_the_outer_one(team: TeamState) -> None:
 
 def test_static_helpers_compose_in_one_transaction(team: TeamState) -> None:
     def apply(data: dict) -> None:
-        TeamState.set_task_in(data, "TASK-001", status="completed", progress=100)
-        TeamState.set_agent_in(data, "backend-dev", status="done")
-        TeamState.add_decisions_to(data, ["Ship it"], made_by="manager")
-        TeamState.add_usage_to(data, "backend-dev", {"input_tokens": 7}, cost_usd=None)
-        TeamState.append_update_to(data, "backend-dev", "TASK-001", "completed", "done")
+        state_ops.set_task_in(data, "TASK-001", status="completed", progress=100)
+        state_ops.set_agent_in(data, "backend-dev", status="done")
+        state_ops.add_decisions_to(data, ["Ship it"], made_by="manager")
+        state_ops.add_usage_to(data, "backend-dev", {"input_tokens": 7}, cost_usd=None)
+        state_ops.append_update_to(data, "backend-dev", "TASK-001", "completed", "done")
 
     before = team.read()
     team.update(apply)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import git
 import pytest
 from agent_team.errors import StateError
 from agent_team.git_workspace import GitWorkspace
+from agent_team.run_context import RunContext
 from agent_team.scripted import ScriptedModel
 from agent_team.state import TeamState
+from agent_team.state_checks import claim_branch
 from agent_team.state_journal import journal_path
 from agent_team.worktree_pool import WorktreePool
 from file_based_orchestrator import FileBasedOrchestrator
@@ -180,15 +184,16 @@ def test_claiming_a_branch_is_one_journal_line_and_a_users_branch_is_refused(
             "completed_at": None}
     with state.exclusive():
         saves = state.stats.snapshot_writes
-        state.claim_branch("agent/x/a", exists=False)
-        state.claim_branch("agent/x/a", exists=True)  # ours already: nothing to do
+        run = cast(RunContext, SimpleNamespace(store=state))
+        claim_branch(run, "agent/x/a", exists=False)
+        claim_branch(run, "agent/x/a", exists=True)  # ours already: nothing to do
         assert state.stats.snapshot_writes == saves  # never a rewrite of the whole file
         assert state.stats.journal_appends == 1
         lines = journal_path(state.path).read_text().splitlines()
         assert json.loads(lines[-1])["ops"] == [
             {"op": "branch", "name": "agent/x/a", "exists": False}]
         with pytest.raises(StateError, match="did not create it"):
-            state.claim_branch("users-branch", exists=True)
+            claim_branch(run, "users-branch", exists=True)
         assert TeamState(state.path).read()["current_feature"]["branches"] == [
             "feature/x", "agent/x/a"]
 

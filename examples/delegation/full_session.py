@@ -5,6 +5,7 @@ Example: Claude Code acting as orchestrator
 
 from orchestrator import ClaudeOrchestrator
 
+
 def main():
     # You are Claude Code, and the user asked:
     # "Build a task management API with CRUD operations"

@@ -17,11 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import state_ops
 from .budget import estimate_cost
 from .errors import AgentTeamError, UsageLimitExceeded
 from .models import ChatModel, Message, Reply, ToolSpec, agent_key
 from .run_context import PendingUsage, RunContext
-from .state import TeamState, utc_now
+from .state import utc_now
 from .team import Team
 
 
@@ -133,7 +134,7 @@ def record_usage(
     if not run.began:
         run.pending_usage.append(PendingUsage(request.role, counts, cost))
         return
-    ops = [TeamState.usage_op(request.role, counts, cost_usd=cost, task_id=request.task_id,
+    ops = [state_ops.usage_op(request.role, counts, cost_usd=cost, task_id=request.task_id,
                               if_known=True)]
     if request.turn is not None:
         ops.append({"op": "turn", "agent": request.agent, "turn": request.turn,

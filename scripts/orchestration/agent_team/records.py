@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .run_context import RunContext
-from .state import TeamState, find_task, utc_now
+from .state import utc_now
+from .state_ops import append_update_to, find_task
 
 
 def set_task(run: RunContext, task_id: str, **fields: Any) -> None:
@@ -31,7 +32,7 @@ def set_agent(run: RunContext, agent_id: str, **fields: Any) -> None:
 def note(run: RunContext, agent: str, task_id: str | None, status: str, message: str,
          details: Mapping[str, Any] | None = None) -> None:
     """Append a line to the state file's updates (what the team said and did)."""
-    entry = TeamState.append_update_to({"agent_updates": []}, agent, task_id, status, message,
+    entry = append_update_to({"agent_updates": []}, agent, task_id, status, message,
                                        dict(details or {}))
     run.store.record({"op": "update", "entry": entry})
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from . import state_ops
 from .budget import BudgetGuard
 from .cli_agents import preflight, raise_on_problems
 from .errors import (
@@ -198,7 +199,7 @@ def begin_feature(team: Team, run: RunContext, feature: str) -> None:
 def add_pending_usage(run: RunContext, state: dict[str, Any]) -> None:
     """Calls made before the run began (custom phases) count like every other call."""
     for pending in run.pending_usage:
-        TeamState.add_usage_to(state, pending.role, pending.counts, cost_usd=pending.cost_usd)
+        state_ops.add_usage_to(state, pending.role, pending.counts, cost_usd=pending.cost_usd)
     run.pending_usage.clear()
 
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from filelock import FileLock, Timeout
 from jsonschema.exceptions import ValidationError
 
+from . import state_ops
 from .errors import StateError, UnknownTaskError
 from .fsutil import write_atomic
 from .redaction import redact, redact_value, secret_pattern
@@ -38,8 +39,6 @@ from .state_journal import (
     SAVE_TIME_FACTOR,
     IoStats,
     JournalWriter,
-    check_agent_name,
-    check_entity,
     digest,
     journal_path,
     read_entries,
@@ -54,12 +53,10 @@ from .state_migrations import (
 from .state_schema import (
     SCHEMA_PATH,
     SCHEMA_VERSION,
-    TOKEN_KEYS,
     describe_error,
     encoder,
     load_schema,
     new_state,
-    property_checks,
     utc_now,
     validate_state,
 )
@@ -139,62 +136,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _check_fields(kind: str, definition: str, fields: Mapping[str, Any]) -> None:
-    allowed = property_checks(definition)
-    unknown = sorted(set(fields) - set(allowed))
-    if unknown:
-        names = ", ".join(allowed)
-        raise StateError(f"Unknown {kind} field(s) {', '.join(unknown)}; allowed: {names}.")
-
-
-def find_task(state: Mapping[str, Any], task_id: str) -> dict:
-    """The task entry with `task_id`; UnknownTaskError naming the known ones otherwise."""
-    for task in state["tasks"]:
-        if task.get("task_id") == task_id:
-            return task
-    known = ", ".join(t.get("task_id", "?") for t in state["tasks"]) or "none"
-    raise UnknownTaskError(f"No task {task_id!r} in the team state (tasks: {known}).")
-
-
-def _no_check(definition: str, value: Any, where: str) -> None:
-    """Entity checks are skipped when the whole state is validated before it is saved."""
-
-
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise StateError(f"{name} must be a non-negative integer, got {value!r}.")
-    return value
-
-
-def _token_counts(usage: Mapping[str, int] | Any) -> dict[str, int]:
-    if isinstance(usage, Mapping):
-        unknown = sorted(set(usage) - set(TOKEN_KEYS))
-        if unknown:
-            raise StateError(
-                f"Unknown usage key(s) {', '.join(unknown)}; use {', '.join(TOKEN_KEYS)}."
-            )
-        return {k: _count(k, usage.get(k, 0)) for k in TOKEN_KEYS}
-    return {k: _count(k, getattr(usage, k, 0)) for k in TOKEN_KEYS}
-
-
-def _zero_counts() -> dict[str, Any]:
-    return {"api_calls": 0, **dict.fromkeys(TOKEN_KEYS, 0), "cost_usd": None, "cost_known": True}
-
-
-def _accumulate(bucket: dict, counts: Mapping[str, int], calls: int, cost: float | None) -> None:
-    """Sum into `bucket`; one call of unknown cost makes the whole bucket's cost unknown."""
-    was_known = bucket.get(
-        "cost_known", bucket.get("cost_usd") is not None or not bucket.get("api_calls")
-    )
-    bucket["api_calls"] = bucket.get("api_calls", 0) + calls
-    for key in TOKEN_KEYS:
-        bucket[key] = bucket.get(key, 0) + counts[key]
-    known = bool(was_known) and cost is not None
-    bucket["cost_usd"] = (round((bucket.get("cost_usd") or 0.0) + cost, 10)
-                          if known and cost is not None else None)
-    bucket["cost_known"] = known
-
-
 def apply_journal(path: Path, raw: bytes, data: dict, stats: IoStats | None = None) -> int:
     """Apply to `data` (the state file `path` parsed from `raw`) what its journal adds.
 
@@ -206,7 +147,7 @@ def apply_journal(path: Path, raw: bytes, data: dict, stats: IoStats | None = No
     for number, entry in enumerate(entries, start=1):
         try:
             for op in entry["ops"]:
-                TeamState.apply_op(data, op)
+                state_ops.apply_op(data, op)
             data["last_updated"] = entry.get("at") or data["last_updated"]
         except (StateError, KeyError, TypeError, ValueError) as exc:
             raise StateError(
@@ -224,9 +165,9 @@ class TeamState:
     saves it atomically. A transaction opened inside another one on the same file, in the same
     thread, joins the outer one, so the helpers compose.
 
-    The helpers come in pairs: `append_update_to(state, ...)` and friends change a state dict
-    inside a transaction the caller already holds; `append_update(...)` runs the same change
-    in a transaction of its own.
+    The document operations are plain functions in `state_ops.py` (`set_task_in`,
+    `append_update_to`, ...) for a transaction the caller holds; `set_task`, `append_update`
+    and the other methods here run one as a journaled change of its own.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float | None = 60.0):
@@ -306,10 +247,6 @@ class TeamState:
             with self._locked():
                 return copy.deepcopy(pick(self._current()[0]))
         return pick(self._load()[0])
-
-    def task(self, task_id: str) -> dict:
-        """A copy of one task; UnknownTaskError when the plan has no such task."""
-        return self.view(lambda state: find_task(state, task_id))
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -404,7 +341,7 @@ class TeamState:
                 return result
         with self.transaction() as state:  # joins an active one, or saves the file whole
             for op in items:  # the whole file is validated when it is saved
-                self.apply_op(state, op, check=False)
+                state_ops.apply_op(state, op, check=False)
             return copy.deepcopy(pick(state)) if pick else None
 
     def _record_journaled(self, items: list[dict[str, Any]],
@@ -416,7 +353,7 @@ class TeamState:
                 return False, None
             try:
                 for op in items:
-                    self.apply_op(state, op)
+                    state_ops.apply_op(state, op)
                 now = utc_now()
                 state["last_updated"] = now
                 result = copy.deepcopy(pick(state)) if pick else None
@@ -434,85 +371,12 @@ class TeamState:
                 self._save(state)
             return True, result
 
-    @staticmethod
-    def apply_op(state: dict, op: Mapping[str, Any], *, check: bool = True) -> None:
-        """One journaled change, applied and checked against its entity's schema.
-
-        Kinds: task (fields of one task), agent (fields of one live entry), turn (an agent's
-        turn and tokens), update (an agent_updates line), usage, merge, decisions. `check=False`
-        when the whole state is validated anyway.
-        """
-        entity = check_entity if check else _no_check
-        kind = op.get("op")
-        if kind == "task":
-            task = TeamState.set_task_in(state, op["task_id"], **op["fields"])
-            entity("task", task, f"task {op['task_id']}")
-        elif kind == "agent":
-            if check:
-                check_agent_name(op["agent"])
-            agent = TeamState.set_agent_in(state, op["agent"], **op["fields"])
-            entity("agent", agent, f"agent {op['agent']}")
-        elif kind == "turn":
-            if check:
-                check_agent_name(op["agent"])
-            entry = state["agents"].get(op["agent"]) or {}
-            agent = TeamState.set_agent_in(
-                state, op["agent"], turn=op["turn"], updated_at=op["updated_at"],
-                tokens=int(entry.get("tokens") or 0) + int(op["tokens"]))
-            entity("agent", agent, f"agent {op['agent']}")
-        elif kind == "update":
-            entity("agent_update", op["entry"], "an agent update")
-            state["agent_updates"].append(op["entry"])
-        elif kind == "usage":
-            task_id = op.get("task_id")
-            if task_id is not None and op.get("if_known") and not any(
-                    t["task_id"] == task_id for t in state["tasks"]):
-                task_id = None
-            TeamState.add_usage_to(state, op["agent"], op["counts"], op.get("api_calls", 1),
-                                   op.get("cost_usd"), task_id=task_id)
-            entity("usage", state["usage"], "usage")
-            if task_id is not None:
-                entity("task", find_task(state, task_id), f"task {task_id}")
-        elif kind == "merge":
-            entity("merge", op["entry"], "a merge")
-            state["integration"].setdefault("merges", []).append(op["entry"])
-        elif kind == "branch":
-            TeamState.claim_branch_in(state, op["name"], exists=bool(op.get("exists")))
-        elif kind == "decisions":
-            for entry in op["entries"]:
-                entity("decision", entry, "a decision")
-            state["decisions"].extend(op["entries"])
-        else:
-            raise StateError(f"Unknown state change {kind!r}.")
-
     def update(self, fn: Callable[[dict], T]) -> T:
         """Run `fn(state)` inside one transaction and return its result."""
         with self.transaction() as state:
             return fn(state)
 
     # -- helpers the orchestrator calls from many threads --
-
-    @staticmethod
-    def append_update_to(
-        state: dict,
-        agent: str,
-        task_id: str | None,
-        status: str,
-        message: str,
-        details: Mapping[str, Any] | None = None,
-    ) -> dict:
-        """Append one agent update with secrets masked; returns the entry."""
-        entry: dict[str, Any] = {
-            "timestamp": utc_now(),
-            "agent": agent,
-            "task_id": task_id,
-            "status": status,
-            "message": redact(message) if isinstance(message, str) else message,
-        }
-        if details is not None:
-            entry["details"] = redact_value(dict(details))
-        state["agent_updates"].append(entry)
-        return entry
 
     def append_update(
         self,
@@ -523,127 +387,31 @@ class TeamState:
         details: Mapping[str, Any] | None = None,
     ) -> dict:
         """`append_update_to` as one journaled change; returns the entry as written."""
-        entry = self.append_update_to({"agent_updates": []}, agent, task_id, status, message,
+        entry = state_ops.append_update_to({"agent_updates": []}, agent, task_id, status, message,
                                       details)
         self.record({"op": "update", "entry": entry})
         return copy.deepcopy(entry)
 
-    @staticmethod
-    def set_task_in(state: dict, task_id: str, **fields: Any) -> dict:
-        """Change fields of one task; UnknownTaskError when the plan has no such task."""
-        _check_fields("task", "task", fields)
-        task = find_task(state, task_id)
-        task.update(fields)
-        return task
-
     def set_task(self, task_id: str, **fields: Any) -> dict:
         """`set_task_in` as one journaled change; returns a copy of the task."""
-        _check_fields("task", "task", fields)
+        state_ops._check_fields("task", "task", fields)
         return self.record({"op": "task", "task_id": task_id, "fields": fields},
-                           pick=lambda state: find_task(state, task_id))
-
-    @staticmethod
-    def set_agent_in(state: dict, role: str, **fields: Any) -> dict:
-        """Change the live view of one agent, creating it as idle first if needed."""
-        _check_fields("agent", "agent", fields)
-        agent = state.setdefault("agents", {}).setdefault(role, {"status": "idle"})
-        agent.update(fields)
-        agent["updated_at"] = fields.get("updated_at") or utc_now()
-        return agent
+                           pick=lambda state: state_ops.find_task(state, task_id))
 
     def set_agent(self, role: str, **fields: Any) -> dict:
         """`set_agent_in` as one journaled change; returns a copy of the agent."""
-        _check_fields("agent", "agent", fields)
+        state_ops._check_fields("agent", "agent", fields)
         fields = {**fields, "updated_at": fields.get("updated_at") or utc_now()}
         return self.record({"op": "agent", "agent": role, "fields": fields},
                            pick=lambda state: state["agents"][role])
-
-    def agent_turn(self, role: str, turn: int, tokens: int) -> None:
-        """An agent's live entry after one model turn: its turn number and tokens so far."""
-        self.record({"op": "turn", "agent": role, "turn": turn, "tokens": tokens,
-                     "updated_at": utc_now()})
-
-    @staticmethod
-    def claim_branch_in(state: dict, branch: str, *, exists: bool) -> None:
-        """Add `branch` to the feature's own branches; StateError when it is the user's.
-
-        A branch that `exists` already and is not in the list was not made by this run.
-        A feature recorded before branches were owned (no list) trusts every name.
-        """
-        if not isinstance(branch, str) or not branch:
-            raise StateError(f"Refusing to record branch {branch!r}: not a branch name.")
-        feature = state.get("current_feature")
-        owned = feature.get("branches") if feature is not None else None
-        if owned is None or branch in owned:
-            return
-        if exists:
-            raise StateError(
-                f"Branch {branch} already exists and this run did not create it; it is left "
-                "alone. Rename it (git branch -m) and resume.")
-        owned.append(branch)
-
-    def claim_branch(self, branch: str, *, exists: bool) -> None:
-        """`claim_branch_in` as one journaled change: O(1), never a rewrite of the file."""
-        owned = self.view(lambda state: (state.get("current_feature") or {}).get("branches"))
-        if owned is None or branch in owned:
-            return
-        self.record({"op": "branch", "name": branch, "exists": exists})
-
-    def add_merge(self, entry: Mapping[str, Any]) -> None:
-        """Append one merge to the integration's merge log."""
-        self.record({"op": "merge", "entry": dict(entry)})
-
-    @staticmethod
-    def add_decisions_to(
-        state: dict, decisions: Iterable[str | Mapping[str, Any]], made_by: str
-    ) -> list[dict]:
-        """Record decisions (text or {decision, rationale, affected_agents}) by one agent."""
-        entries = []
-        for item in decisions:
-            raw = {"decision": item} if isinstance(item, str) else dict(item)
-            entry = {"decision": raw.get("decision")}
-            entry |= {k: raw[k] for k in ("rationale", "affected_agents") if raw.get(k) is not None}
-            entries.append({**entry, "made_by": made_by, "timestamp": utc_now()})
-        state["decisions"].extend(entries)
-        return entries
 
     def add_decisions(
         self, decisions: Iterable[str | Mapping[str, Any]], made_by: str
     ) -> list[dict]:
         """`add_decisions_to` as one journaled change; returns copies of the entries."""
-        entries = self.add_decisions_to({"decisions": []}, list(decisions), made_by)
+        entries = state_ops.add_decisions_to({"decisions": []}, list(decisions), made_by)
         self.record({"op": "decisions", "entries": entries})
         return copy.deepcopy(entries)
-
-    @staticmethod
-    def add_usage_to(
-        state: dict,
-        agent: str,
-        usage: Mapping[str, int] | Any,
-        api_calls: int = 1,
-        cost_usd: float | None = None,
-        *,
-        task_id: str | None = None,
-    ) -> None:
-        """Add real API usage to the totals, to `by_agent[agent]` and optionally to one task.
-
-        `cost_usd=None` means the price is unknown: the cost then stays None with `cost_known`
-        false for good, because an unknown price counted as zero would understate the bill.
-        """
-        counts = _token_counts(usage)
-        calls = _count("api_calls", api_calls)
-        if cost_usd is not None and (
-            isinstance(cost_usd, bool)
-            or not isinstance(cost_usd, (int, float))
-            or not 0 <= cost_usd < float("inf")
-        ):
-            raise StateError(f"cost_usd must be a non-negative number or None, got {cost_usd!r}.")
-        buckets = [state["usage"]]
-        buckets.append(state["usage"].setdefault("by_agent", {}).setdefault(agent, _zero_counts()))
-        if task_id is not None:
-            buckets.append(find_task(state, task_id).setdefault("usage", _zero_counts()))
-        for bucket in buckets:
-            _accumulate(bucket, counts, calls, cost_usd)
 
     def add_usage(
         self,
@@ -655,23 +423,7 @@ class TeamState:
         task_id: str | None = None,
     ) -> None:
         """`add_usage_to` as one journaled change."""
-        self.record(self.usage_op(agent, usage, api_calls, cost_usd, task_id=task_id))
-
-    @staticmethod
-    def usage_op(agent: str, usage: Mapping[str, int] | Any, api_calls: int = 1,
-                 cost_usd: float | None = None, *, task_id: str | None = None,
-                 if_known: bool = False) -> dict[str, Any]:
-        """The journaled form of `add_usage_to`, checked now so a bad value is never written.
-
-        `if_known`: count it for the task only when the plan has that task.
-        """
-        probe = {"usage": _zero_counts()}
-        TeamState.add_usage_to(probe, agent, usage, api_calls, cost_usd)
-        op: dict[str, Any] = {"op": "usage", "agent": agent, "counts": _token_counts(usage),
-                              "api_calls": api_calls, "cost_usd": cost_usd}
-        if task_id is not None:
-            op |= {"task_id": task_id, "if_known": if_known}
-        return op
+        self.record(state_ops.usage_op(agent, usage, api_calls, cost_usd, task_id=task_id))
 
     # -- internals --
 

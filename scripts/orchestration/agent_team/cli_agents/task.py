@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import state_ops
 from ..agent_calls import agent_entry
 from ..agent_loop import AgentResult
 from ..errors import CliAgentError, UsageLimitExceeded
@@ -25,7 +26,6 @@ from ..prompts import task_prompt_for
 from ..records import set_agent, set_task
 from ..redaction import redact
 from ..run_context import RunContext
-from ..state import TeamState
 from ..team import Team
 from . import aider, claude_code, codex, generic
 from .confine import confined
@@ -114,7 +114,7 @@ def _record_usage(run: RunContext, spec: WorkerSpec, task_id: str, report: CliRe
     run.events.emit("model_call", role=spec.role, task_id=task_id, turn=turns, usage=counts,
                      stop_reason=f"cli:{spec.kind}", model=spec.model, cost_usd=report.cost_usd,
                      duration_s=round(finished.duration, 3))
-    run.store.update(lambda state: TeamState.add_usage_to(
+    run.store.update(lambda state: state_ops.add_usage_to(
         state, spec.role, counts, api_calls=calls, cost_usd=report.cost_usd, task_id=task_id))
 
 

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 from jsonschema.exceptions import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from .. import state_ops
 from ..errors import StateError
-from ..state import TeamState
 from ..state_schema import TOKEN_KEYS, describe_error, encoder, new_state, utc_now
 from .queue import Claim, TaskQueue
 from .records import JobRecord, TaskRecord
@@ -140,7 +140,7 @@ class JobRunStore:
 
         def apply(state: dict[str, Any]) -> Any:
             for op in ops:
-                TeamState.apply_op(state, op, check=False)
+                state_ops.apply_op(state, op, check=False)
             return copy.deepcopy(pick(state)) if pick is not None else None
 
         return self.update(apply)
