@@ -38,9 +38,12 @@ def confined(policy: SandboxPolicy, scratch: Path, *, home: Path | None = None,
     mounts = cli_home_mounts(home)
 
     def wrap(invocation: Invocation) -> Invocation:
+        program = invocation.argv[0]
+        # A CLI given by path (claude_cli.command) stays visible wherever it is installed.
+        readonly = [Path(os.path.realpath(program)).parent] if os.path.isabs(program) else []
         argv = sandboxed_argv(list(invocation.argv), workdir=invocation.cwd, policy=online,
-                              writable=[scratch, *writable], mounts=mounts,
-                              environ=invocation.env)
+                              readonly=readonly, writable=[scratch, *writable],
+                              mounts=mounts, environ=invocation.env)
         env = {**invocation.env, "HOME": SANDBOX_HOME, "TMPDIR": "/tmp"}
         env.setdefault("PATH", os.defpath)
         return Invocation(argv=tuple(argv), env=env, cwd=invocation.cwd)
