@@ -214,3 +214,17 @@ def test_failure_notification_respects_notify_on_error(project: Path, tmp_path: 
     env = {"ORCHESTRATOR_CONFIG": str(config), "SLACK_WEBHOOK_URL": receiver}
     assert run_backlog_cli(project, tmp_path, agents, env).exit_code == 1
     assert Receiver.bodies == []
+
+
+def test_a_stuck_agent_is_notified_as_it_happens_and_a_nudge_is_not() -> None:
+    from agent_team.co.notify import Notifications
+
+    email = EmailNotifier()
+    on_event = Notifications([BrokenNotifier(), email]).listener("co run 7")
+
+    on_event({"kind": "stuck", "action": "nudge", "role": "backend-dev", "task_id": "T1"})
+    on_event({"kind": "stuck", "action": "escalate", "role": "backend-dev", "task_id": "T1",
+              "reason": "the same read_file call 3 times"})
+
+    assert email.sent == [("co run 7: agent backend-dev on T1 is stuck (the same read_file "
+                           "call 3 times); action: escalate.", "warning")]

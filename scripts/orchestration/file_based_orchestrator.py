@@ -25,10 +25,11 @@ from typing import Any
 import click
 from agent_team.cli import common_options, max_workers_option, run_main
 from agent_team.crash_repair import repair_after_crash
-from agent_team.errors import EXIT_FAILED, EXIT_OK, GitError
+from agent_team.errors import EXIT_FAILED, EXIT_OK, GitError, RunStopped, StateError
 from agent_team.git_merge import MergeResult
 from agent_team.orchestrator import BaseOrchestrator
 from agent_team.records import set_feature_status, task_record
+from agent_team.run_context import STOP_STATE
 from agent_team.run_end import finish, stop
 from agent_team.run_frame import (
     begin_resume,
@@ -123,8 +124,6 @@ class FileBasedOrchestrator(BaseOrchestrator):
             return self._execute(state["tasks"], workers, completed=done)
 
     def _plan_or_stop(self, feature: str) -> list[dict[str, Any]] | None:
-        from agent_team.errors import RunStopped
-
         try:
             return self.manager_create_tasks(feature)
         except RunStopped:
@@ -149,20 +148,17 @@ class FileBasedOrchestrator(BaseOrchestrator):
         finished = False
         try:
             if run.stop.stopped:
-                run.stop.check() if run.stop.kind == "state_error" else None
+                if run.stop.kind == STOP_STATE:  # the store is unusable: nothing to report to
+                    run.stop.check()
                 finished = True
                 return stop(self.team, run)
             self._prepare_workspace()
             set_feature_status(run, "integrating")
             try:
                 integration = self.manager_integrate(run.store.read()["tasks"])
-            except Exception as exc:
-                from agent_team.errors import RunStopped
-
-                if isinstance(exc, RunStopped):
-                    finished = True
-                    return stop(self.team, run)
-                raise
+            except RunStopped:
+                finished = True
+                return stop(self.team, run)
             ok = bool(integration["success"])
             set_feature_status(run, "completed" if ok else "failed", completed_at=utc_now())
             finished = True
@@ -206,11 +202,9 @@ class FileBasedOrchestrator(BaseOrchestrator):
                 raise GitError(f"setup_worktrees returned no worktree for {task['task_id']} "
                                f"(keys: {', '.join(map(str, worktrees)) or 'none'})")
             result = self.execute_task_in_worktree(task, Path(worktree))
+        except (RunStopped, StateError):
+            raise
         except Exception as exc:  # an error in a seam is recorded on its task, never lost
-            from agent_team.errors import RunStopped, StateError
-
-            if isinstance(exc, (RunStopped, StateError)):
-                raise
             return fail_task(self.current, task["task_id"], fail_message(exc))
         if not isinstance(result, Mapping):
             return fail_task(self.current, task["task_id"],

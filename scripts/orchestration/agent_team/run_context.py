@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .budget import BudgetGuard
 from .errors import AgentTeamError, RunInterrupted, StateError, UsageLimitExceeded
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 STOP_BUDGET = "budget"
 STOP_USER = "user"
 STOP_STATE = "state_error"
-STOP_STUCK = "stuck"
+STOP_OTHER = "error"
 
 
 def new_run_id() -> str:
@@ -46,7 +46,7 @@ def stop_kind(error: BaseException) -> str:
         return STOP_BUDGET
     if isinstance(error, StateError):
         return STOP_STATE
-    return STOP_STUCK
+    return STOP_OTHER
 
 
 class StopToken:
@@ -133,7 +133,3 @@ class RunContext:
     @property
     def slug(self) -> str:
         return self.feature_branch.split("/", 1)[1] if "/" in self.feature_branch else ""
-
-    def describe(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "feature_branch": self.feature_branch,
-                "base_branch": self.base_branch}
