@@ -209,3 +209,34 @@ def test_an_interpreter_and_tools_under_tmp_stay_usable_read_only(tmp_path: Path
                           env={**sandbox_environment(POLICY), "PATH": path})
     assert "tool ran" in done.stdout and "2" in done.stdout, done.stderr
     assert "read-only" in done.stdout and not (tools / "planted").exists()
+
+
+def test_a_run_without_the_sandbox_says_so_in_its_report(tmp_path: Path) -> None:
+    import json
+
+    from file_based_orchestrator import FileBasedOrchestrator
+
+    from tests.orchestration_helpers import (
+        integration_turn,
+        plan_turn,
+        read_state,
+        run_orchestrator,
+        task,
+        write_and_finish,
+    )
+
+    project = tmp_path / "project"
+    make_repo(project, {"README.md": "# p\n"})
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"sandbox": {"enabled": False}}), encoding="utf-8")
+    run = run_orchestrator(FileBasedOrchestrator, project, {
+        "manager:plan": [plan_turn([task("A", "backend-dev")])],
+        "backend-dev:A": write_and_finish("a.txt", "A\n"),
+        "manager:integration": [integration_turn()],
+    }, "Unconfined feature", config_path=config)
+
+    assert run.summary["exit_code"] == 0
+    assert any("sandbox is turned off" in w for w in run.summary["warnings"])
+    report = (project / read_state(project)["runs"][-1]["report"]).read_text(encoding="utf-8")
+    assert "**Warning**: WARNING: the sandbox is turned off" in report
+    assert "Warning: WARNING: the sandbox is turned off" in run.output

@@ -29,8 +29,10 @@ def build_summary(
     status: str,
     exit_code: int,
     files_changed: list[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready summary of the current feature's run.
+    """A JSON-ready summary of the current feature's run; `warnings` are the run's own (e.g.
+    that agents' commands ran without the sandbox).
 
     `files_changed` is the feature branch's diff against its base, from git; without it the
     union of the tasks' git-recorded files is used.
@@ -82,6 +84,7 @@ def build_summary(
         "test_results": integration.get("test_results"),
         "integration_summary": integration.get("summary", ""),
         "merged_into_base": integration.get("merged_into_base", False),
+        "warnings": list(warnings or []),
     }
 
 
@@ -201,6 +204,7 @@ def render_console(summary: Mapping[str, Any]) -> str:
         )
     if summary.get("stop_reason"):
         lines.append(f"  Stopped: {for_log(summary['stop_reason'])}")
+    lines += [f"  Warning: {warning}" for warning in summary.get("warnings", [])]
     verdict = "SUCCESS - ready to review" if summary["exit_code"] == 0 else "FAILED"
     if summary["exit_code"] == 3:
         verdict = "STOPPED - budget reached; resume with --resume"
@@ -220,6 +224,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         f"# Run {summary['run_id']}: {md(for_log(summary['feature']))}",
         "",
         f"- Status: **{summary['status']}** (exit code {summary['exit_code']})",
+        *(f"- **Warning**: {md(warning)}" for warning in summary.get("warnings", [])),
         f"- Branch: `{summary['feature_branch']}` from `{summary['base_branch']}`",
         f"- Duration: {summary['duration_seconds']:.1f} s",
         f"- API calls: {summary['api_calls']}",

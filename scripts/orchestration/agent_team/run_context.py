@@ -113,6 +113,8 @@ class RunContext:
     integration_worktree: Path | None = None
     merge_lock: threading.Lock = field(default_factory=threading.Lock)
     pending_usage: list[PendingUsage] = field(default_factory=list)
+    #: What the report must say about how the run ran (e.g. without the sandbox).
+    warnings: list[str] = field(default_factory=list)
     #: Task worktrees reused across tasks (run_worktrees.open_pool); None: one fresh per task.
     pool: WorktreePool | None = None
 

@@ -22,7 +22,8 @@ def finish(team: Team, run: RunContext, status: str, exit_code: int) -> dict[str
     if run.feature_branch and team.git.branch_exists(run.feature_branch):
         files = team.git.changed_files(run.base_commit, run.feature_branch)
     summary = report_mod.build_summary(snapshot, run_id=run.run_id, duration_seconds=duration,
-                                       status=status, exit_code=exit_code, files_changed=files)
+                                       status=status, exit_code=exit_code, files_changed=files,
+                                       warnings=run.warnings)
     paths = report_mod.write_reports(team.project_dir, run.run_id, summary)
 
     def apply(state: dict[str, Any]) -> None:

@@ -105,6 +105,7 @@ def locked_run(team: Team, run: RunContext, *, run_lock: bool = True) -> Iterato
             try:
                 if unconfined:
                     run.log(unconfined)
+                    run.warnings.append(unconfined)
                     run.events.emit("sandbox_off", message=unconfined)
                 yield
             except BaseException as exc:
