@@ -55,6 +55,7 @@ from agent_team.state import utc_now
 from agent_team.steps_merge import conclude_task, merge_task, resolve_conflict
 from agent_team.steps_schedule import resume_plan, run_schedule
 from agent_team.steps_task import execute_task, fail_message, fail_task
+from agent_team.task_record import TaskRecord
 
 __all__ = ["FileBasedOrchestrator", "main"]
 
@@ -123,13 +124,13 @@ class FileBasedOrchestrator(BaseOrchestrator):
             self.log(f"{len(done)} of {len(state['tasks'])} tasks already done.")
             return self._execute(state["tasks"], workers, completed=done)
 
-    def _plan_or_stop(self, feature: str) -> list[dict[str, Any]] | None:
+    def _plan_or_stop(self, feature: str) -> list[TaskRecord] | None:
         try:
             return self.manager_create_tasks(feature)
         except RunStopped:
             return None
 
-    def _execute(self, tasks: list[dict[str, Any]], max_workers: int,
+    def _execute(self, tasks: list[TaskRecord], max_workers: int,
                  completed: list[str] | None = None) -> dict[str, Any]:
         """Run the schedule, then the integration pass; returns the summary."""
         run = self.current
@@ -186,38 +187,40 @@ class FileBasedOrchestrator(BaseOrchestrator):
 
     # -- one task --------------------------------------------------------------------------
 
-    def agent_execute_task(self, task: dict[str, Any]) -> dict[str, Any]:
+    def agent_execute_task(self, task: TaskRecord) -> dict[str, Any]:
         """The whole life of one task: worktree, agent, commit, merge, cleanup."""
         if not self.current.began:
             self._ensure_begun(str(task.get("description") or task["task_id"]))
         self._prepare_workspace()
-        task = {**task, "branch": task.get("branch") or self.task_branch(task)}
-        if self._already_finished(task):
+        branch = task.get("branch") or self.task_branch(task)
+        task = {**task, "branch": branch}
+        result = task.get("result")
+        if result and self._already_finished(task):
             self.log(f"{task['task_id']}: agent work already committed; merging it.")
-            return self._merge(task, task["branch"], task["result"]["files_modified"])
+            return self._merge(task, branch, result["files_modified"])
         try:
             worktrees = self.setup_worktrees([task])
             worktree = worktrees.get(task["task_id"]) or worktrees.get(task["assigned_to"])
             if worktree is None:
                 raise GitError(f"setup_worktrees returned no worktree for {task['task_id']} "
                                f"(keys: {', '.join(map(str, worktrees)) or 'none'})")
-            result = self.execute_task_in_worktree(task, Path(worktree))
+            outcome = self.execute_task_in_worktree(task, Path(worktree))
         except (RunStopped, StateError):
             raise
         except Exception as exc:  # an error in a seam is recorded on its task, never lost
             return fail_task(self.current, task["task_id"], fail_message(exc))
-        if not isinstance(result, Mapping):
+        if not isinstance(outcome, Mapping):
             return fail_task(self.current, task["task_id"],
-                             f"execute_task_in_worktree returned {result!r}, not a result")
-        return dict(result)
+                             f"execute_task_in_worktree returned {outcome!r}, not a result")
+        return dict(outcome)
 
-    def setup_worktrees(self, tasks: list[dict[str, Any]]) -> dict[str, Path]:
+    def setup_worktrees(self, tasks: list[TaskRecord]) -> dict[str, Path]:
         """Create a worktree per task (keyed by task id), cut from the feature branch now."""
         return {task["task_id"]: task_worktree(self.team, self.current, task,
                                                 task.get("branch") or self.task_branch(task))
                 for task in tasks}
 
-    def execute_task_in_worktree(self, task: dict[str, Any], worktree: Path) -> dict[str, Any]:
+    def execute_task_in_worktree(self, task: TaskRecord, worktree: Path) -> dict[str, Any]:
         """Run the agent in `worktree`, commit, merge into the feature branch."""
         run = self.current
         branch = (self.git.worktrees.branch_of(worktree) or task.get("branch")
@@ -229,22 +232,22 @@ class FileBasedOrchestrator(BaseOrchestrator):
             return outcome.as_dict()
         return self._merge({**task, "commit": outcome.commit}, branch, outcome.files)
 
-    def _merge(self, task: dict[str, Any], branch: str, files: list[str]) -> dict[str, Any]:
+    def _merge(self, task: TaskRecord, branch: str, files: list[str]) -> dict[str, Any]:
         merge = self.merge_task(task, branch)
         return conclude_task(self.current, task, merge, files)
 
-    def merge_task(self, task: dict[str, Any], branch: str) -> dict[str, Any]:
+    def merge_task(self, task: TaskRecord, branch: str) -> dict[str, Any]:
         """Merge a finished task branch into the feature branch, one merge at a time."""
         return merge_task(self.team, self.current, task, branch, resolve=self.resolve_conflict)
 
-    def resolve_conflict(self, task: Mapping[str, Any], branch: str,
+    def resolve_conflict(self, task: TaskRecord, branch: str,
                          merge: MergeResult) -> dict[str, Any]:
         """Let the manager resolve a conflict with tools, or abort and keep the branch."""
         return resolve_conflict(self.team, self.current, task, branch, merge)
 
-    def _already_finished(self, task: Mapping[str, Any]) -> bool:
+    def _already_finished(self, task: TaskRecord) -> bool:
         """On resume: the agent finished and its commit is on the branch; only the merge is due."""
-        branch = task["branch"]
+        branch = task.get("branch") or self.task_branch(task)
         return bool(
             task.get("status") == "in_progress" and task.get("result") and task.get("commit")
             and self.git.branch_exists(branch) and self.git.head_commit(branch) == task["commit"]

@@ -31,6 +31,7 @@ from agent_team.run_worktrees import (
 )
 from agent_team.state import utc_now
 from agent_team.steps_sequential import execute_in_feature_worktree
+from agent_team.task_record import TaskRecord
 
 
 class SimpleOrchestrator(BaseOrchestrator):
@@ -72,7 +73,7 @@ class SimpleOrchestrator(BaseOrchestrator):
                           EXIT_OK if ok else EXIT_FAILED)
         raise AssertionError("unreachable")
 
-    def agent_execute_task(self, task: dict[str, Any]) -> dict[str, Any]:
+    def agent_execute_task(self, task: TaskRecord) -> dict[str, Any]:
         """Run one task's agent in the feature worktree and commit what it changed."""
         worktree = self.current.integration_worktree
         assert worktree is not None

@@ -27,6 +27,7 @@ from .settings import Settings
 from .state import TeamState
 from .steps_integrate import integrate
 from .steps_plan import plan_feature, plan_prompt, record_plan, task_branch
+from .task_record import TaskRecord
 from .team import Team, build_team, load_settings
 
 __all__ = ["BaseOrchestrator"]
@@ -112,13 +113,13 @@ class BaseOrchestrator:
         """The system prompt of a role: its own text, the working rules, the project context."""
         return system_prompt(self.team, agent_id)
 
-    def _build_task_prompt(self, task: Mapping[str, Any]) -> str:
+    def _build_task_prompt(self, task: TaskRecord) -> str:
         """What the agent is asked to do, with its dependencies' real results and decisions."""
         return task_prompt(self.current, task)
 
     # -- model calls -----------------------------------------------------------------------
 
-    def call_agent(self, agent_id: str, role: Any, prompt: str | None = None,
+    def call_agent(self, agent_id: str, role: str | TaskRecord, prompt: str | None = None,
                    system_prompt: str | None = None) -> str:
         """One model call; returns the reply text. Every call of the run passes here.
 
@@ -131,11 +132,10 @@ class BaseOrchestrator:
         if pending is not None and pending[2].conversation == agent_id:
             team, run, request = pending
             return perform(team, run, request).text
-        if isinstance(role, Mapping):  # the guide's two-argument form: (agent_id, task)
+        if not isinstance(role, str):  # the guide's two-argument form: (agent_id, task)
             task = role
-            role = str(task.get("assigned_to") or agent_id)
+            role = task.get("assigned_to") or agent_id
             prompt = self._build_task_prompt(task) if prompt is None else prompt
-        role = str(role)
         system = system_prompt if system_prompt is not None else self._get_system_prompt(role)
         request = ModelRequest(role=role, conversation=agent_id, system=system,
                                messages=[Message.user(prompt or "")])
@@ -148,7 +148,7 @@ class BaseOrchestrator:
         seen.append(response.strip())
         return repeated
 
-    def manager_resolve(self, task: Mapping[str, Any], response: str) -> str:
+    def manager_resolve(self, task: TaskRecord, response: str) -> str:
         """The manager's guidance for an agent that repeats itself on `task`."""
         description = task.get("description", "") if isinstance(task, Mapping) else str(task)
         task_id = task.get("task_id", "task") if isinstance(task, Mapping) else "task"
@@ -168,23 +168,23 @@ class BaseOrchestrator:
         return plan_feature(self.team, self.current, feature,
                             prompt=self._build_plan_prompt(feature))
 
-    def manager_create_tasks(self, feature: str) -> list[dict[str, Any]]:
+    def manager_create_tasks(self, feature: str) -> list[TaskRecord]:
         """Plan the feature, write tasks and decisions to the state file, return the tasks."""
         self._ensure_begun(feature)
         plan = self.plan_feature(feature)
         return record_plan(self.current, plan, self.task_branch)
 
-    def manager_integrate(self, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    def manager_integrate(self, tasks: list[TaskRecord]) -> dict[str, Any]:
         """Run the tests on the merged branch, review it, record the verdict."""
         worktree = self.current.integration_worktree
         if worktree is None:
             raise RuntimeError("manager_integrate needs the run's integration worktree")
         return integrate(self.team, self.current, worktree)
 
-    def task_branch(self, task: Mapping[str, Any]) -> str:
+    def task_branch(self, task: TaskRecord) -> str:
         return task_branch(self.current, task)
 
-    def _dependencies_satisfied(self, task: Mapping[str, Any],
+    def _dependencies_satisfied(self, task: TaskRecord,
                                 results: list[dict[str, Any]]) -> bool:
         """Whether every dependency of `task` is among `results` as completed."""
         done = {r.get("task_id") for r in results if r and r.get("status") == "completed"}

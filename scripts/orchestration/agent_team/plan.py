@@ -20,52 +20,14 @@ import jsonschema
 from .errors import PlanError
 from .priority import parse_priority, priority_word
 from .redaction import redact
-from .scheduler import Job, find_cycle
+from .scheduler import find_cycle
 from .scheduler import topological_order as schedule_order
+from .task_record import TaskRecord, job_of, new_task
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "plan.schema.json"
-PRIORITY_RANK = {"high": 2, "medium": 1, "low": 0}
 DEFAULT_MAX_TASKS = 100
 MAX_ERROR_MESSAGES = 25
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work for one role."""
-
-    task_id: str
-    description: str
-    assigned_to: str
-    dependencies: tuple[str, ...] = ()
-    deliverables: tuple[str, ...] = ()
-    priority: str = "medium"
-
-    def to_state(self) -> dict[str, Any]:
-        """The task as a fresh entry of the state file's `tasks` list."""
-        return {
-            "task_id": self.task_id,
-            "description": self.description,
-            "assigned_to": self.assigned_to,
-            "dependencies": list(self.dependencies),
-            "deliverables": list(self.deliverables),
-            "priority": self.priority,
-            "status": "pending",
-            "progress": 0,
-            "attempts": 0,
-            "result": None,
-        }
-
-    @classmethod
-    def from_state(cls, data: Mapping[str, Any]) -> Task:
-        return cls(
-            task_id=data["task_id"],
-            description=data["description"],
-            assigned_to=data["assigned_to"],
-            dependencies=tuple(data.get("dependencies") or ()),
-            deliverables=tuple(data.get("deliverables") or ()),
-            priority=data.get("priority") or "medium",
-        )
 
 
 @dataclass(frozen=True)
@@ -77,13 +39,15 @@ class Decision:
 
 @dataclass(frozen=True)
 class Plan:
-    tasks: tuple[Task, ...]
+    """The manager's tasks, each a fresh `TaskRecord` (status pending), and its decisions."""
+
+    tasks: tuple[TaskRecord, ...]
     decisions: tuple[Decision, ...] = field(default_factory=tuple)
 
-    def by_id(self) -> dict[str, Task]:
-        return {task.task_id: task for task in self.tasks}
+    def by_id(self) -> dict[str, TaskRecord]:
+        return {task["task_id"]: task for task in self.tasks}
 
-    def order(self) -> list[Task]:
+    def order(self) -> list[TaskRecord]:
         """Tasks in dependency order; among ready tasks, higher priority then plan order."""
         tasks = self.by_id()
         return [tasks[task_id] for task_id in topological_order(self.tasks)]
@@ -174,21 +138,19 @@ def _json_path(path: Iterable[Any]) -> str:
     return out
 
 
-def topological_order(tasks: Sequence[Task]) -> list[str]:
+def topological_order(tasks: Sequence[TaskRecord]) -> list[str]:
     """Dependencies first; among ready tasks, higher priority, then their order in the plan.
 
     Dependencies on ids that are not in `tasks` are ignored here; `validate_plan_data`
     reports them. A cycle is a PlanError naming it.
     """
-    ids = {task.task_id for task in tasks}
-    graph = {task.task_id: [d for d in task.dependencies if d in ids] for task in tasks}
+    ids = {task["task_id"] for task in tasks}
+    graph = {task["task_id"]: [d for d in task["dependencies"] if d in ids] for task in tasks}
     cycle = find_cycle(graph)
     if cycle:
         raise PlanError("The plan has a dependency cycle.",
                         ["Dependency cycle: " + " -> ".join(cycle) + "."])
-    return schedule_order(
-        Job(task.task_id, tuple(graph[task.task_id]), PRIORITY_RANK.get(task.priority, 1))
-        for task in tasks)
+    return schedule_order(job_of(task, ids) for task in tasks)
 
 
 def _task_id_problem(task_id: str) -> str | None:
@@ -287,12 +249,12 @@ def parse_plan(
     if errors:
         raise PlanError(f"The plan is invalid ({len(errors)} problem(s)).", errors)
     tasks = tuple(
-        Task(
+        new_task(
             task_id=t["task_id"],
             description=redact(t["description"].strip()),
             assigned_to=t["assigned_to"],
-            dependencies=tuple(t.get("dependencies", [])),
-            deliverables=tuple(redact(d) for d in t.get("deliverables", [])),
+            dependencies=t.get("dependencies", []),
+            deliverables=[redact(d) for d in t.get("deliverables", [])],
             # One reading of priorities everywhere: 1-10 or words, stored here as a word.
             priority=priority_word(parse_priority(t.get("priority", "medium"))),
         )

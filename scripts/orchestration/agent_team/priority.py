@@ -8,6 +8,7 @@ Both are accepted at every edge and stored as integers, so ordering is a plain S
 from __future__ import annotations
 
 from .errors import BadPriority
+from .task_record import Priority
 
 MIN_PRIORITY = 1
 MAX_PRIORITY = 10
@@ -43,7 +44,7 @@ def parse_priority(value: object) -> int:
     raise BadPriority(f"priority {value!r} is not valid: {_ACCEPTED}")
 
 
-def priority_word(priority: int) -> str:
+def priority_word(priority: int) -> Priority:
     """high / medium / low for an integer priority, for plans and short displays."""
     if priority >= 7:
         return "high"

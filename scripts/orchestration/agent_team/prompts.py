@@ -6,11 +6,9 @@ The facades expose these as the guide's `_get_system_prompt` and `_build_task_pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from .roles import MANAGER, load_prompt, read_context
 from .run_context import RunContext
+from .task_record import TaskRecord, prompt_notes
 from .team import Team
 
 
@@ -26,7 +24,7 @@ def system_prompt(team: Team, agent_id: str) -> str:
     return text
 
 
-def task_prompt(run: RunContext, task: Mapping[str, Any]) -> str:
+def task_prompt(run: RunContext, task: TaskRecord) -> str:
     """What the agent is asked to do, with its dependencies' real results and decisions."""
     wanted = set(task.get("dependencies", []))
     state = run.store.view(lambda s: {  # only what the prompt needs: O(1) copies per task
@@ -52,10 +50,11 @@ def task_prompt(run: RunContext, task: Mapping[str, Any]) -> str:
     if state["decisions"]:
         lines += ["", "Team decisions to follow:"]
         lines += [f"- {d['decision']} ({d.get('rationale', '')})" for d in state["decisions"]]
-    if task.get("additional_context"):
-        lines += ["", f"Guidance: {task['additional_context']}"]
-    if task.get("last_error"):
-        lines += ["", f"A previous attempt failed: {task['last_error']}"]
+    guidance, last_error = prompt_notes(task)
+    if guidance:
+        lines += ["", f"Guidance: {guidance}"]
+    if last_error:
+        lines += ["", f"A previous attempt failed: {last_error}"]
     lines += ["", "Make the changes with the tools, check them, then call finish_task."]
     return "\n".join(lines)
 
@@ -64,5 +63,5 @@ def system_for(team: Team, agent_id: str) -> str:
     return team.seams._get_system_prompt(agent_id) if team.seams else system_prompt(team, agent_id)
 
 
-def task_prompt_for(team: Team, run: RunContext, task: Mapping[str, Any]) -> str:
+def task_prompt_for(team: Team, run: RunContext, task: TaskRecord) -> str:
     return team.seams._build_task_prompt(task) if team.seams else task_prompt(run, task)

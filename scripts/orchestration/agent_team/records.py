@@ -13,6 +13,7 @@ from typing import Any
 from .run_context import RunContext
 from .state import utc_now
 from .state_ops import append_update_to, find_task
+from .task_record import TaskRecord
 
 
 def set_task(run: RunContext, task_id: str, **fields: Any) -> None:
@@ -47,6 +48,6 @@ def set_feature_status(run: RunContext, status: str, **fields: Any) -> None:
     run.store.update(apply)
 
 
-def task_record(run: RunContext, task_id: str) -> dict[str, Any]:
+def task_record(run: RunContext, task_id: str) -> TaskRecord:
     """The task as the store has it now."""
     return run.store.view(lambda state: find_task(state, task_id))

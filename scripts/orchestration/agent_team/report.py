@@ -8,11 +8,12 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from .fsutil import write_atomic
 from .sanitize import for_log
 from .sanitize import for_markdown_pr as md
+from .task_record import TaskRecord, TaskStatus, job_of, tasks_of
 
 RULE = "=" * 80
 STATUS_MARK = {
@@ -40,19 +41,8 @@ def build_summary(
     feature = state.get("current_feature") or {}
     usage = state.get("usage") or {}
     integration = state.get("integration") or {}
-    tasks = [
-        {
-            "task_id": t["task_id"],
-            "assigned_to": t["assigned_to"],
-            "description": t["description"],
-            "status": t["status"],
-            "commit": t.get("commit"),
-            "files_modified": (t.get("result") or {}).get("files_modified", []),
-            "error": t.get("error"),
-            "api_calls": (t.get("usage") or {}).get("api_calls", 0),
-        }
-        for t in state.get("tasks", [])
-    ]
+    records = tasks_of(state)
+    tasks = [task_line(t) for t in records]
     files = sorted(files_changed if files_changed is not None else {
         f for t in tasks for f in t["files_modified"]})
     calls_by_role = {
@@ -79,12 +69,40 @@ def build_summary(
         "cost_known": usage.get("cost_known", usage.get("cost_usd") is not None),
         "tasks": tasks,
         "files_changed": files,
-        "schedule": schedule_figures(state.get("tasks", [])),
+        "schedule": schedule_figures(records),
         "merges": integration.get("merges", []),
         "test_results": integration.get("test_results"),
         "integration_summary": integration.get("summary", ""),
         "merged_into_base": integration.get("merged_into_base", False),
         "warnings": list(warnings or []),
+    }
+
+
+class TaskLine(TypedDict):
+    """A task as the report shows it: its row in the table and its line in the JSON."""
+
+    task_id: str
+    assigned_to: str
+    description: str
+    status: TaskStatus
+    commit: str | None
+    files_modified: list[str]
+    error: str | None
+    api_calls: int
+
+
+def task_line(task: TaskRecord) -> TaskLine:
+    """The report's data of one task, from the record the run kept (not the agent's claims)."""
+    result, usage = task.get("result"), task.get("usage")
+    return {
+        "task_id": task["task_id"],
+        "assigned_to": task["assigned_to"],
+        "description": task["description"],
+        "status": task["status"],
+        "commit": task.get("commit"),
+        "files_modified": list(result.get("files_modified", [])) if result else [],
+        "error": task.get("error"),
+        "api_calls": usage.get("api_calls", 0) if usage else 0,
     }
 
 
@@ -94,13 +112,13 @@ def _seconds(timestamp: str | None) -> float | None:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
-def schedule_figures(tasks: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+def schedule_figures(tasks: list[TaskRecord]) -> dict[str, Any] | None:
     """Makespan of the tasks against the critical path of their measured durations.
 
     The critical path is the longest dependency chain when each task takes as long as it
     really took: no schedule can finish sooner, so the ratio shows how close the run came.
     """
-    from .scheduler import Job, critical_path_length
+    from .scheduler import critical_path_length
 
     timed = {}
     for task in tasks:
@@ -109,8 +127,7 @@ def schedule_figures(tasks: list[Mapping[str, Any]]) -> dict[str, Any] | None:
             timed[task["task_id"]] = (start, end)
     if not timed:
         return None
-    jobs = [Job(t["task_id"], tuple(d for d in t.get("dependencies", []) if d in timed))
-            for t in tasks if t["task_id"] in timed]
+    jobs = [job_of(t, timed) for t in tasks if t["task_id"] in timed]
     length, path = critical_path_length(jobs, {k: e - s for k, (s, e) in timed.items()})
     makespan = max(e for _, e in timed.values()) - min(s for s, _ in timed.values())
     return {

@@ -5,15 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from .errors import CommitRefused, GitError
 from .records import note
 from .run_context import RunContext
 from .state_checks import claim_branch
 from .steps_task import commit_task
+from .task_record import TaskRecord
 from .team import Team
 from .worktree_pool import WorktreePool
 from .worktree_setup import SetupReport, SetupSettings, prepare_worktree, release_submodules
@@ -23,7 +22,7 @@ def feature_dir(team: Team, run: RunContext) -> Path:
     return team.worktree_root / run.slug
 
 
-def task_worktree(team: Team, run: RunContext, task: Mapping[str, Any], branch: str) -> Path:
+def task_worktree(team: Team, run: RunContext, task: TaskRecord, branch: str) -> Path:
     """The task's worktree on `branch`, cut from the feature branch as it is now.
 
     A worktree an interrupted run left on that branch is reused (its uncommitted work is

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import StateError
 from .run_context import RunContext
 from .scheduler import find_cycle
+from .task_record import TaskRecord, tasks_of
 
 if TYPE_CHECKING:
     from .git_workspace import GitWorkspace
@@ -46,7 +47,7 @@ __all__ = [
 AGENTS_INFIX = "-agents/"
 
 
-def task_branch_of(feature_branch: str, task: Mapping[str, Any]) -> str:
+def task_branch_of(feature_branch: str, task: TaskRecord) -> str:
     """The branch a run gives a task that records none (as `steps_plan.task_branch` does)."""
     return f"{feature_branch}{AGENTS_INFIX}{task['assigned_to']}/{task['task_id']}"
 
@@ -76,7 +77,7 @@ def valid_branch_name(name: str) -> bool:
     return done.returncode == 0
 
 
-def _task_problems(tasks: Sequence[Mapping[str, Any]]) -> list[str]:
+def _task_problems(tasks: Sequence[TaskRecord]) -> list[str]:
     problems: list[str] = []
     ids = [str(t["task_id"]) for t in tasks]
     duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
@@ -97,7 +98,7 @@ def _task_problems(tasks: Sequence[Mapping[str, Any]]) -> list[str]:
     return problems
 
 
-def _branch_problems(feature: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
+def _branch_problems(feature: Mapping[str, Any], tasks: Sequence[TaskRecord],
                      integration: Mapping[str, Any]) -> list[str]:
     """Names only: slashes, git's rules, the namespace. No git repository is read."""
     problems: list[str] = []
@@ -172,7 +173,7 @@ def check_consistency(state: Mapping[str, Any], git: GitWorkspace | None = None,
     feature = state.get("current_feature")
     if not feature:
         return []
-    tasks = state["tasks"]
+    tasks = tasks_of(state)
     problems = _task_problems(tasks)
     problems += _branch_problems(feature, tasks, state.get("integration") or {})
     if problems or git is None:  # names that fail the rules are never handed to git

@@ -7,12 +7,13 @@ journal replays them (`apply_op`); each checks what it changes against the schem
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .errors import StateError, UnknownTaskError
 from .redaction import redact, redact_value
 from .state_journal import check_agent_name, check_entity
 from .state_schema import TOKEN_KEYS, property_checks, utc_now
+from .task_record import TaskRecord, UsageCounts, tasks_of
 
 
 def _check_fields(kind: str, definition: str, fields: Mapping[str, Any]) -> None:
@@ -23,12 +24,13 @@ def _check_fields(kind: str, definition: str, fields: Mapping[str, Any]) -> None
         raise StateError(f"Unknown {kind} field(s) {', '.join(unknown)}; allowed: {names}.")
 
 
-def find_task(state: Mapping[str, Any], task_id: str) -> dict:
+def find_task(state: Mapping[str, Any], task_id: str) -> TaskRecord:
     """The task entry with `task_id`; UnknownTaskError naming the known ones otherwise."""
-    for task in state["tasks"]:
-        if task.get("task_id") == task_id:
+    tasks = tasks_of(state)
+    for task in tasks:
+        if task["task_id"] == task_id:
             return task
-    known = ", ".join(t.get("task_id", "?") for t in state["tasks"]) or "none"
+    known = ", ".join(t["task_id"] for t in tasks) or "none"
     raise UnknownTaskError(f"No task {task_id!r} in the team state (tasks: {known}).")
 
 
@@ -53,8 +55,9 @@ def _token_counts(usage: Mapping[str, int] | Any) -> dict[str, int]:
     return {k: _count(k, getattr(usage, k, 0)) for k in TOKEN_KEYS}
 
 
-def _zero_counts() -> dict[str, Any]:
-    return {"api_calls": 0, **dict.fromkeys(TOKEN_KEYS, 0), "cost_usd": None, "cost_known": True}
+def _zero_counts() -> UsageCounts:
+    return {"api_calls": 0, "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
+            "cache_write_tokens": 0, "cost_usd": None, "cost_known": True}
 
 
 def _accumulate(bucket: dict, counts: Mapping[str, int], calls: int, cost: float | None) -> None:
@@ -144,11 +147,13 @@ def append_update_to(
     return entry
 
 
-def set_task_in(state: dict, task_id: str, **fields: Any) -> dict:
+def set_task_in(state: dict, task_id: str, **fields: Any) -> TaskRecord:
     """Change fields of one task; UnknownTaskError when the plan has no such task."""
     _check_fields("task", "task", fields)
     task = find_task(state, task_id)
-    task.update(fields)
+    # The names were just checked against the schema's task properties, the values are
+    # checked with the whole entry by the caller (`apply_op`) or when the state is saved.
+    task.update(cast(TaskRecord, fields))
     return task
 
 

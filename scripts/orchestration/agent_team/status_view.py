@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .state import STATE_RELATIVE_PATH
+from .task_record import TaskRecord
 
 
 def _ago(timestamp: str | None) -> str:
@@ -133,7 +134,7 @@ def render_status(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_task(task: Mapping[str, Any]) -> str:
+def render_task(task: TaskRecord) -> str:
     """Every recorded field of one task, its result and its usage; empty fields left out."""
     lines = [f"{task['task_id']}: {task['description']}"]
     fields = ("assigned_to", "status", "progress", "priority", "dependencies", "attempts",
@@ -148,13 +149,14 @@ def render_task(task: Mapping[str, Any]) -> str:
         lines.append(f"  {key}: {value}")
     for item in task.get("deliverables", []):
         lines.append(f"  deliverable: {item}")
-    result = task.get("result") or {}
+    result = task.get("result")
     if result:
         lines.append("  result:")
         lines.append(f"    summary: {result.get('summary', '')}")
-        for key, label in (("files_modified", "file"), ("completed_items", "done"),
-                           ("blockers", "blocker")):
-            for item in result.get(key) or []:
+        for items, label in ((result.get("files_modified"), "file"),
+                             (result.get("completed_items"), "done"),
+                             (result.get("blockers"), "blocker")):
+            for item in items or []:
                 lines.append(f"    {label}: {item}")
         if result.get("notes"):
             lines.append(f"    notes: {result['notes']}")

@@ -17,6 +17,7 @@ from .records import note
 from .roles import MANAGER
 from .run_context import RunContext
 from .stuck import StuckDetector, StuckHooks, guidance_prompt
+from .task_record import PromptTask, TaskRecord
 from .team import Team
 from .tools import Tool, Toolbox, Workspace, build_toolbox
 
@@ -68,7 +69,7 @@ def task_toolbox(team: Team, run: RunContext, role: str, task_id: str,
     )
 
 
-def run_task_agent(team: Team, run: RunContext, task: Mapping[str, Any],
+def run_task_agent(team: Team, run: RunContext, task: TaskRecord,
                    workspace: Path, extras: TaskExtras | None = None) -> AgentResult:
     """Run the task's agent with tools confined to `workspace` until it finishes.
 
@@ -85,7 +86,7 @@ def run_task_agent(team: Team, run: RunContext, task: Mapping[str, Any],
     max_turns = role.max_turns or team.settings.coordination.max_iterations
     system = system_for(team, role.name)
 
-    def attempt(view: Mapping[str, Any]) -> AgentResult:
+    def attempt(view: TaskRecord) -> AgentResult:
         model = RunModel(team, run, role.name, task_id, task_id)
         hooks = agent_hooks(team, run, role.name, task_id)
         if extras.wrap_hooks is not None:
@@ -100,7 +101,7 @@ def run_task_agent(team: Team, run: RunContext, task: Mapping[str, Any],
              {"transcript_tail": list(stuck.transcript_tail)})
         guidance = ask_manager_for_guidance(team, run, task, stuck)
         run.log(f"{task_id}: retrying once with the manager's guidance")
-        retry = {**task, "additional_context": guidance, "last_error": stuck.reason}
+        retry: PromptTask = {**task, "additional_context": guidance, "last_error": stuck.reason}
     try:
         return attempt(retry)
     except StuckEscalation as again:
@@ -112,7 +113,7 @@ def run_task_agent(team: Team, run: RunContext, task: Mapping[str, Any],
         ) from again
 
 
-def ask_manager_for_guidance(team: Team, run: RunContext, task: Mapping[str, Any],
+def ask_manager_for_guidance(team: Team, run: RunContext, task: TaskRecord,
                              stuck: StuckEscalation) -> str:
     prompt = guidance_prompt(f"{task['task_id']} - {task['description']}", stuck)
     reply = ask(team, run, ModelRequest(

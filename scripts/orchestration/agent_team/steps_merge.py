@@ -21,14 +21,15 @@ from .run_context import RunContext
 from .state import utc_now
 from .steps_agent import agent_hooks
 from .steps_task import agent_email, fail_message
+from .task_record import TaskRecord
 from .team import Team
 from .tools import Tool, Workspace, build_toolbox, define_tool
 
 #: resolve(task, branch, merge) -> merge entry; the facades pass their overridable seam.
-Resolver = Callable[[Mapping[str, Any], str, MergeResult], dict[str, Any]]
+Resolver = Callable[[TaskRecord, str, MergeResult], dict[str, Any]]
 
 
-def merge_task(team: Team, run: RunContext, task: Mapping[str, Any], branch: str,
+def merge_task(team: Team, run: RunContext, task: TaskRecord, branch: str,
                resolve: Resolver | None = None) -> dict[str, Any]:
     """Merge `branch` into the feature branch in the integration worktree."""
     worktree = run.integration_worktree
@@ -51,7 +52,7 @@ def merge_task(team: Team, run: RunContext, task: Mapping[str, Any], branch: str
         return resolve(task, branch, result)
 
 
-def conflict_prompt(team: Team, run: RunContext, task: Mapping[str, Any], branch: str,
+def conflict_prompt(team: Team, run: RunContext, task: TaskRecord, branch: str,
                     merge: MergeResult, worktree: Path) -> str:
     sides = []
     for path in merge.conflicts:
@@ -77,7 +78,7 @@ def conflict_prompt(team: Team, run: RunContext, task: Mapping[str, Any], branch
     )
 
 
-def resolve_conflict(team: Team, run: RunContext, task: Mapping[str, Any], branch: str,
+def resolve_conflict(team: Team, run: RunContext, task: TaskRecord, branch: str,
                      merge: MergeResult) -> dict[str, Any]:
     """Let the manager resolve a conflict with the file tools, or abort and keep the branch."""
     worktree = run.integration_worktree
@@ -135,7 +136,7 @@ def keep_side_tool(team: Team, worktree: Path, conflicts: list[str]) -> Tool:
     )
 
 
-def record_merge(run: RunContext, task: Mapping[str, Any], branch: str, status: str,
+def record_merge(run: RunContext, task: TaskRecord, branch: str, status: str,
                  commit: str | None, conflicts: list[str], message: str) -> dict[str, Any]:
     entry = {
         "task_id": task["task_id"], "branch": branch, "into": run.feature_branch,
@@ -148,7 +149,7 @@ def record_merge(run: RunContext, task: Mapping[str, Any], branch: str, status: 
     return entry
 
 
-def conclude_task(run: RunContext, task: Mapping[str, Any], merge: Mapping[str, Any],
+def conclude_task(run: RunContext, task: TaskRecord, merge: Mapping[str, Any],
                   files: list[str]) -> dict[str, Any]:
     """Mark the task completed when its merge went in, failed (branch kept) when not."""
     task_id = task["task_id"]

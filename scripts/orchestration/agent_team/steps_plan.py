@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from .records import note
 from .roles import MANAGER, read_context
 from .run_context import RunContext
 from .state import utc_now
+from .task_record import TaskRecord
 from .team import Team
 
 #: A front door's own rules for a plan: returns the plan (maybe amended) or raises PlanError,
@@ -85,11 +87,12 @@ def plan_feature(team: Team, run: RunContext, feature: str, *,
     )
 
 
-def record_plan(run: RunContext, plan: Plan, branch_of: Any) -> list[dict[str, Any]]:
+def record_plan(run: RunContext, plan: Plan,
+                branch_of: Callable[[TaskRecord], str]) -> list[TaskRecord]:
     """Write the plan's tasks (with their branches) and decisions to the store."""
     tasks = []
     for task in plan.order():
-        entry = task.to_state()
+        entry = copy.deepcopy(task)  # the plan stays as parsed; the store owns its entries
         entry["branch"] = branch_of(entry)
         tasks.append(entry)
 
@@ -110,6 +113,6 @@ def record_plan(run: RunContext, plan: Plan, branch_of: Any) -> list[dict[str, A
     return tasks
 
 
-def task_branch(run: RunContext, task: Any) -> str:
+def task_branch(run: RunContext, task: TaskRecord) -> str:
     """`feature/<slug>-agents/<role>/<task>`: git cannot nest refs under `feature/<slug>`."""
     return f"{run.feature_branch}-agents/{task['assigned_to']}/{task['task_id']}"

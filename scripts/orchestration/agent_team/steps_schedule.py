@@ -7,26 +7,19 @@ finish (blocked, skipped, or failed by an escaped error) gets its reason recorde
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from .errors import StateError
-from .plan import PRIORITY_RANK
 from .records import set_task, task_record
 from .run_context import STOP_STATE, RunContext
 from .scheduler import Job, ScheduleResult, run_graph
 from .state import utc_now
 from .steps_merge import record_merge
+from .task_record import TaskRecord, job_of
 from .team import Team
 
 
-def job_of(task: Mapping[str, Any]) -> Job:
-    """The scheduler's view of a task: id, dependencies, priority."""
-    return Job(task["task_id"], tuple(task["dependencies"]),
-               PRIORITY_RANK.get(str(task.get("priority", "medium")), 1))
-
-
-def run_schedule(team: Team, run: RunContext, tasks: list[dict[str, Any]],
+def run_schedule(team: Team, run: RunContext, tasks: list[TaskRecord],
                  execute: Callable[[str], bool], *, max_workers: int,
                  completed: Iterable[str] = ()) -> ScheduleResult:
     """Execute every task as soon as its dependencies completed; stop when the run stops."""
@@ -63,8 +56,8 @@ def run_schedule(team: Team, run: RunContext, tasks: list[dict[str, Any]],
     return schedule
 
 
-def resume_plan(team: Team, run: RunContext, tasks: list[dict[str, Any]],
-                branch_of: Callable[[Mapping[str, Any]], str]) -> list[str]:
+def resume_plan(team: Team, run: RunContext, tasks: list[TaskRecord],
+                branch_of: Callable[[TaskRecord], str]) -> list[str]:
     """Ids of tasks already done; merges git made before a crash are recorded, and every
     other unfinished task goes back to pending."""
     done = []
@@ -94,12 +87,12 @@ def resume_plan(team: Team, run: RunContext, tasks: list[dict[str, Any]],
     return done
 
 
-def on_feature_branch(team: Team, run: RunContext, task: Mapping[str, Any]) -> bool:
+def on_feature_branch(team: Team, run: RunContext, task: TaskRecord) -> bool:
     """Whether a merged task's commit is really in the feature branch (a task that changed
     nothing has no commit and counts as merged)."""
     commit = task.get("commit")
     if not commit:
         return True
-    if team.git.resolve(str(commit)) is None:
+    if team.git.resolve(commit) is None:
         return False
-    return team.git.is_merged(str(commit), run.feature_branch)
+    return team.git.is_merged(commit, run.feature_branch)

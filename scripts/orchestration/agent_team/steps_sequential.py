@@ -6,7 +6,6 @@ onto a branch of their own, so the next task starts from completed work only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from .run_context import RunContext
 from .state import utc_now
 from .steps_agent import run_task_agent
 from .steps_task import commit_task, fail_message, result_record
+from .task_record import TaskRecord
 from .team import Team
 
 
@@ -29,7 +29,7 @@ def check_worktree(team: Team, worktree: Path, task_id: str, feature_branch: str
             f"{feature_branch}.")
 
 
-def keep_failed_work(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
+def keep_failed_work(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
                      before: str, branch: str) -> str | None:
     """Move a failed task's partial changes off the feature branch onto `branch`."""
     check_worktree(team, worktree, task["task_id"], run.feature_branch)
@@ -46,7 +46,7 @@ def keep_failed_work(team: Team, run: RunContext, task: Mapping[str, Any], workt
     return branch
 
 
-def execute_in_feature_worktree(team: Team, run: RunContext, task: Mapping[str, Any],
+def execute_in_feature_worktree(team: Team, run: RunContext, task: TaskRecord,
                                 worktree: Path, branch: str) -> dict[str, Any]:
     """Run one task's agent in the feature worktree and commit what it changed."""
     task_id, role = task["task_id"], task["assigned_to"]

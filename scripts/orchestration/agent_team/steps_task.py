@@ -19,6 +19,7 @@ from .records import set_agent, set_task, task_record
 from .run_context import RunContext
 from .state import utc_now
 from .steps_agent import TaskExtras, run_task_agent
+from .task_record import PromptTask, TaskRecord, TaskResult
 from .team import Team
 from .worktree_setup import unsaved_submodule_files
 
@@ -26,13 +27,13 @@ AGENT_EMAIL_DOMAIN = "agent-team.invalid"
 
 #: Who does a task in its worktree: the role's agent by default (`run_task_agent`), or a
 #: front door's own worker (`co`'s BaseWorker); commit, retries and records stay the step's.
-TaskAgent = Callable[[Team, RunContext, Mapping[str, Any], Path], AgentResult]
+TaskAgent = Callable[[Team, RunContext, TaskRecord, Path], AgentResult]
 
 
 def with_extras(extras: TaskExtras) -> TaskAgent:
     """The default agent with a front door's additions (more tools, wrapped hooks)."""
 
-    def runner(team: Team, run: RunContext, task: Mapping[str, Any],
+    def runner(team: Team, run: RunContext, task: TaskRecord,
                worktree: Path) -> AgentResult:
         return run_task_agent(team, run, task, worktree, extras)
 
@@ -70,7 +71,7 @@ class TaskOutcome:
         return out
 
 
-def commit_task(team: Team, run: RunContext, task: Mapping[str, Any], workspace: Path,
+def commit_task(team: Team, run: RunContext, task: TaskRecord, workspace: Path,
                 summary: str, branch: str) -> str | None:
     """Commit everything the agent changed, authored by its role.
 
@@ -93,7 +94,7 @@ def commit_task(team: Team, run: RunContext, task: Mapping[str, Any], workspace:
     return sha
 
 
-def save_work(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
+def save_work(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
               summary: str, branch: str) -> tuple[str | None, str | None]:
     """Commit what the agent left: (new commit or None, why the work is not on its branch)."""
     if not team.git.is_worktree(worktree):
@@ -111,12 +112,12 @@ def save_work(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Pa
     return commit, None
 
 
-def run_attempts(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
+def run_attempts(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
                  runner: TaskAgent = run_task_agent,
                  ) -> tuple[dict[str, Any] | None, str | None]:
     """Run the agent up to max_task_attempts times; each retry sees the last error."""
     attempts = team.settings.coordination.max_task_attempts
-    current = dict(task)
+    current: PromptTask = {**task}
     used = int(task_record(run, task["task_id"]).get("attempts", 0))
     report: dict[str, Any] | None = None
     error: str | None = None
@@ -139,7 +140,7 @@ def run_attempts(team: Team, run: RunContext, task: Mapping[str, Any], worktree:
 
 
 def result_record(report: Mapping[str, Any] | None, summary: str,
-                  files: list[str]) -> dict[str, Any]:
+                  files: list[str]) -> TaskResult:
     return {
         "summary": summary,
         "completed_items": (report or {}).get("completed_items", []),
@@ -150,7 +151,7 @@ def result_record(report: Mapping[str, Any] | None, summary: str,
     }
 
 
-def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree: Path,
+def execute_task(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
                  branch: str, *, runner: TaskAgent = run_task_agent) -> TaskOutcome:
     """Run the task's agent in `worktree` (on `branch`) and commit its work there.
 

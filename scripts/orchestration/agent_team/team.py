@@ -21,6 +21,7 @@ from .recording import SessionRecorder
 from .roles import Role, build_roles, default_agent_types
 from .sandbox import SandboxPolicy
 from .settings import Settings
+from .task_record import TaskRecord
 
 
 class Seams(Protocol):
@@ -35,7 +36,7 @@ class Seams(Protocol):
 
     def _get_system_prompt(self, agent_id: str) -> str: ...
 
-    def _build_task_prompt(self, task: Mapping[str, Any]) -> str: ...
+    def _build_task_prompt(self, task: TaskRecord) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,9 @@ class OpusManager:
             return []
         plan = plan_feature(self.team, self.run, backlog_feature(chosen, "plan"),
                             check=BacklogPlanCheck(chosen))
-        return [WorkerTask(t.task_id, t.description, t.assigned_to, self.working_dir,
-                           t.dependencies, t.priority, backlog_id_of(t.task_id))
+        return [WorkerTask(t["task_id"], t["description"], t["assigned_to"], self.working_dir,
+                           tuple(t["dependencies"]), t.get("priority", "medium"),
+                           backlog_id_of(t["task_id"]))
                 for t in plan.order()]
 
     def delegate_task(self, task: WorkerTask) -> None:

@@ -12,8 +12,10 @@ from agent_team.co.run_engine import WorkerError, WorkerTask
 from agent_team.co.settings import CoSettings
 from agent_team.errors import AgentTeamError
 from agent_team.models import ChatModel
+from agent_team.priority import parse_priority, priority_word
 from agent_team.run_frame import new_run
 from agent_team.steps_agent import run_task_agent
+from agent_team.task_record import new_task
 
 __all__ = ["BaseWorker", "SonnetWorker", "WorkerTask"]
 
@@ -50,9 +52,8 @@ class SonnetWorker(BaseWorker):
         """Run the role's agent (built-in, or its CLI worker) in `task.working_dir`."""
         ctx = CoContext(**self.options)
         team = co_team(ctx, self.config, Path(self.working_dir).resolve(), model=self.model)
-        spec = {"task_id": task.task_id, "description": task.description,
-                "assigned_to": task.role, "dependencies": list(task.dependencies),
-                "deliverables": [], "priority": task.priority}
+        spec = new_task(task.task_id, task.description, task.role, task.dependencies,
+                        priority=priority_word(parse_priority(task.priority)))
         try:
             report = run_task_agent(team, new_run(team), spec, task.working_dir).report
         except AgentTeamError as exc:

@@ -12,9 +12,8 @@ import fnmatch
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from .. import state_ops
 from ..agent_calls import agent_entry
@@ -26,6 +25,7 @@ from ..prompts import task_prompt_for
 from ..records import set_agent, set_task
 from ..redaction import redact
 from ..run_context import RunContext
+from ..task_record import TaskRecord, WorkerRecord, WorkerState, tasks_of
 from ..team import Team
 from . import aider, claude_code, codex, generic
 from .confine import confined
@@ -60,7 +60,7 @@ def backend_for(spec: WorkerSpec) -> Backend:
     return generic.backend_for(spec) if spec.kind == COMMAND else _BACKENDS[spec.kind]
 
 
-def cli_prompt(team: Team, run: RunContext, task: Mapping[str, Any]) -> str:
+def cli_prompt(team: Team, run: RunContext, task: TaskRecord) -> str:
     """The task prompt of the tool loop, with the role's own text and no tool instructions."""
     role = team.roles.get(task["assigned_to"])
     lines = [line for line in task_prompt_for(team, run, task).splitlines()
@@ -69,11 +69,11 @@ def cli_prompt(team: Team, run: RunContext, task: Mapping[str, Any]) -> str:
     return f"{intro}{chr(10).join(lines).rstrip()}\n\n{CLI_INSTRUCTIONS}"
 
 
-def _previous(run: RunContext, task_id: str) -> Mapping[str, Any]:
-    for entry in run.store.read()["tasks"]:
+def _previous(run: RunContext, task_id: str) -> WorkerRecord | None:
+    for entry in tasks_of(run.store.read()):
         if entry["task_id"] == task_id:
-            return entry.get("worker") or {}
-    return {}
+            return entry.get("worker")
+    return None
 
 
 def _litter(workdir: Path, patterns: Sequence[str]) -> set[str]:
@@ -118,7 +118,7 @@ def _record_usage(run: RunContext, spec: WorkerSpec, task_id: str, report: CliRe
         state, spec.role, counts, api_calls=calls, cost_usd=report.cost_usd, task_id=task_id))
 
 
-def run_cli_task(team: Team, run: RunContext, spec: WorkerSpec, task: Mapping[str, Any],
+def run_cli_task(team: Team, run: RunContext, spec: WorkerSpec, task: TaskRecord,
                  workspace: Path, *, wrap: Wrapper | None = None) -> AgentResult:
     """Run the role's CLI in `workspace` on `task`; the same AgentResult as the tool loop.
 
@@ -132,9 +132,9 @@ def run_cli_task(team: Team, run: RunContext, spec: WorkerSpec, task: Mapping[st
     executable = require_executable(spec, backend.program, backend.install)
     previous = _previous(run, task_id)
     resume_id = None
-    if (backend.resumable and previous.get("backend") == spec.kind
-            and previous.get("state") in RESUMABLE_STATES and previous.get("session_id")):
-        resume_id = str(previous["session_id"])
+    if (backend.resumable and previous is not None and previous["backend"] == spec.kind
+            and previous["state"] in RESUMABLE_STATES and previous.get("session_id")):
+        resume_id = previous.get("session_id")
     session_id = resume_id or (str(uuid.uuid4()) if backend.chooses_session_id else None)
     prompt = CONTINUE_PROMPT if resume_id else cli_prompt(team, run, task)
     run.check_stop()
@@ -143,8 +143,8 @@ def run_cli_task(team: Team, run: RunContext, spec: WorkerSpec, task: Mapping[st
     except UsageLimitExceeded as exc:
         raise run.trip(exc) from None
     agent = agent_entry(spec.role, task_id)
-    record: dict[str, Any] = {"backend": spec.kind, "state": "running", "session_id": session_id,
-                              "resumed": resume_id is not None}
+    record: WorkerRecord = {"backend": spec.kind, "state": "running", "session_id": session_id,
+                            "resumed": resume_id is not None}
     set_task(run, task_id, worker=dict(record))
     set_agent(run, agent, last_tool=f"{backend.name} (running)")
     run.log(f"{task_id}: {backend.name} " + (f"resumes session {resume_id}" if resume_id
@@ -179,11 +179,13 @@ def run_cli_task(team: Team, run: RunContext, spec: WorkerSpec, task: Mapping[st
         report = CliReport(session_id=report.session_id)  # what it spent is unknown
     turns = report.turns
     _record_usage(run, spec, task_id, report, finished, turns)
-    state = ("stopped" if finished.stopped is not None else "timed_out" if finished.timed_out
-             else "failed" if report.is_error else "finished")
-    record.update(state=state, session_id=report.session_id or session_id, turns=turns,
-                  is_error=report.is_error, exit_code=None if ended_early else finished.exit_code,
-                  cost_usd=report.cost_usd, duration_s=round(finished.duration, 3))
+    state: WorkerState = (
+        "stopped" if finished.stopped is not None else "timed_out" if finished.timed_out
+        else "failed" if report.is_error else "finished")
+    record.update({"state": state, "session_id": report.session_id or session_id,
+                   "turns": turns, "is_error": report.is_error,
+                   "exit_code": None if ended_early else finished.exit_code,
+                   "cost_usd": report.cost_usd, "duration_s": round(finished.duration, 3)})
     set_task(run, task_id, worker=record)
     set_agent(run, agent, turn=turns or 0, last_tool=f"{backend.name} ({state})")
     if finished.stopped is not None:

@@ -83,15 +83,16 @@ def add_plan(backlog: Backlog, plan: Plan, *, source: str) -> list[BacklogTask]:
     """Add a validated plan's tasks in dependency order; `X.n` ids become subtasks of `X`."""
     ids: dict[str, int] = {}
     created = []
-    known = {t.task_id for t in plan.tasks}
+    known = {t["task_id"] for t in plan.tasks}
     for task in plan.order():
-        head = task.task_id.rsplit(".", 1)[0] if "." in task.task_id else None
+        task_id = task["task_id"]
+        head = task_id.rsplit(".", 1)[0] if "." in task_id else None
         parent = ids.get(head) if head in known and head is not None else None
-        new = backlog.add(task.description, priority=task.priority,
-                          dependencies=[ids[d] for d in task.dependencies],
-                          parent=parent, role=task.assigned_to,
-                          details="; ".join(task.deliverables), source=source)
-        ids[task.task_id] = new.id
+        new = backlog.add(task["description"], priority=task.get("priority", "medium"),
+                          dependencies=[ids[d] for d in task["dependencies"]],
+                          parent=parent, role=task["assigned_to"],
+                          details="; ".join(task.get("deliverables", [])), source=source)
+        ids[task_id] = new.id
         created.append(new)
     return created
 

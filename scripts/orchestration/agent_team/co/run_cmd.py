@@ -17,6 +17,7 @@ from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, AgentTeamError, UserError
 from ..progress import ProgressDisplay
 from ..run_frame import new_run
 from ..state import TeamState
+from ..task_record import TaskRecord
 from .backlog import Backlog, BacklogTask, open_backlog
 from .base import BadInput, CoContext, errors_as_click, working_dir_option
 from .checkpoint_cmds import rollback_manager
@@ -141,7 +142,7 @@ def run_backlog(ctx: CoContext, project: Path, *, workers: int | None, verbose: 
     run = new_run(team)
     manager.create_checkpoint(CheckpointType.PRE_RUN, f"before co run {label}")
 
-    def before_merge(task: Mapping[str, Any], branch: str) -> None:
+    def before_merge(task: TaskRecord, branch: str) -> None:
         manager.create_checkpoint(CheckpointType.PRE_MERGE,
                                   f"before merging {task['task_id']} into {run.feature_branch}")
 

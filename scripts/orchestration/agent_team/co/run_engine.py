@@ -11,6 +11,7 @@ the optional review) sit in `CoSeams`, the team's `call_agent`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import re
 import threading
 import time
@@ -23,7 +24,7 @@ from ..agent_calls import pending_request, perform
 from ..agent_loop import AgentResult
 from ..errors import EXIT_FAILED, EXIT_OK, AgentTeamError, PlanError, RunStopped
 from ..models import Usage
-from ..plan import Plan, Task
+from ..plan import Plan
 from ..prompts import system_prompt, task_prompt
 from ..records import set_feature_status, task_record
 from ..roles import MANAGER
@@ -47,6 +48,7 @@ from ..steps_merge import conclude_task, merge_task
 from ..steps_plan import plan_feature, record_plan, task_branch
 from ..steps_schedule import run_schedule
 from ..steps_task import TaskAgent, execute_task
+from ..task_record import TaskRecord, tasks_of
 from ..team import Team
 from .backlog import BacklogTask
 
@@ -110,21 +112,22 @@ class BacklogPlanCheck:
 
     def __call__(self, plan: Plan) -> Plan:
         wanted = sorted(self.deps)
-        wrong = [t.task_id for t in plan.tasks if backlog_id_of(t.task_id) not in self.deps]
+        wrong = [t["task_id"] for t in plan.tasks
+                 if backlog_id_of(t["task_id"]) not in self.deps]
         if wrong:
             raise PlanError("The manager's plan does not match the backlog.", [
                 f"Task id {w} is not T<id> or T<id>.<n> of a backlog task of this run "
                 f"({', '.join(f'T{i}' for i in wanted)})." for w in wrong])
         groups: dict[int, list[str]] = {}
         for task in plan.tasks:
-            groups.setdefault(backlog_id_of(task.task_id) or 0, []).append(task.task_id)
+            groups.setdefault(backlog_id_of(task["task_id"]) or 0, []).append(task["task_id"])
         fixed = []
         for task in plan.tasks:
-            number = backlog_id_of(task.task_id) or 0
+            number = backlog_id_of(task["task_id"]) or 0
             extra = [tid for dep in self.deps.get(number, ()) for tid in groups.get(dep, [])]
-            fixed.append(Task(task.task_id, task.description, task.assigned_to,
-                              tuple(dict.fromkeys([*task.dependencies, *extra])),
-                              task.deliverables, task.priority))
+            amended = copy.deepcopy(task)
+            amended["dependencies"] = list(dict.fromkeys([*task["dependencies"], *extra]))
+            fixed.append(amended)
         result = Plan(tuple(fixed), plan.decisions)
         try:
             result.order()
@@ -173,7 +176,7 @@ class CoSeams:
         assert self.team is not None
         return system_prompt(self.team, agent_id)
 
-    def _build_task_prompt(self, task: Mapping[str, Any]) -> str:
+    def _build_task_prompt(self, task: TaskRecord) -> str:
         assert self.run is not None
         return task_prompt(self.run, task)
 
@@ -181,7 +184,7 @@ class CoSeams:
 def worker_agent(worker: WorkerFunction) -> TaskAgent:
     """A custom worker as the task step's agent: the step still commits, records, merges."""
 
-    def run(team: Team, run: RunContext, task: Mapping[str, Any],
+    def run(team: Team, run: RunContext, task: TaskRecord,
             workspace: Path) -> AgentResult:
         item = WorkerTask(task["task_id"], task["description"], task["assigned_to"],
                           workspace, tuple(task.get("dependencies") or ()),
@@ -210,13 +213,13 @@ class BacklogRun:
     max_workers: int
     seams: CoSeams
     worker: WorkerFunction | None = None
-    before_merge: Callable[[Mapping[str, Any], str], None] | None = None
+    before_merge: Callable[[TaskRecord, str], None] | None = None
     listeners: Sequence[Callable[[Mapping[str, Any]], None]] = ()
 
     def agent(self) -> TaskAgent:
         inner = worker_agent(self.worker) if self.worker is not None else run_task_agent
 
-        def timed(team: Team, run: RunContext, task: Mapping[str, Any],
+        def timed(team: Team, run: RunContext, task: TaskRecord,
                   workspace: Path) -> AgentResult:
             self.seams.task_started(task["task_id"])
             return inner(team, run, task, workspace)
@@ -298,8 +301,8 @@ def conclude(team: Team, run: RunContext) -> dict[str, Any]:
 def record_results(backlog: Any, state: Mapping[str, Any], run_id: str,
                    exit_code: int) -> dict[int, str]:
     """Write each plan task's outcome back to its backlog task; returns id -> new status."""
-    by_backlog: dict[int, list[Mapping[str, Any]]] = {}
-    for task in state.get("tasks", []):
+    by_backlog: dict[int, list[TaskRecord]] = {}
+    for task in tasks_of(state):
         number = backlog_id_of(task["task_id"])
         if number is not None:
             by_backlog.setdefault(number, []).append(task)

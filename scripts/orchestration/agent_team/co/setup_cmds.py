@@ -40,6 +40,7 @@ from ..state import (
 )
 from ..state_schema import encoder, load_schema
 from ..status_view import render_status, render_task, status_data
+from ..task_record import TaskRecord, tasks_of
 from ..testdetect import detect_tests
 from .base import BadInput, CoContext
 from .settings import (
@@ -123,8 +124,8 @@ def require_state(project: Path) -> dict[str, Any]:
     return state
 
 
-def find_task(state: Mapping[str, Any], task_id: str) -> dict[str, Any]:
-    for task in state["tasks"]:
+def find_task(state: Mapping[str, Any], task_id: str) -> TaskRecord:
+    for task in tasks_of(state):
         if task["task_id"] == task_id:
             return task
     known = ", ".join(t["task_id"] for t in state["tasks"]) or "none yet"

@@ -25,6 +25,7 @@ from ..run_context import RunContext
 from ..run_frame import new_run, preflight_checks
 from ..sandbox import require_sandbox
 from ..settings import Settings
+from ..task_record import TaskRecord as StateTask
 from ..team import Team, build_team, load_settings
 from .errors import LeaseLost
 from .queue import Claim, TaskQueue
@@ -120,7 +121,7 @@ class JobPrompts:
         assert self.team is not None
         return system_prompt(self.team, agent_id)
 
-    def _build_task_prompt(self, task: Mapping[str, Any]) -> str:
+    def _build_task_prompt(self, task: StateTask) -> str:
         assert self.run is not None
         lines = [task_prompt(self.run, task)]
         for name in self.task.context_files:
@@ -142,7 +143,7 @@ class Attempt:
     team: Team
     run: RunContext
     store: JobRunStore
-    task: dict[str, Any]
+    task: StateTask
 
     def close(self) -> None:
         self.run.events.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def execute_job_task(queue: TaskQueue, claim: Claim, *, work_dir: Path,
         usage, cost = attempt.store.usage()
         fields.update(usage=usage, cost_usd=cost)
         record = attempt.store.own_task()
-        report = record.get("result") or {}
+        report: Mapping[str, Any] = record.get("result") or {}
         commit = outcome.commit if outcome.commit and outcome.commit != start else None
         fields["commit"] = commit
         result: dict[str, Any] = {

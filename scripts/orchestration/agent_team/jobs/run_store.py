@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import state_ops
 from ..errors import StateError
 from ..state_schema import TOKEN_KEYS, describe_error, encoder, new_state, utc_now
+from ..task_record import TaskRecord as StateTask
 from .queue import Claim, TaskQueue
 from .records import JobRecord, TaskRecord
 
@@ -147,7 +148,7 @@ class JobRunStore:
 
     # -- what the worker reads back --------------------------------------------------------------
 
-    def own_task(self) -> dict[str, Any]:
+    def own_task(self) -> StateTask:
         """This attempt's task entry as the steps left it."""
         with self._lock:
             return copy.deepcopy(next(t for t in self._state["tasks"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from agent_team.settings import Settings
 from agent_team.state import TeamState
 from agent_team.steps_integrate import integrate
 from agent_team.steps_plan import plan_feature, record_plan, task_branch
+from agent_team.task_record import TaskRecord
 from agent_team.team import Team, build_team, load_settings
 from agent_team.tools import Tool, ToolResult, define_tool
 
@@ -72,7 +73,7 @@ class TreeContext:
 
 
 #: delegate(job run, planned task, worktree, store task id, sub_request) -> what the agent reads
-Delegate = Callable[["JobRun", Mapping[str, Any], Path, int, str], str]
+Delegate = Callable[["JobRun", TaskRecord, Path, int, str], str]
 
 
 @dataclass
@@ -138,7 +139,7 @@ def depth_refusal(depth: int, max_depth: int, enabled: bool) -> str | None:
     return None
 
 
-def delegate_tool(job: JobRun, task: Mapping[str, Any], worktree: Path, store_task: int) -> Tool:
+def delegate_tool(job: JobRun, task: TaskRecord, worktree: Path, store_task: int) -> Tool:
     """The agent's way to hand part of its task to a child job (see `JobRunner.delegate`)."""
 
     def delegate(sub_request: str) -> str:
@@ -200,7 +201,7 @@ def on_event(job: JobRun, event: dict[str, Any]) -> None:
                          if k not in ("kind", "ts", "run_id", "seq", "job_id", "depth")})
 
 
-def record_tasks(job: JobRun, tasks: list[dict[str, Any]]) -> None:
+def record_tasks(job: JobRun, tasks: list[TaskRecord]) -> None:
     """The plan's tasks as tasks of the job in the store, in plan order, with labels."""
     store_ids: dict[str, int] = {}
     for index, task in enumerate(tasks, start=1):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from agent_team.errors import AgentTeamError, RunStopped, StateError
@@ -138,7 +138,7 @@ def record(job: JobRun, claim: Claim, *, ok: bool, error: str | None, start: str
     """The task's result in the store, fenced by its claim (a cancelled task stays so)."""
     task_id = str(claim.task.metadata["task_id"])
     try:
-        state = task_record(job.run, task_id)
+        state: Mapping[str, Any] = task_record(job.run, task_id)
     except (StopIteration, AgentTeamError):
         state = {}
     usage = state.get("usage") or {}

@@ -22,6 +22,7 @@ from agent_team.errors import AgentTeamError, RunInterrupted, ToolError
 from agent_team.models import ChatModel
 from agent_team.scripted import ScriptedModel
 from agent_team.steps_task import commit_task, fail_message
+from agent_team.task_record import TaskRecord
 
 from .config import ServiceConfig
 from .engine import JobRun, TreeContext, open_job, run_job
@@ -254,7 +255,7 @@ class JobRunner:
 
     # -- recursion -------------------------------------------------------------------------
 
-    def delegate(self, parent: JobRun, task: Mapping[str, Any], worktree: Path,
+    def delegate(self, parent: JobRun, task: TaskRecord, worktree: Path,
                  store_task: int, sub_request: str) -> str:
         """The `delegate` tool: run a child job on the task's branch, merge its result in."""
         tree, task_id = parent.tree, str(task["task_id"])
