@@ -13,7 +13,6 @@ from agent_team.errors import PlanError
 from agent_team.plan import (
     MAX_ERROR_MESSAGES,
     Plan,
-    Task,
     extract_json,
     find_cycle,
     parse_plan,
@@ -21,6 +20,8 @@ from agent_team.plan import (
     topological_order,
     validate_plan_data,
 )
+from agent_team.state_schema import definition_validator
+from agent_team.task_record import new_task
 
 ROLES = ("backend-dev", "frontend-dev", "qa-tester")
 
@@ -92,40 +93,41 @@ def plan_errors(data: Any, roles: tuple[str, ...] = ROLES, **kwargs: Any) -> lis
 def test_guide_plan_is_accepted_with_defaults_for_missing_fields() -> None:
     plan = parse_plan(GUIDE_PLAN, ROLES)
 
-    assert [t.task_id for t in plan.tasks] == ["TASK-001", "TASK-002", "TASK-003"]
+    assert [t["task_id"] for t in plan.tasks] == ["TASK-001", "TASK-002", "TASK-003"]
     first, second, third = plan.tasks
-    assert first.dependencies == ()
-    assert len(first.deliverables) == 5
-    assert first.deliverables[1] == "Auth controller with login/register (src/controllers/auth.ts)"
-    assert second.dependencies == ("TASK-001",)
-    assert third.dependencies == ("TASK-001", "TASK-002")
-    assert third.deliverables == ()
-    assert {t.priority for t in plan.tasks} == {"medium"}
-    assert third.assigned_to == "qa-tester"
+    assert first["dependencies"] == []
+    assert len(first["deliverables"]) == 5
+    assert first["deliverables"][1] == (
+        "Auth controller with login/register (src/controllers/auth.ts)")
+    assert second["dependencies"] == ["TASK-001"]
+    assert third["dependencies"] == ["TASK-001", "TASK-002"]
+    assert third["deliverables"] == []
+    assert {t["priority"] for t in plan.tasks} == {"medium"}
+    assert third["assigned_to"] == "qa-tester"
     assert plan.decisions[0].decision == "Use JWT with 1-hour expiration"
     assert plan.decisions[0].rationale == "Security best practice for access tokens"
     assert plan.decisions[0].affected_agents == ("backend-dev", "frontend-dev")
-    assert [t.task_id for t in plan.order()] == ["TASK-001", "TASK-002", "TASK-003"]
+    assert [t["task_id"] for t in plan.order()] == ["TASK-001", "TASK-002", "TASK-003"]
 
 
 def test_plan_without_decisions_and_parsed_from_a_mapping() -> None:
     plan = parse_plan({"tasks": [task("A")]}, ROLES)
     assert plan.decisions == ()
-    assert plan.tasks == (Task("A", "do A", "backend-dev"),)
+    assert plan.tasks == (new_task("A", "do A", "backend-dev"),)
 
 
 def test_description_is_stripped() -> None:
     plan = parse_plan({"tasks": [{**task("A"), "description": "  build it \n"}]}, ROLES)
-    assert plan.tasks[0].description == "build it"
+    assert plan.tasks[0]["description"] == "build it"
 
 
-def test_task_state_round_trip() -> None:
-    original = parse_plan(GUIDE_PLAN, ROLES).tasks[2]
-    entry = original.to_state()
+def test_a_parsed_task_is_a_fresh_state_entry() -> None:
+    entry = parse_plan(GUIDE_PLAN, ROLES).tasks[2]
     assert entry["status"] == "pending"
     assert entry["dependencies"] == ["TASK-001", "TASK-002"]
     assert entry["deliverables"] == []
-    assert Task.from_state(entry) == original
+    assert (entry["progress"], entry["attempts"], entry["result"]) == (0, 0, None)
+    assert definition_validator("task").is_valid(entry)
 
 
 def test_not_json_is_rejected_with_position() -> None:
@@ -168,7 +170,7 @@ def test_json_amid_prose_that_has_braces_of_its_own() -> None:
         + " Placeholders like {name} are filled later."
     )
     assert extract_json(reply) == {"tasks": [task("A")]}
-    assert parse_plan(reply, ROLES).tasks[0].task_id == "A"
+    assert parse_plan(reply, ROLES).tasks[0]["task_id"] == "A"
 
 
 def test_json_that_is_not_an_object_is_a_schema_error() -> None:
@@ -240,7 +242,7 @@ def test_dangling_dependency() -> None:
 
 def test_dependency_on_a_later_task_is_fine() -> None:
     plan = parse_plan({"tasks": [task("B", "A"), task("A")]}, ROLES)
-    assert [t.task_id for t in plan.order()] == ["A", "B"]
+    assert [t["task_id"] for t in plan.order()] == ["A", "B"]
 
 
 def test_empty_plan() -> None:
@@ -286,7 +288,7 @@ def test_task_id_that_git_cannot_use_in_a_branch_name(task_id: str) -> None:
 
 @pytest.mark.parametrize("task_id", ["TASK-001", "a", "v1.2_fix-3", "9", "x" * 64])
 def test_good_task_ids(task_id: str) -> None:
-    assert parse_plan({"tasks": [task(task_id)]}, ROLES).tasks[0].task_id == task_id
+    assert parse_plan({"tasks": [task(task_id)]}, ROLES).tasks[0]["task_id"] == task_id
 
 
 def test_every_problem_is_reported_together() -> None:
@@ -323,18 +325,18 @@ def test_order_prefers_priority_among_ready_tasks() -> None:
             task("PLAIN"),
         ]
     }
-    order = [t.task_id for t in parse_plan(data, ROLES).order()]
+    order = [t["task_id"] for t in parse_plan(data, ROLES).order()]
     assert order == ["HIGH", "MID", "PLAIN", "LOW"]
 
 
 def test_priority_never_overrides_a_dependency() -> None:
     data = {"tasks": [task("BASE", priority="low"), task("TOP", "BASE", priority="high")]}
-    assert [t.task_id for t in parse_plan(data, ROLES).order()] == ["BASE", "TOP"]
+    assert [t["task_id"] for t in parse_plan(data, ROLES).order()] == ["BASE", "TOP"]
 
 
 def test_plan_order_ties_keep_plan_order() -> None:
     data = {"tasks": [task(name) for name in ("C", "A", "B")]}
-    assert [t.task_id for t in parse_plan(data, ROLES).order()] == ["C", "A", "B"]
+    assert [t["task_id"] for t in parse_plan(data, ROLES).order()] == ["C", "A", "B"]
 
 
 def test_random_graphs_are_ordered_topologically() -> None:
@@ -351,7 +353,7 @@ def test_random_graphs_are_ordered_topologically() -> None:
             for i in range(size)
         ]
         rng.shuffle(tasks)
-        order = [t.task_id for t in parse_plan({"tasks": tasks}, ROLES).order()]
+        order = [t["task_id"] for t in parse_plan({"tasks": tasks}, ROLES).order()]
         assert sorted(order) == sorted(ids)
         done: set[str] = set()
         for task_id in order:
@@ -361,14 +363,14 @@ def test_random_graphs_are_ordered_topologically() -> None:
 
 
 def test_topological_order_refuses_a_cycle_built_without_validation() -> None:
-    plan = Plan(tasks=(Task("A", "a", "x", ("B",)), Task("B", "b", "x", ("A",))))
+    plan = Plan(tasks=(new_task("A", "a", "x", ("B",)), new_task("B", "b", "x", ("A",))))
     with pytest.raises(PlanError) as info:
         plan.order()
     assert info.value.errors == ["Dependency cycle: A -> B -> A."]
 
 
 def test_topological_order_ignores_ids_outside_the_plan() -> None:
-    tasks = (Task("B", "b", "x", ("A", "GONE")), Task("A", "a", "x"))
+    tasks = (new_task("B", "b", "x", ("A", "GONE")), new_task("A", "a", "x"))
     assert topological_order(tasks) == ["A", "B"]
 
 
@@ -377,7 +379,7 @@ def test_long_chain_is_validated_and_ordered() -> None:
     chain = [task(f"T{i}", *([f"T{i + 1}"] if i < count - 1 else [])) for i in range(count)]
     data = {"tasks": chain}
     plan = parse_plan(data, ROLES, max_tasks=count)
-    assert [t.task_id for t in plan.order()] == [f"T{i}" for i in reversed(range(count))]
+    assert [t["task_id"] for t in plan.order()] == [f"T{i}" for i in reversed(range(count))]
     assert topological_order(plan.tasks)[0] == f"T{count - 1}"
 
 

@@ -47,7 +47,7 @@ def finished_state(*, unknown_cost: bool = False) -> dict[str, Any]:
         "started_at": now,
     }
     plan = parse_plan(GUIDE_PLAN, ROLES)
-    state["tasks"] = [task.to_state() for task in plan.tasks]
+    state["tasks"] = list(plan.tasks)
     backend, frontend, qa = state["tasks"]
     backend.update(status="completed", progress=100, commit="a" * 40, merged=True,
                    result={"summary": "JWT endpoints", "completed_items": ["login"],

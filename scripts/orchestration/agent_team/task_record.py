@@ -5,9 +5,11 @@ A task is an entry of the state file's `tasks` list (`$defs/task` of
 state file stores it as is and the usage guide's examples index it (`task["branch"]`,
 `task.get("dependencies")`). `tests/test_task_record.py` keeps these types and the schema
 in step.
-"""
 
-from __future__ import annotations
+This module alone has no `from __future__ import annotations`: with string annotations
+Python 3.11 cannot see `Required`/`NotRequired` at run time, and `__required_keys__` (which
+the tests compare with the schema) would list every key.
+"""
 
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal, NotRequired, Required, TypedDict
