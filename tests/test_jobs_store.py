@@ -168,4 +168,4 @@ def test_manager_plans_accept_numeric_priorities() -> None:
         {"task_id": "T3", "description": "c", "assigned_to": "backend-dev", "priority": "low"},
     ], "decisions": []}
     parsed = parse_plan(plan, ["backend-dev"])
-    assert [t.priority for t in parsed.tasks] == ["medium", "high", "low"]
+    assert [t["priority"] for t in parsed.tasks] == ["medium", "high", "low"]
