@@ -50,7 +50,7 @@ def role_name(role: str) -> str:
     return role if ROLE.fullmatch(role or "") else FALLBACK_ROLE
 
 
-def task_entry(task: TaskRecord, *, attempts: int = 0) -> dict[str, Any]:
+def task_entry(task: TaskRecord, *, attempts: int = 0) -> StateTask:
     """The task as the state document's `tasks[]` entry (pending, not yet started)."""
     return {
         "task_id": task_key(task.id),
@@ -63,13 +63,14 @@ def task_entry(task: TaskRecord, *, attempts: int = 0) -> dict[str, Any]:
     }
 
 
-def done_entry(task: TaskRecord) -> dict[str, Any]:
+def done_entry(task: TaskRecord) -> StateTask:
     """A finished dependency as the document shows it: its summary and the files it changed."""
     data = task.result_data() or {}
     entry = task_entry(task)
-    entry.update(status="completed" if task.status == "completed" else "failed",
-                 branch=task.branch, commit=task.commit, merged=bool(task.merge_commit),
-                 merge_commit=task.merge_commit, dependencies=[])
+    entry.update({"status": "completed" if task.status == "completed" else "failed",
+                  "branch": task.branch, "commit": task.commit,
+                  "merged": bool(task.merge_commit), "merge_commit": task.merge_commit,
+                  "dependencies": []})
     entry["result"] = {
         "summary": str(data.get("summary") or task.prompt),
         "completed_items": [],
