@@ -75,8 +75,9 @@ def apply_op(state: dict, op: Mapping[str, Any], *, check: bool = True) -> None:
     """One journaled change, applied and checked against its entity's schema.
 
     Kinds: task (fields of one task), agent (fields of one live entry), turn (an agent's
-    turn and tokens), update (an agent_updates line), usage, merge, decisions. `check=False`
-    when the whole state is validated anyway.
+    turn and tokens), update (an agent_updates line), usage, merge, decisions, feature (fields
+    of the current feature), integration (fields of the integration pass, not its merges), run
+    (fields of one `runs[]` entry). `check=False` when the whole state is validated anyway.
     """
     entity = check_entity if check else _no_check
     kind = op.get("op")
@@ -118,6 +119,21 @@ def apply_op(state: dict, op: Mapping[str, Any], *, check: bool = True) -> None:
         for entry in op["entries"]:
             entity("decision", entry, "a decision")
         state["decisions"].extend(op["entries"])
+    elif kind == "feature":
+        feature = state["current_feature"]
+        if feature is not None:  # no feature: nothing to describe (as before it was planned)
+            feature.update(op["fields"])
+            entity("feature", feature, "the current feature")
+    elif kind == "integration":
+        integration = state["integration"]
+        integration.update(op["fields"])
+        entity("integration", {k: v for k, v in integration.items() if k != "merges"},
+               "the integration")
+    elif kind == "run":
+        for entry in state.get("runs", []):
+            if entry["run_id"] == op["run_id"]:
+                entry.update(op["fields"])
+                entity("run", entry, f"run {op['run_id']}")
     else:
         raise StateError(f"Unknown state change {kind!r}.")
 
