@@ -16,6 +16,7 @@ from .prompts import system_for
 from .redaction import redact
 from .roles import MANAGER
 from .run_context import RunContext
+from .run_worktrees import checkout_integration
 from .state import utc_now
 from .team import Team
 from .testrun import TestResults, detect_test_command, run_tests
@@ -106,7 +107,7 @@ def manager_review(team: Team, run: RunContext, prompt: str) -> tuple[str, list[
 def integrate(team: Team, run: RunContext, worktree: Path) -> dict[str, Any]:
     """Run the tests on the merged branch in `worktree`, review, record; returns the verdict."""
     run.store.record({"op": "integration", "fields": {"status": "in_progress"}})
-    team.git.merges.sync(worktree)  # clean merges moved the branch, not yet its files
+    checkout_integration(team, run, worktree)  # clean merges moved the branch, not its files
     results = run_project_tests(team, run, worktree, ref=run.feature_branch)
     summary, decisions = manager_review(team, run, review_prompt(team, run, results))
     tasks = run.store.read()["tasks"]
