@@ -23,7 +23,6 @@ from file_based_orchestrator import FileBasedOrchestrator
 
 from tests.conftest import make_repo
 from tests.orchestration_helpers import (
-    PASSING_TESTS,
     finish_call,
     plan_turn,
     task,

@@ -29,7 +29,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from .errors import StateError
-from .state_schema import definition_validator, describe_error, encoder
+from .state_schema import definition_validator, describe_error, encoder, property_checks
 
 JOURNAL_VERSION = 1
 #: Fold the journal into the state file when it is this large, or larger than the file.
@@ -195,6 +195,23 @@ def check_entity(definition: str, value: Any, where: str) -> None:
         raise StateError(f"Refusing to record {where}: {describe_error(error)}. Nothing was "
                          "written; the file on disk is unchanged. Fix the code that set that "
                          "value.")
+
+
+def check_fields(definition: str, fields: Mapping[str, Any], where: str) -> None:
+    """Validate the fields an update sets on an entity that was valid before it.
+
+    Equivalent to `check_entity` on the result when the definition has no rule across its
+    properties (true of tasks and agents) and the field names were checked: a tenth of the
+    cost for a task that carries its result.
+    """
+    checks = property_checks(definition)
+    for key, value in fields.items():
+        error = next(iter(sorted(checks[key].iter_errors(value), key=lambda e: list(e.path))),
+                     None)
+        if error is not None:
+            message = describe_error(error).replace("at $", f"at $.{key}", 1)
+            raise StateError(f"Refusing to record {where}: {message}. Nothing was written; the "
+                             "file on disk is unchanged. Fix the code that set that value.")
 
 
 def check_agent_name(name: str) -> None:
