@@ -226,6 +226,20 @@ def test_higher_priority_starts_first_among_ready_jobs() -> None:
     assert topological_order(jobs) == expected
 
 
+def test_among_equals_the_job_heading_the_longest_chain_starts_first() -> None:
+    # "leaf" comes first in the plan but nothing waits for it; "head" starts a chain of three,
+    # and with one worker starting it first is what lets the chain overlap nothing else.
+    jobs = [Job("leaf"), Job("other"), Job("head"), Job("middle", ("head",)),
+            Job("tail", ("middle",)), Job("after-other", ("other",))]
+    recorder = Recorder(0.001)
+
+    run_graph(jobs, recorder, max_workers=1)
+
+    # heights: head 3, other 2, middle 2, then the ones nothing waits for, in plan order
+    assert recorder.order() == ["head", "other", "middle", "leaf", "tail", "after-other"]
+    assert topological_order(jobs)[0] == "leaf"  # the one-worker plan order is unchanged
+
+
 def test_failure_blocks_exactly_its_transitive_dependents() -> None:
     jobs = [
         Job("A"),

@@ -129,6 +129,31 @@ def test_an_invalid_change_is_refused_and_nothing_is_journaled(tmp_path: Path) -
         assert state.view(lambda s: find_task(s, "T0"))["status"] == "pending"
 
 
+def test_fields_are_checked_alone_because_no_rule_spans_a_task_or_agents_fields() -> None:
+    # `check_fields` validates only what an update sets; that equals validating the whole
+    # entity only while the schema has no rule across the properties of a task or an agent.
+    defs = json.loads((ROOT / "scripts/orchestration/agent_team/schemas"
+                       / "team-communication.schema.json").read_text())["$defs"]
+    for name in ("task", "agent"):
+        assert set(defs[name]) <= {"type", "description", "required", "additionalProperties",
+                                   "properties"}, name
+
+
+@pytest.mark.parametrize(("fields", "where"), [
+    ({"result": {"summary": 3}}, "$.result"),
+    ({"progress": -1}, "$.progress"),
+    ({"error": ["x"]}, "$.error"),
+])
+def test_a_bad_nested_field_is_refused_with_its_path(tmp_path: Path, fields: dict,
+                                                     where: str) -> None:
+    state = planned(tmp_path, 1)
+    with state.exclusive():
+        state.set_task("T0", progress=10)
+        with pytest.raises(StateError, match=rf"Refusing to record task T0: at \{where}"):
+            state.set_task("T0", **fields)
+        assert state.view(lambda s: find_task(s, "T0"))["progress"] == 10
+
+
 def test_a_file_changed_during_a_run_is_refused_and_the_journal_kept_as_last_good(
     tmp_path: Path,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -22,7 +23,6 @@ from file_based_orchestrator import FileBasedOrchestrator
 
 from tests.conftest import make_repo
 from tests.orchestration_helpers import (
-    PASSING_TESTS,
     finish_call,
     plan_turn,
     task,
@@ -211,8 +211,14 @@ def test_a_run_reuses_worktrees_and_leaves_none_behind(tmp_path: Path) -> None:
             tool_turn(finish_call()),
         ]
     lines: list[str] = []
+    # The tests run in the integration worktree, made from the last parked task worktree:
+    # every merged file is there and the task's ignored output is not.
+    check = ("import os, sys; ok = all(os.path.exists(f) for f in ('a.txt', 'b.txt', 'c.txt')) "
+             "and not os.path.exists('build'); print('1 passed' if ok else '1 failed'); "
+             "sys.exit(0 if ok else 1)")
     orchestrator = FileBasedOrchestrator(root, model=ScriptedModel(session), max_workers=1,
-                                         output=lines.append, test_command=PASSING_TESTS)
+                                         output=lines.append,
+                                         test_command=f'{sys.executable} -c "{check}"')
     parks: list[bool] = []
     takes: list[Path | None] = []
     park, take = WorktreePool.park, WorktreePool.take
@@ -232,7 +238,10 @@ def test_a_run_reuses_worktrees_and_leaves_none_behind(tmp_path: Path) -> None:
         WorktreePool.park, WorktreePool.take = park, take  # type: ignore[method-assign]
     assert summary["exit_code"] == 0, "\n".join(lines)
     assert parks == [True, True, True]
-    assert takes[0] is None and all(t is not None for t in takes[1:]) and len(takes) == 3
+    assert takes[0] is None and all(t is not None for t in takes[1:]) and len(takes) == 4
+    assert takes[3] == orchestrator.team.worktree_root.resolve() / (
+        "three-tasks-one-after-another/integration")
+    assert summary["test_results"]["exit_code"] == 0, summary["test_results"]
     feature = git.Repo(root).git.ls_tree("-r", "--name-only",
                                          "feature/three-tasks-one-after-another")
     assert set(feature.split()) == {"README.md", ".gitignore", "a.txt", "b.txt", "c.txt"}

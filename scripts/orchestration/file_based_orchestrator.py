@@ -134,9 +134,9 @@ class FileBasedOrchestrator(BaseOrchestrator):
                  completed: list[str] | None = None) -> dict[str, Any]:
         """Run the schedule, then the integration pass; returns the summary."""
         run = self.current
+        open_pool(self.team, run)  # task worktrees reused across tasks
         self._prepare_workspace()
         set_feature_status(run, "in_progress")
-        open_pool(self.team, run)  # task worktrees reused across tasks
         self.log(f"Running {len(tasks) - len(completed or [])} tasks with up to "
                  f"{max_workers} agents at once.")
         run_schedule(self.team, run, tasks, self._run_one, max_workers=max_workers,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -119,3 +120,27 @@ def check_rev(ref: str) -> str:
     if not ref or ref.startswith("-"):
         raise GitError(f"invalid revision {ref!r}")
     return ref
+
+
+def loose_commit_parents(common_dir: Path, sha: str) -> list[str] | None:
+    """The parents of a commit stored as a loose object, read without running git.
+
+    A commit git has just made is loose (`objects/xx/yyyy...`, zlib-compressed, its header
+    lines `tree`, then `parent` per parent). None when it is not there (packed, or in another
+    object store): ask git then.
+    """
+    path = common_dir / "objects" / sha[:2] / sha[2:]
+    try:
+        with open(path, "rb") as handle:
+            data = zlib.decompressobj().decompress(handle.read(), 4096)
+    except (OSError, zlib.error):
+        return None
+    header, _, body = data.partition(b"\0")
+    if not header.startswith(b"commit "):
+        return None
+    parents = []
+    for line in body.split(b"\n")[1:]:  # the first is `tree`
+        if not line.startswith(b"parent "):
+            break
+        parents.append(line[7:].decode("ascii"))
+    return parents

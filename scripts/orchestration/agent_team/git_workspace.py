@@ -26,7 +26,15 @@ from git.exc import GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathErr
 from .errors import CommitRefused, GitError, IntegrityError, NotAGitRepository
 from .git_env import GitGuard
 from .git_merge import MergeResult, Merges
-from .git_plumbing import GIT_ERRORS, check_rev, git_error, identity, repo_lock, split_z
+from .git_plumbing import (
+    GIT_ERRORS,
+    check_rev,
+    git_error,
+    identity,
+    loose_commit_parents,
+    repo_lock,
+    split_z,
+)
 from .git_worktrees import WorktreeInfo, Worktrees
 from .integrity import Expected, ExpectedHeads, check_worktree
 from .redaction import redact
@@ -413,7 +421,13 @@ class GitWorkspace:
                 branch=branch,
                 sha=sha,
             )
-        sha, parent = self.head_and_parent(worktree)
+        # The new tip and its parent from the ref and object stores: no git process.
+        tip = self.ref_commit(expected.branch) if expected is not None else None
+        parents = loose_commit_parents(self.common_dir, tip) if tip else None
+        if tip is None or parents is None:
+            sha, parent = self.head_and_parent(worktree)
+        else:
+            sha, parent = tip, (parents[0] if parents else None)
         if expected is not None:
             self._advance_expected(Path(worktree), expected, sha, parent)
         return sha

@@ -52,13 +52,16 @@ class Worktrees:
         self._parallel_checkout: bool | None = None  # decided on the first add
 
     def add(
-        self, path: str | Path, branch: str, *, start_point: str | None = None
+        self, path: str | Path, branch: str, *, start_point: str | None = None,
+        checkout: bool = True,
     ) -> Path:
         """Check `branch` out in a new worktree at `path`, creating the branch when missing.
 
         An existing branch is checked out as it is and `start_point` is ignored; git refuses
         when that branch is already checked out in another worktree. A failing post-checkout
         hook makes git exit non-zero after the worktree was made; that worktree is used.
+        Without `checkout` no file is written and the worktree has no index yet
+        (`populated` is False) until a `reset --hard` there writes them.
         """
         target = Path(path).expanduser().resolve()
         self.git._check_branch_name(branch)
@@ -69,20 +72,21 @@ class Worktrees:
         # not yet marked "initializing"): adds share the prune lock, prunes take it alone.
         target.parent.mkdir(parents=True, exist_ok=True)
         with self._prune_lock(shared=True):
-            self._add(target, branch, start_point, env)
+            self._add(target, branch, start_point, env, checkout)
         self.git._expect(target, branch)
         return target
 
     def _add(self, target: Path, branch: str, start_point: str | None,
-             env: dict[str, str] | None) -> None:
+             env: dict[str, str] | None, checkout: bool) -> None:
+        options = () if checkout else ("--no-checkout",)
         try:
             if self.git.branch_exists(branch):
-                self.git._run("worktree", "add", str(target), branch, env=env)
+                self.git._run("worktree", "add", *options, str(target), branch, env=env)
             else:
                 start = check_rev(start_point or "HEAD")
                 self.git._run(
-                    "worktree", "add", "--no-track", "-b", branch, str(target), start,
-                    env=env,
+                    "worktree", "add", *options, "--no-track", "-b", branch, str(target),
+                    start, env=env,
                 )
         except GitError:
             made = self.git.is_worktree(target) and any(
@@ -130,6 +134,12 @@ class Worktrees:
         if not self._parallel_checkout:
             return None
         return extra_config({"checkout.workers": "0"})
+
+    def populated(self, path: str | Path) -> bool:
+        """Whether a worktree's files were ever written (one added without a checkout has no
+        index until then)."""
+        admin = self.git._admin_dir(path)
+        return admin is None or (admin / "index").exists()
 
     def remove(self, path: str | Path, *, force: bool = False) -> None:
         """Remove a worktree, keeping its branch; uncommitted work is kept unless `force`."""

@@ -39,13 +39,8 @@ def note(run: RunContext, agent: str, task_id: str | None, status: str, message:
 
 
 def set_feature_status(run: RunContext, status: str, **fields: Any) -> None:
-    def apply(state: dict[str, Any]) -> None:
-        feature = state["current_feature"]
-        if feature is None:
-            return
-        feature.update(status=status, updated_at=utc_now(), **fields)
-
-    run.store.update(apply)
+    run.store.record({"op": "feature",
+                      "fields": {"status": status, "updated_at": utc_now(), **fields}})
 
 
 def task_record(run: RunContext, task_id: str) -> TaskRecord:

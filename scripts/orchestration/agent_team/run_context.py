@@ -111,6 +111,8 @@ class RunContext:
     began: bool = False
     finished: bool = False
     integration_worktree: Path | None = None
+    #: The integration worktree was opened without its files (`checkout_integration`).
+    integration_setup_pending: bool = False
     merge_lock: threading.Lock = field(default_factory=threading.Lock)
     pending_usage: list[PendingUsage] = field(default_factory=list)
     #: What the report must say about how the run ran (e.g. without the sandbox).

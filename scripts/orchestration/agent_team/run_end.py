@@ -26,15 +26,10 @@ def finish(team: Team, run: RunContext, status: str, exit_code: int) -> dict[str
                                        warnings=run.warnings)
     paths = report_mod.write_reports(team.project_dir, run.run_id, summary)
 
-    def apply(state: dict[str, Any]) -> None:
-        for entry in state.get("runs", []):
-            if entry["run_id"] == run.run_id:
-                entry.update(status=status, exit_code=exit_code, finished_at=utc_now(),
-                             report=str(paths["markdown"].relative_to(team.project_dir)),
-                             summary=report_mod.compact(summary),
-                             stop_reason=run.stop.kind)
-
-    run.store.update(apply)
+    run.store.record({"op": "run", "run_id": run.run_id, "fields": {
+        "status": status, "exit_code": exit_code, "finished_at": utc_now(),
+        "report": str(paths["markdown"].relative_to(team.project_dir)),
+        "summary": report_mod.compact(summary), "stop_reason": run.stop.kind}})
     team.output(report_mod.render_console(summary))
     run.log(f"Report written to {paths['markdown']}")
     run.events.emit("run_finished", status=status, exit_code=exit_code)

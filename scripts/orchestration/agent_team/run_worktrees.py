@@ -87,19 +87,56 @@ def open_integration_worktree(team: Team, run: RunContext) -> Path:
     """The feature branch's checkout for merges; an interrupted run's one is reused.
 
     Clean merges move the feature branch without writing its files (`merge_without_checkout`);
-    the files catch up before the tests run (`integrate`) or a conflict is resolved there.
+    the files catch up before the tests run (`checkout_integration`) or a conflict is resolved
+    there. With a worktree pool no file is written now: at the end a parked task worktree,
+    which differs from the merged branch by a few files, becomes the integration checkout.
     """
     path = feature_dir(team, run) / "integration"
     for info in team.git.worktrees.entries():
         if info.path == path.resolve() and info.branch == run.feature_branch:
+            if not team.git.worktrees.populated(path):  # opened lazily by the crashed run
+                run.integration_setup_pending = True
             if team.git.merges.in_progress(path):
                 team.git.merges.abort(path)
             team.git.reset_worktree(path, "HEAD")
             team.git.merges.merge_without_checkout(path)
             return path
-    worktree = prepared(team, run, team.git.worktrees.add(path, run.feature_branch))
-    team.git.merges.merge_without_checkout(worktree)
+    if run.pool is None:
+        worktree = prepared(team, run, team.git.worktrees.add(path, run.feature_branch))
+        team.git.merges.merge_without_checkout(worktree)
+        return worktree
+    worktree = team.git.worktrees.add(path, run.feature_branch, checkout=False)
+    team.git.merges.stale.add(worktree)  # any git command there writes the files first
+    run.integration_setup_pending = True
+    if not team.git.merges.merge_without_checkout(worktree):  # merges need its files
+        checkout_integration(team, run, worktree)
     return worktree
+
+
+def checkout_integration(team: Team, run: RunContext, worktree: Path) -> None:
+    """The merged branch's files in the integration worktree, set up like the checkout.
+
+    A worktree opened without files takes a parked task worktree when one is free (switching
+    it writes only the files that differ); otherwise git writes them all.
+    """
+    if not run.integration_setup_pending:
+        team.git.merges.sync(worktree)
+        return
+    if not team.git.worktrees.populated(worktree) and run.pool is not None and run.pool.free:
+        team.git.merges.stale.discard(worktree)
+        team.git.worktrees.remove(worktree, force=True)  # holds no file, nothing is lost
+        taken = run.pool.take(worktree, run.feature_branch, start_point=run.feature_branch,
+                              exists=True)
+        for line in run.pool.dropped:
+            run.log(f"Worktree pool: gave up a parked worktree ({line}).")
+        run.pool.dropped.clear()
+        if taken is None:
+            team.git.worktrees.add(worktree, run.feature_branch)
+            _prepare(team, run, worktree)
+    else:
+        team.git.merges.sync(worktree)
+        _prepare(team, run, worktree)
+    run.integration_setup_pending = False
 
 
 def remove_task_worktree(team: Team, run: RunContext, path: Path) -> None:
@@ -127,6 +164,9 @@ def remove_own_worktree(team: Team, run: RunContext, path: Path | None, *,
         if path.exists():
             run.log(f"Kept {path}: it is no longer a git worktree (deleted during the run?).")
         return
+    if not team.git.worktrees.populated(path):  # never written: nothing in it to keep
+        team.git.merges.stale.discard(path.resolve())
+        force = True
     if team.git.merges.in_progress(path):
         team.git.merges.abort(path)
     release_submodules(path)

@@ -175,6 +175,8 @@ def run_graph(
         jobs: the graph; ids unique, dependencies known, no cycles (else ValueError).
         execute: does one job; truthy means completed, falsy or an exception means failed.
         max_workers: jobs running at once; None means no limit (one thread per job to run).
+            Among ready jobs: higher priority first, then the one heading the longest chain of
+            dependents, then the order given.
             The threads start up front, so a ready job never waits for one to be created.
         on_event: called from the scheduling thread as (event, job_id, detail) for started,
             completed, failed, blocked and skipped; what it raises lands in `callback_errors`.
@@ -282,12 +284,13 @@ class _Run:
         self.should_stop = should_stop
         self.position = _positions(index)
         self.dependents = _dependents(index)
+        self.height = _heights(index, self.dependents)
         self.waiting = {
             job_id: {dep for dep in job.dependencies if dep not in done}
             for job_id, job in index.items()
             if job_id not in done
         }
-        self.ready: list[tuple[int, int, str]] = []
+        self.ready: list[tuple[int, int, int, str]] = []
         self.running: set[str] = set()
         self.result = ScheduleResult(jobs=tuple(index.values()), resumed=done)
         self.result.outcomes.update((job_id, COMPLETED) for job_id in done)
@@ -296,7 +299,7 @@ class _Run:
         self.result.run_started = time.monotonic()
         for job_id, deps in self.waiting.items():
             if not deps:
-                heapq.heappush(self.ready, _ready_key(self.index[job_id], self.position))
+                heapq.heappush(self.ready, self._key(job_id))
         workers = _Workers(min(limit, len(self.waiting)), self._attempt)
         try:
             self._start_ready(workers, limit)  # queued first: the first threads take them
@@ -314,12 +317,18 @@ class _Run:
         self.result.run_finished = time.monotonic()
         return self.result
 
+    def _key(self, job_id: str) -> tuple[int, int, int, str]:
+        """Higher priority first; then the job that heads the longest chain of dependents
+        (it bounds when the run can end), then the plan's order."""
+        return (-self.index[job_id].priority, -self.height[job_id], self.position[job_id],
+                job_id)
+
     def _start_ready(self, workers: _Workers, limit: int) -> None:
         while self.ready and len(self.running) < limit and not self.result.stopped:
             if self._stop_requested():
                 self.result.stopped = True
                 return
-            job_id = heapq.heappop(self.ready)[2]
+            job_id = heapq.heappop(self.ready)[3]
             self._emit(STARTED, job_id, "")
             self.running.add(job_id)
             workers.inbox.put(self.index[job_id])
@@ -348,7 +357,7 @@ class _Run:
                 if deps is not None and job_id in deps:
                     deps.discard(job_id)
                     if not deps and child not in self.result.outcomes:
-                        heapq.heappush(self.ready, _ready_key(self.index[child], self.position))
+                        heapq.heappush(self.ready, self._key(child))
             return
         self.result.errors[job_id] = attempt.error
         if attempt.exception is not None:
@@ -437,6 +446,14 @@ def _dependents(index: Mapping[str, Job]) -> dict[str, list[str]]:
         for dep in job.dependencies:
             dependents[dep].append(job.id)
     return dependents
+
+
+def _heights(index: Mapping[str, Job], dependents: Mapping[str, list[str]]) -> dict[str, int]:
+    """Jobs in the longest chain that starts at each job (1 for a job nothing depends on)."""
+    height: dict[str, int] = {}
+    for job_id in reversed(_order(index)):  # dependents before the jobs they depend on
+        height[job_id] = 1 + max((height[child] for child in dependents[job_id]), default=0)
+    return height
 
 
 def find_cycle(dependencies: Mapping[str, Iterable[str]]) -> list[str] | None:

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from .errors import StateError, UnknownTaskError
 from .redaction import redact, redact_value
-from .state_journal import check_agent_name, check_entity
+from .state_journal import check_agent_name, check_entity, check_fields
 from .state_schema import TOKEN_KEYS, property_checks, utc_now
 from .task_record import TaskRecord, UsageCounts, tasks_of
 
@@ -78,27 +78,30 @@ def apply_op(state: dict, op: Mapping[str, Any], *, check: bool = True) -> None:
     """One journaled change, applied and checked against its entity's schema.
 
     Kinds: task (fields of one task), agent (fields of one live entry), turn (an agent's
-    turn and tokens), update (an agent_updates line), usage, merge, decisions. `check=False`
-    when the whole state is validated anyway.
+    turn and tokens), update (an agent_updates line), usage, merge, decisions, feature (fields
+    of the current feature), integration (fields of the integration pass, not its merges), run
+    (fields of one `runs[]` entry). `check=False` when the whole state is validated anyway.
     """
     entity = check_entity if check else _no_check
+    changed = check_fields if check else _no_check  # fields set on a valid task or agent
     kind = op.get("op")
     if kind == "task":
-        task = set_task_in(state, op["task_id"], **op["fields"])
-        entity("task", task, f"task {op['task_id']}")
+        set_task_in(state, op["task_id"], **op["fields"])
+        changed("task", op["fields"], f"task {op['task_id']}")
     elif kind == "agent":
         if check:
             check_agent_name(op["agent"])
         agent = set_agent_in(state, op["agent"], **op["fields"])
-        entity("agent", agent, f"agent {op['agent']}")
+        changed("agent", {**op["fields"], "updated_at": agent["updated_at"]},
+                f"agent {op['agent']}")
     elif kind == "turn":
         if check:
             check_agent_name(op["agent"])
         entry = state["agents"].get(op["agent"]) or {}
-        agent = set_agent_in(
-            state, op["agent"], turn=op["turn"], updated_at=op["updated_at"],
-            tokens=int(entry.get("tokens") or 0) + int(op["tokens"]))
-        entity("agent", agent, f"agent {op['agent']}")
+        fields = {"turn": op["turn"], "updated_at": op["updated_at"],
+                  "tokens": int(entry.get("tokens") or 0) + int(op["tokens"])}
+        set_agent_in(state, op["agent"], **fields)
+        changed("agent", fields, f"agent {op['agent']}")
     elif kind == "update":
         entity("agent_update", op["entry"], "an agent update")
         state["agent_updates"].append(op["entry"])
@@ -121,6 +124,21 @@ def apply_op(state: dict, op: Mapping[str, Any], *, check: bool = True) -> None:
         for entry in op["entries"]:
             entity("decision", entry, "a decision")
         state["decisions"].extend(op["entries"])
+    elif kind == "feature":
+        feature = state["current_feature"]
+        if feature is not None:  # no feature: nothing to describe (as before it was planned)
+            feature.update(op["fields"])
+            entity("feature", feature, "the current feature")
+    elif kind == "integration":
+        integration = state["integration"]
+        integration.update(op["fields"])
+        entity("integration", {k: v for k, v in integration.items() if k != "merges"},
+               "the integration")
+    elif kind == "run":
+        for entry in state.get("runs", []):
+            if entry["run_id"] == op["run_id"]:
+                entry.update(op["fields"])
+                entity("run", entry, f"run {op['run_id']}")
     else:
         raise StateError(f"Unknown state change {kind!r}.")
 

@@ -16,6 +16,7 @@ from .prompts import system_for
 from .redaction import redact
 from .roles import MANAGER
 from .run_context import RunContext
+from .run_worktrees import checkout_integration
 from .state import utc_now
 from .team import Team
 from .testrun import TestResults, detect_test_command, run_tests
@@ -105,8 +106,8 @@ def manager_review(team: Team, run: RunContext, prompt: str) -> tuple[str, list[
 
 def integrate(team: Team, run: RunContext, worktree: Path) -> dict[str, Any]:
     """Run the tests on the merged branch in `worktree`, review, record; returns the verdict."""
-    run.store.update(lambda s: s["integration"].update(status="in_progress"))
-    team.git.merges.sync(worktree)  # clean merges moved the branch, not yet its files
+    run.store.record({"op": "integration", "fields": {"status": "in_progress"}})
+    checkout_integration(team, run, worktree)  # clean merges moved the branch, not its files
     results = run_project_tests(team, run, worktree, ref=run.feature_branch)
     summary, decisions = manager_review(team, run, review_prompt(team, run, results))
     tasks = run.store.read()["tasks"]
@@ -114,22 +115,16 @@ def integrate(team: Team, run: RunContext, worktree: Path) -> dict[str, Any]:
     success = all_done and results is not None and results.success
     merged_into_base = success and maybe_merge_into_base(team, run)
 
-    def apply(s: dict[str, Any]) -> None:
-        s["integration"].update(
-            status="completed" if success else "failed",
-            test_results=results.to_dict() if results else None,
-            summary=summary.strip(), merged_into_base=merged_into_base,
-            completed_at=utc_now(),
-        )
-        for d in decisions:
-            if isinstance(d, dict) and d.get("decision"):
-                s["decisions"].append({
-                    "decision": str(d["decision"]), "rationale": str(d.get("rationale", "")),
-                    "affected_agents": [str(a) for a in d.get("affected_agents", [])],
-                    "made_by": MANAGER, "timestamp": utc_now(),
-                })
-
-    run.store.update(apply)
+    verdict = {"status": "completed" if success else "failed",
+               "test_results": results.to_dict() if results else None,
+               "summary": summary.strip(), "merged_into_base": merged_into_base,
+               "completed_at": utc_now()}
+    follow_ups = [{"decision": str(d["decision"]), "rationale": str(d.get("rationale", "")),
+                   "affected_agents": [str(a) for a in d.get("affected_agents", [])],
+                   "made_by": MANAGER, "timestamp": utc_now()}
+                  for d in decisions if isinstance(d, dict) and d.get("decision")]
+    run.store.record({"op": "integration", "fields": verdict},
+                     {"op": "decisions", "entries": follow_ups})
     return {"success": success, "summary": summary, "tests": results}
 
 

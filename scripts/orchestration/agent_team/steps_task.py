@@ -151,6 +151,17 @@ def result_record(report: Mapping[str, Any] | None, summary: str,
     }
 
 
+def task_start(team: Team, run: RunContext, branch: str) -> str:
+    """Where the task's branch left the feature branch: its files are counted from there.
+
+    A branch just cut from the feature branch's tip is that tip (read from the ref store);
+    otherwise git finds the merge base."""
+    tip = team.git.ref_commit(branch)
+    if tip is not None and tip == team.git.ref_commit(run.feature_branch):
+        return tip
+    return team.git.merge_base(branch, run.feature_branch)
+
+
 def execute_task(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
                  branch: str, *, runner: TaskAgent = run_task_agent) -> TaskOutcome:
     """Run the task's agent in `worktree` (on `branch`) and commit its work there.
@@ -159,7 +170,7 @@ def execute_task(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
     front door passes its own, e.g. `with_extras(TaskExtras(...))` or a custom worker."""
     task_id, role = task["task_id"], task["assigned_to"]
     agent = agent_entry(role, task_id)
-    start = team.git.merge_base(branch, run.feature_branch)
+    start = task_start(team, run, branch)
     run.log(f"Executing {task_id} as {role} on {branch}")
     set_task(run, task_id, status="in_progress", started_at=utc_now(), branch=branch,
              worktree=str(worktree), error=None)
