@@ -48,7 +48,8 @@ AGENTS_INFIX = "-agents/"
 
 
 def task_branch_of(feature_branch: str, task: TaskRecord) -> str:
-    """The branch a run gives a task that records none (as `steps_plan.task_branch` does)."""
+    """`feature/<slug>-agents/<role>/<task>`: the branch a run gives a task that records none
+    (git cannot nest refs under `feature/<slug>` itself)."""
     return f"{feature_branch}{AGENTS_INFIX}{task['assigned_to']}/{task['task_id']}"
 
 

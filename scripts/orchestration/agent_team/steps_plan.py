@@ -14,6 +14,7 @@ from .prompts import system_for
 from .records import note
 from .roles import MANAGER, read_context
 from .run_context import RunContext
+from .state_checks import task_branch_of
 from .state import utc_now
 from .task_record import TaskRecord
 from .team import Team
@@ -114,5 +115,5 @@ def record_plan(run: RunContext, plan: Plan,
 
 
 def task_branch(run: RunContext, task: TaskRecord) -> str:
-    """`feature/<slug>-agents/<role>/<task>`: git cannot nest refs under `feature/<slug>`."""
-    return f"{run.feature_branch}-agents/{task['assigned_to']}/{task['task_id']}"
+    """The run's branch for a task that records none (see `state_checks.task_branch_of`)."""
+    return task_branch_of(run.feature_branch, task)
