@@ -16,18 +16,26 @@ from .state_ops import append_update_to, find_task
 from .task_record import TaskRecord
 
 
-def set_task(run: RunContext, task_id: str, **fields: Any) -> None:
-    """Update one task; a status change is also an event."""
-    task = run.store.record({"op": "task", "task_id": task_id, "fields": fields},
-                            pick=lambda state: find_task(state, task_id))
+def set_task(run: RunContext, task_id: str, *, agent: tuple[str, Mapping[str, Any]] | None = None,
+             **fields: Any) -> None:
+    """Update one task (and, with `agent=(id, fields)`, its agent's live entry in the same
+    change); a status change is also an event."""
+    ops: list[dict[str, Any]] = [{"op": "task", "task_id": task_id, "fields": fields}]
+    if agent is not None:
+        ops.append(_agent_op(agent[0], dict(agent[1])))
+    task = run.store.record(*ops, pick=lambda state: find_task(state, task_id))
     if "status" in fields:
         run.events.emit("task_status", task_id=task_id, status=fields["status"],
                         error=fields.get("error"), role=(task or {}).get("assigned_to"))
 
 
 def set_agent(run: RunContext, agent_id: str, **fields: Any) -> None:
+    run.store.record(_agent_op(agent_id, fields))
+
+
+def _agent_op(agent_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     fields.setdefault("updated_at", utc_now())
-    run.store.record({"op": "agent", "agent": agent_id, "fields": fields})
+    return {"op": "agent", "agent": agent_id, "fields": fields}
 
 
 def note(run: RunContext, agent: str, task_id: str | None, status: str, message: str,

@@ -15,7 +15,7 @@ from .agent_loop import run_agent
 from .errors import AgentTeamError, GitError, ToolError
 from .git_merge import MergeResult
 from .prompts import system_for
-from .records import set_agent, set_task
+from .records import set_task
 from .roles import MANAGER
 from .run_context import RunContext
 from .state import utc_now
@@ -156,13 +156,13 @@ def conclude_task(run: RunContext, task: TaskRecord, merge: Mapping[str, Any],
     agent = agent_entry(task["assigned_to"], task_id)
     if merge["status"] in ("merged", "conflict_resolved"):
         set_task(run, task_id, status="completed", progress=100, merged=True,
-                 merge_commit=merge["commit"], completed_at=utc_now())
-        set_agent(run, agent, status="done")
+                 merge_commit=merge["commit"], completed_at=utc_now(),
+                 agent=(agent, {"status": "done"}))
         run.log(f"{task_id} complete and merged ({merge['status']}): {len(files)} file(s)")
         return {"task_id": task_id, "status": "completed", "commit": task.get("commit")}
     conflicts = f" (conflicts in {', '.join(merge['conflicts'])})" if merge["conflicts"] else ""
     error = f"merge into {run.feature_branch} failed{conflicts}: {merge['message']}"
-    set_task(run, task_id, status="failed", merged=False, error=error, completed_at=utc_now())
-    set_agent(run, agent, status="failed")
+    set_task(run, task_id, status="failed", merged=False, error=error, completed_at=utc_now(),
+             agent=(agent, {"status": "failed"}))
     run.log(f"{task_id} failed: {error} (branch {merge['branch']} kept)")
     return {"task_id": task_id, "status": "failed", "error": error}

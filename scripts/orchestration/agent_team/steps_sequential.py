@@ -11,7 +11,7 @@ from typing import Any
 
 from .agent_calls import agent_entry
 from .errors import CommitRefused, GitError, RunStopped
-from .records import set_agent, set_task, task_record
+from .records import set_task, task_record
 from .run_context import RunContext
 from .state import utc_now
 from .steps_agent import run_task_agent
@@ -60,12 +60,13 @@ def execute_in_feature_worktree(team: Team, run: RunContext, task: TaskRecord,
 
     run.log(f"Executing {task_id} as {role}...")
     before = team.git.head_commit(run.feature_branch)
+    agent = agent_entry(role, task_id)
     set_task(run, task_id, status="in_progress", started_at=utc_now(), progress=0,
              attempts=task_record(run, task_id)["attempts"] + 1, branch=run.feature_branch,
-             worktree=str(worktree))
-    agent = agent_entry(role, task_id)
-    set_agent(run, agent, status="working", current_task=task_id, branch=run.feature_branch,
-              worktree=str(worktree), turn=0)
+             worktree=str(worktree),
+             agent=(agent, {"status": "working", "current_task": task_id,
+                            "branch": run.feature_branch, "worktree": str(worktree),
+                            "turn": 0}))
     report: dict[str, Any] | None = None
     try:
         report = run_task_agent(team, run, task, worktree).report
@@ -74,8 +75,7 @@ def execute_in_feature_worktree(team: Team, run: RunContext, task: TaskRecord,
     except RunStopped as exc:  # the run stops; keep what the agent did
         kept = keep_failed_work(team, run, task, worktree, before, branch)
         set_task(run, task_id, status="pending", branch=kept,
-                 error=f"stopped before finishing ({exc})")
-        set_agent(run, agent, status="stopped")
+                 error=f"stopped before finishing ({exc})", agent=(agent, {"status": "stopped"}))
         return {"task_id": task_id, "status": "stopped", "error": str(exc)}
     except Exception as exc:  # the task fails; the run and the other tasks go on
         error = fail_message(exc)
@@ -89,14 +89,14 @@ def execute_in_feature_worktree(team: Team, run: RunContext, task: TaskRecord,
             error, kept = str(exc), exc.branch
     if error is not None or report is None:
         kept = kept or keep_failed_work(team, run, task, worktree, before, branch)
-        set_task(run, task_id, status="failed", error=error, completed_at=utc_now(), branch=kept)
-        set_agent(run, agent, status="failed")
+        set_task(run, task_id, status="failed", error=error, completed_at=utc_now(), branch=kept,
+                 agent=(agent, {"status": "failed"}))
         run.log(f"{task_id} failed: {error}" + (f" (work kept on {kept})" if kept else ""))
         return {"task_id": task_id, "status": "failed", "error": error}
 
     files = team.git.changed_files(before, commit) if commit else []
     set_task(run, task_id, status="completed", progress=100, commit=commit, merged=True,
-             completed_at=utc_now(), result=result_record(report, report["summary"], files))
-    set_agent(run, agent, status="done")
+             completed_at=utc_now(), result=result_record(report, report["summary"], files),
+             agent=(agent, {"status": "done"}))
     run.log(f"{task_id} complete: {len(files)} file(s) changed in {(commit or '')[:10]}")
     return {"task_id": task_id, "status": "completed", "commit": commit, "files": files}

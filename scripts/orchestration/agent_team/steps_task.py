@@ -15,7 +15,7 @@ from typing import Any
 from .agent_calls import agent_entry
 from .agent_loop import AgentResult
 from .errors import AgentTeamError, CommitRefused, RunStopped, StateError
-from .records import set_agent, set_task, task_record
+from .records import set_task, task_record
 from .run_context import RunContext
 from .state import utc_now
 from .steps_agent import TaskExtras, run_task_agent
@@ -173,9 +173,9 @@ def execute_task(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
     start = task_start(team, run, branch)
     run.log(f"Executing {task_id} as {role} on {branch}")
     set_task(run, task_id, status="in_progress", started_at=utc_now(), branch=branch,
-             worktree=str(worktree), error=None)
-    set_agent(run, agent, status="working", current_task=task_id, branch=branch,
-              worktree=str(worktree), turn=0)
+             worktree=str(worktree), error=None,
+             agent=(agent, {"status": "working", "current_task": task_id, "branch": branch,
+                            "worktree": str(worktree), "turn": 0}))
     try:
         report, error = run_attempts(team, run, task, worktree, runner)
     except RunStopped as exc:
@@ -183,8 +183,7 @@ def execute_task(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
                                     f"Partial work; the run stopped: {exc}", branch)
         set_task(run, task_id, status="pending", commit=commit,
                  error=problem or f"stopped before finishing ({exc}); work so far is on "
-                                  f"{branch}")
-        set_agent(run, agent, status="stopped")
+                                  f"{branch}", agent=(agent, {"status": "stopped"}))
         return TaskOutcome(task_id, "stopped", branch, str(exc), commit)
     except StateError:  # the run stops; git keeps the work, the state cannot
         commit, problem = save_work(team, run, task, worktree,
@@ -202,8 +201,7 @@ def execute_task(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
     result = result_record(report, summary, files)
     if error is not None:
         set_task(run, task_id, status="failed", error=error, commit=commit, result=result,
-                 completed_at=utc_now())
-        set_agent(run, agent, status="failed")
+                 completed_at=utc_now(), agent=(agent, {"status": "failed"}))
         run.log(f"{task_id} failed: {error}" + (f" (work kept on {branch})" if commit else ""))
         return TaskOutcome(task_id, "failed", branch, error, commit, files)
     set_task(run, task_id, progress=90, commit=head, result=result)
