@@ -88,7 +88,7 @@ def commit_task(team: Team, run: RunContext, task: Mapping[str, Any], workspace:
                               rescue_branch=f"{branch}-hook-refused")
     if sha is not None:
         run.events.emit("commit", task_id=task["task_id"], role=role, sha=sha,
-                        files=team.git.changed_files(before.head if before else f"{sha}^",
+                        files=team.git.history.changed_files(before.head if before else f"{sha}^",
                                                      sha))
     return sha
 
@@ -158,7 +158,7 @@ def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree:
     front door passes its own, e.g. `with_extras(TaskExtras(...))` or a custom worker."""
     task_id, role = task["task_id"], task["assigned_to"]
     agent = agent_entry(role, task_id)
-    start = team.git.merge_base(branch, run.feature_branch)
+    start = team.git.history.merge_base(branch, run.feature_branch)
     run.log(f"Executing {task_id} as {role} on {branch}")
     set_task(run, task_id, status="in_progress", started_at=utc_now(), branch=branch,
              worktree=str(worktree), error=None)
@@ -186,7 +186,7 @@ def execute_task(team: Team, run: RunContext, task: Mapping[str, Any], worktree:
     if problem is not None:
         error = f"{error}; {problem}" if error else problem
     head = commit or team.git.head_commit(branch)  # a new commit is the branch's tip
-    files = team.git.changed_files(start, head)
+    files = team.git.history.changed_files(start, head)
     result = result_record(report, summary, files)
     if error is not None:
         set_task(run, task_id, status="failed", error=error, commit=commit, result=result,

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import build_config
 from ..errors import ConfigError, UserError
-from ..git_workspace import GitWorkspace
+from ..git_workspace import GitWorkspace, is_inside_work_tree
 from ..models import Message, agent_key
 from ..prompts import system_prompt
 from ..roles import MANAGER
@@ -71,7 +71,7 @@ class ClaudeOrchestrator:
         On PostgreSQL the job records the repository's `origin` URL (or `remote_url`), so
         workers on other machines clone it and push their branches there.
         """
-        if not GitWorkspace.is_inside_work_tree(self.project_dir):
+        if not is_inside_work_tree(self.project_dir):
             raise UserError(f"{self.project_dir} is not a git repository; pass project_dir= "
                             "or set ORCHESTRATOR_WORKING_DIR to your repository")
         workspace = GitWorkspace(self.project_dir)
