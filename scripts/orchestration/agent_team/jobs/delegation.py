@@ -138,7 +138,7 @@ class ClaudeOrchestrator:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(job_id, float(timeout or 0), self.collect(job_id),
                                   pending=status.pending, running=status.running)
-            if not self.store.live_workers(stale_after=max(10.0, self.queue.lease_s)):
+            if not self.store.workers.live(stale_after=max(10.0, self.queue.lease_s)):
                 run_pool(self.store, job_id, work_dir=self.project_dir,
                          workers=min(self.pool_size, max(1, status.pending)),
                          lease_s=self.queue.lease_s, until=deadline,
