@@ -30,7 +30,6 @@ class LogEntry:
     subject: str
 
 
-
 class History:
     """Read-only questions about commits and branches, through the workspace's git calls."""
 

@@ -96,7 +96,7 @@ def is_inside_work_tree(path: str | Path) -> bool:
 
 
 class GitWorkspace:
-    """The orchestrator's only door to git for one repository: refs, commits, history.
+    """The orchestrator's only door to git for one repository: refs and commits here.
 
     Worktree operations are `worktrees` (git_worktrees.py), merges and conflicts `merges`
     (git_merge.py), history queries `history` (git_history.py); all act through this object's
