@@ -40,7 +40,6 @@ from file_based_orchestrator import FileBasedOrchestrator
 #: Phase of each wrapped method; anything else inside a task is "other".
 GIT_PHASES = {
     "commit_all": "commit",
-    "changed_files": "refs/diff",
     "head_commit": "refs/diff",
 }
 STATE_PHASES = {"update": "state", "read": "state", "record": "state"}
@@ -119,6 +118,7 @@ def run_size(files: int, tasks: int, seed: int, workdir: Path) -> dict[str, Any]
         timer.wrap(orchestrator.state, name, phase)
     for name, phase in ORCHESTRATOR_PHASES.items():
         timer.wrap(orchestrator, name, phase)
+    timer.wrap(orchestrator.git.history, "changed_files", "refs/diff")
     timer.wrap(orchestrator.git.merges, "merge", "merge")
     for name, phase in MODULE_PHASES.items():
         timer.wrap(sys.modules[FileBasedOrchestrator.__module__], name, phase)

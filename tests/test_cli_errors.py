@@ -14,11 +14,12 @@ from typing import Any
 import git as gitpython
 import pytest
 from agent_team.errors import PlanError
-from agent_team.git_workspace import GitWorkspace
+from agent_team.git_workspace import is_inside_work_tree
 from agent_team.plan import parse_plan
 from agent_team.roles import DEFAULT_WORKERS
 from agent_team.scripted import ScriptedModel
-from agent_team.state import STATE_RELATIVE_PATH, new_state
+from agent_team.state import new_state
+from agent_team.state_file import STATE_RELATIVE_PATH
 from click.testing import CliRunner, Result
 from file_based_orchestrator import FileBasedOrchestrator
 from file_based_orchestrator import main as file_based_main
@@ -125,7 +126,7 @@ def test_project_dir_that_is_not_a_git_repository(
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "notes.txt").write_text("not a repo\n", encoding="utf-8")
-    if GitWorkspace.is_inside_work_tree(plain):
+    if is_inside_work_tree(plain):
         pytest.skip("the temporary directory lies inside a git repository")
     before = listing(plain)
 

@@ -18,7 +18,7 @@ import pytest
 from agent_team.cli import prepare_demo
 from agent_team.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from agent_team.scripted import ScriptedModel
-from agent_team.state import STATE_RELATIVE_PATH
+from agent_team.state_file import STATE_RELATIVE_PATH
 from click.testing import CliRunner
 
 from tests.conftest import make_repo

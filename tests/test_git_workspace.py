@@ -9,7 +9,8 @@ from pathlib import Path
 import git
 import pytest
 from agent_team.errors import GitError, NotAGitRepository
-from agent_team.git_workspace import GitWorkspace, MergeResult, slugify
+from agent_team.git_merge import MergeResult
+from agent_team.git_workspace import GitWorkspace, is_inside_work_tree, slugify
 
 from tests.conftest import make_repo
 
@@ -72,7 +73,7 @@ def test_plain_directory_is_refused(tmp_path: Path) -> None:
     plain.mkdir()
     with pytest.raises(NotAGitRepository, match="git init"):
         GitWorkspace(plain)
-    assert not GitWorkspace.is_inside_work_tree(plain)
+    assert not is_inside_work_tree(plain)
 
 
 def test_repository_without_commits_is_refused(tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_subdirectory_opens_the_enclosing_repository(git_repo: git.Repo) -> None
     sub.mkdir()
     ws = GitWorkspace(sub)
     assert ws.root == Path(git_repo.working_tree_dir).resolve()
-    assert GitWorkspace.is_inside_work_tree(sub)
+    assert is_inside_work_tree(sub)
 
 
 # -- refs ---------------------------------------------------------------------------------
@@ -200,14 +201,14 @@ def test_worktree_commit_with_role_author(ws: GitWorkspace, tmp_path: Path) -> N
         BACKEND["author_name"],
         BACKEND["author_email"],
     )
-    assert ws.changed_files(base, sha) == ["README.md", "src/api.py"]
-    assert "2 files changed" in ws.diff_stat(base, sha)
-    entries = ws.log(sha, 5)
+    assert ws.history.changed_files(base, sha) == ["README.md", "src/api.py"]
+    assert "2 files changed" in ws.history.diff_stat(base, sha)
+    entries = ws.history.log(sha, 5)
     assert [e.subject for e in entries] == ["Add login endpoint", "initial commit"]
     assert entries[0].author_name == "backend-dev" and entries[0].sha == sha
-    assert not ws.is_merged("agent/x/backend/t1", "main")
-    assert ws.is_merged("main", "agent/x/backend/t1")
-    assert ws.unmerged_commits("agent/x/backend/t1", "main") == 1
+    assert not ws.history.is_merged("agent/x/backend/t1", "main")
+    assert ws.history.is_merged("main", "agent/x/backend/t1")
+    assert ws.history.unmerged_commits("agent/x/backend/t1", "main") == 1
 
 
 def test_commit_works_without_configured_identity(
@@ -241,7 +242,7 @@ def test_rename_is_listed_once(ws: GitWorkspace, tmp_path: Path) -> None:
     wt = ws.worktrees.add(tmp_path / "wt", "agent")
     (wt / "README.md").rename(wt / "DOCS.md")
     sha = ws.commit_all(wt, "rename", **BACKEND)
-    assert ws.changed_files(base, sha) == ["DOCS.md"]
+    assert ws.history.changed_files(base, sha) == ["DOCS.md"]
 
 
 def test_worktree_work_never_touches_the_user_checkout(

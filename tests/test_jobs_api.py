@@ -94,7 +94,7 @@ def test_dashboard_once_prints_jobs_workers_and_events(tmp_path: Path) -> None:
     orch = ClaudeOrchestrator("t", project_dir=setup.project)
     job = orch.create_job("Dashboard goal")
     orch.add_subtask(job, "Visible task", priority=9)
-    orch.store.register_worker("machine-1")
+    orch.store.workers.register("machine-1")
     done = subprocess.run([sys.executable, str(PACKAGE_ROOT / "claude_dashboard.py"), "--once",
                            "--db", setup.db], capture_output=True, text=True, timeout=60,
                           env={**setup.env, "COLUMNS": "200"})

@@ -87,7 +87,7 @@ def test_a_task_runs_on_the_core_step_and_records_into_the_job_store(
             "run_finished"} <= kinds
     prompt_seen = next(e for e in events if e["kind"] == "model_call")
     assert prompt_seen["task_id"] == "1"
-    notes = [e for e in orch.store.recent_events(job_id=job, limit=50)
+    notes = [e for e in orch.store.events.recent(job_id=job, limit=50)
              if e.kind == "agent:in_progress"]
     assert notes and "writing a.py" in notes[0].message
     # The job's settings are the team's effective settings, rebuilt by the worker.
@@ -181,7 +181,7 @@ def test_a_merge_conflict_goes_to_the_manager(tmp_path: Path, db_url: str,
     monkeypatch.setattr(JobRepository, "start_task", start_then_another_merge)
     claim = orch.queue.claim("w1")
     outcome = execute_job_task(orch.queue, claim, work_dir=setup.project, model=model)
-    kinds = [e.kind for e in orch.store.recent_events(job_id=job, limit=20)]
+    kinds = [e.kind for e in orch.store.events.recent(job_id=job, limit=20)]
     record = orch.store.get_task(task)
     if manager_status == "completed":
         assert outcome.status == "completed", outcome.error
@@ -269,7 +269,7 @@ def test_an_attempt_that_merged_then_died_is_recorded_not_rerun(
     merges = [s for s in setup.job_log(job_branch) if s.startswith(f"Merge task {task}:")]
     assert len(merges) == 1
     assert record.merge_commit == git.Repo(setup.project).commit(job_branch).hexsha
-    assert "recovered" in [e.kind for e in orch.store.recent_events(job_id=job, limit=10)]
+    assert "recovered" in [e.kind for e in orch.store.events.recent(job_id=job, limit=10)]
 
 
 def test_expired_leases_are_capped_then_the_task_fails_with_the_reason(db_url: str) -> None:

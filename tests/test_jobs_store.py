@@ -88,7 +88,7 @@ def test_fence_refuses_a_late_writer_after_reclaim(store: JobStore) -> None:
         queue.complete(second, {"summary": "on time"}, conn=conn)
     record = store.get_task(task.id)
     assert json.loads(record.result or "")["summary"] == "on time" and record.attempts == 2
-    assert [e.kind for e in store.recent_events(job_id=job.id, limit=2)] == [
+    assert [e.kind for e in store.events.recent(job_id=job.id, limit=2)] == [
         "completed", "refused"]
 
 
@@ -150,13 +150,13 @@ def test_cancel_and_workers_and_kv(store: JobStore) -> None:
     assert store.cancel_job(job.id) == 1
     with pytest.raises(FenceRejected):
         TaskQueue(store).complete(claim, {"summary": "too late"})
-    worker = store.register_worker()
-    store.worker_heartbeat(worker, status="busy", current_task_id=claim.task_id)
-    assert [w.id for w in store.live_workers()] == [worker]
-    store.worker_heartbeat(worker, status="stopped")
-    assert store.live_workers() == []
-    store.save("k", {"a": [1, 2]})
-    assert store.load("k") == {"a": [1, 2]} and store.load("missing", 3) == 3
+    worker = store.workers.register()
+    store.workers.heartbeat(worker, status="busy", current_task_id=claim.task_id)
+    assert [w.id for w in store.workers.live()] == [worker]
+    store.workers.heartbeat(worker, status="stopped")
+    assert store.workers.live() == []
+    store.kv.save("k", {"a": [1, 2]})
+    assert store.kv.load("k") == {"a": [1, 2]} and store.kv.load("missing", 3) == 3
 
 
 def test_manager_plans_accept_numeric_priorities() -> None:

@@ -71,7 +71,7 @@ def test_guide_full_session_against_two_workers(tmp_path: Path, backend: str,
     stopper.append(setup)
     setup.start_coordinator(2)
     store = JobStore.open(setup.db)
-    wait_for(lambda: len(store.live_workers()) == 2, 60, "two workers")
+    wait_for(lambda: len(store.workers.live()) == 2, 60, "two workers")
     script = ROOT / "examples" / "delegation" / "full_session.py"
     done = subprocess.run([sys.executable, str(script)], env=setup.env, cwd=setup.project,
                           capture_output=True, text=True, timeout=180)
@@ -206,7 +206,7 @@ def test_frozen_worker_past_its_lease_is_refused(tmp_path: Path, backend: str,
                 os.kill(pid, signal.SIGCONT)
     store = JobStore.open(setup.db)
     wait_for(lambda: any(e.kind in ("refused", "lease_lost")
-                         for e in store.recent_events(job_id=job, limit=50)), 30,
+                         for e in store.events.recent(job_id=job, limit=50)), 30,
              "the late worker to be refused or to stop its agent")
     record = orch.queue.get_task(task)
     assert record["attempts"] == 2
@@ -235,6 +235,6 @@ def test_two_worker_processes_race_on_50_tasks(tmp_path: Path, backend: str,
     assert not [t.error for t in tasks if t.status != "completed"]
     assert sorted(t.id for t in tasks) == sorted(ids)
     assert all(t.attempts == 1 and t.status == "completed" for t in tasks)
-    claims = [e for e in store.recent_events(job_id=job, limit=500) if e.kind == "claimed"]
+    claims = [e for e in store.events.recent(job_id=job, limit=500) if e.kind == "claimed"]
     assert sorted(e.task_id or 0 for e in claims) == sorted(ids)
     assert len({t.worker_id for t in tasks}) == 2

@@ -36,7 +36,7 @@ def test_tasks_and_child_jobs_are_rows_of_the_store(tmp_path: Path) -> None:
     child = next(j for j in store.list_jobs() if j.parent_job_id == job_id)
     assert child.depth == 1 and child.parent_task_id == tasks[1].id
     assert [t.metadata["label"] for t in store.list_tasks(child.id)] == ["2_1", "2_2"]
-    kinds = {e.kind for e in store.recent_events(limit=500, job_id=job_id)}
+    kinds = {e.kind for e in store.events.recent(limit=500, job_id=job_id)}
     assert {"claimed", "completed", "job_finished"} <= kinds
 
 

@@ -17,7 +17,6 @@ from agent_team import state_ops
 from agent_team.errors import StateError
 from agent_team.state import (
     SCHEMA_VERSION,
-    STATE_RELATIVE_PATH,
     SUPPORTED_VERSIONS,
     TeamState,
     UnknownTaskError,
@@ -26,6 +25,7 @@ from agent_team.state import (
     utc_now,
     validate_state,
 )
+from agent_team.state_file import STATE_RELATIVE_PATH
 
 WORKER = Path(__file__).with_name("state_worker.py")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from agent_team.errors import StateError
-from agent_team.state import STATE_RELATIVE_PATH, TeamState, utc_now
+from agent_team.state import TeamState, utc_now
+from agent_team.state_file import STATE_RELATIVE_PATH
 from agent_team.state_journal import journal_path
 from agent_team.state_ops import find_task
 

@@ -91,7 +91,7 @@ def test_the_next_task_sees_its_branch_and_nothing_the_last_task_left(
     (second / "b.txt").write_text("b\n")
     sha = ws.commit_all(second, "B", **BACKEND)
     assert sha == ws.head_commit("agent/b")
-    assert ws.changed_files("main", "agent/b") == ["b.txt"]
+    assert ws.history.changed_files("main", "agent/b") == ["b.txt"]
 
 
 def test_the_setups_dependency_links_are_kept(

@@ -173,7 +173,7 @@ class ReviewedOrchestrator(FileBasedOrchestrator):
     def architect_review(self, feature: str) -> dict[str, Any]:
         """One call to the architect; returns {"summary": ..., "decisions": [...]}."""
         self.log("Calling the architect for a design review...")
-        files = self.git.tracked_files(limit=200)
+        files = self.git.history.tracked_files(limit=200)
         context = read_context(self.project_dir)
         prompt = (
             f"Feature to review before the team plans it:\n{feature}\n\n"
@@ -212,9 +212,9 @@ class ReviewedOrchestrator(FileBasedOrchestrator):
     def branch_files(self) -> Iterator[tuple[str, str]]:
         """(path, text) of every text file the feature branch added or changed."""
         ref = self.feature_branch
-        present = set(self.git.tracked_files(ref))
+        present = set(self.git.history.tracked_files(ref))
         tree = self.git.repo.commit(ref).tree
-        for path in self.git.changed_files(self.current.base_commit, ref):
+        for path in self.git.history.changed_files(self.current.base_commit, ref):
             if path not in present:
                 continue
             blob = tree / path
@@ -257,7 +257,8 @@ class ReviewedOrchestrator(FileBasedOrchestrator):
 
     def _build_security_prompt(self, summary: Mapping[str, Any], files: Mapping[str, str],
                                findings: list[Finding]) -> str:
-        diff = self.git.diff_stat(self.current.base_commit, self.feature_branch) or "(no changes)"
+        diff = (self.git.history.diff_stat(self.current.base_commit, self.feature_branch)
+                or "(no changes)")
         return (
             f"Feature: {summary['feature']}\nBranch: {self.feature_branch} "
             f"(run status: {summary['status']})\n\nChanged files scanned ({len(files)}):\n"

@@ -102,7 +102,7 @@ def pattern_3(project: Path) -> dict[int, dict[str, Any]]:
             break
         if task["status"] in ("failed", "blocked", "cancelled"):
             raise SystemExit(f"analysis {task['status']}: {task['error']}")
-        if not orch.store.live_workers():
+        if not orch.store.workers.live():
             orch.wait_and_collect(job)  # nobody else will run it: run it here
         time.sleep(0.5)
     findings = analysis["summary"]

@@ -1,12 +1,14 @@
 """How the git wrapper calls git: one lock per repository, git's own error text, the extra
 environment of one call, and reading `-z` output.
 
-Shared by `git_workspace`, `git_worktrees` and `git_merge`; nothing outside them needs it.
+Shared by `git_workspace`, `git_worktrees`, `git_merge` and `git_history`; nothing outside
+them needs it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import zlib
@@ -18,6 +20,8 @@ from git.exc import GitCommandError, GitCommandNotFound
 from .errors import GitError
 
 GIT_ERRORS = (GitCommandError, GitCommandNotFound)
+#: A full commit id (SHA-1 or SHA-256): what it names never changes.
+FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 class RepoLock:
     """A re-entrant lock that counts how long threads waited for it, for the benchmarks.

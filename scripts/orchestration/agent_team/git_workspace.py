@@ -5,18 +5,16 @@ uncommitted changes are never touched: nothing here checks out, resets or stages
 main working tree. All git calls go through `repo.git.<cmd>` (or a `git.Git` bound to one
 worktree) and failures become `GitError` carrying git's own stderr.
 
-`GitWorkspace` holds the repository, the calls and refs, commits and history; worktrees live in
-`git_worktrees.py` and merges in `git_merge.py`, mixed in here. `MergeResult` and
-`WorktreeInfo` are re-exported, so `from agent_team.git_workspace import ...` keeps working.
+`GitWorkspace` holds the repository, the calls, refs and commits; it builds one object per
+other concern: `worktrees` (git_worktrees.py), `merges` (git_merge.py) and `history`
+(git_history.py, read-only queries).
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +23,29 @@ from git.exc import GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathErr
 
 from .errors import CommitRefused, GitError, IntegrityError, NotAGitRepository
 from .git_env import GitGuard
-from .git_merge import MergeResult, Merges
+from .git_history import History
+from .git_merge import Merges
 from .git_plumbing import (
+    FULL_SHA,
     GIT_ERRORS,
     check_rev,
     git_error,
     identity,
     loose_commit_parents,
     repo_lock,
-    split_z,
 )
-from .git_worktrees import WorktreeInfo, Worktrees
+from .git_worktrees import Worktrees
 from .integrity import Expected, ExpectedHeads, check_worktree
 from .redaction import redact
 
 __all__ = [
     "JUNK_PATHSPECS",
     "GitWorkspace",
-    "LogEntry",
-    "MergeResult",
-    "WorktreeInfo",
+    "is_inside_work_tree",
     "slugify",
 ]
 
 _OPEN_ERRORS = (InvalidGitRepositoryError, NoSuchPathError)
-_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 #: Build and cache output that never belongs in an agent's commit, whatever the project's
 #: .gitignore says (a project without one would otherwise get bytecode committed).
@@ -80,22 +76,39 @@ def slugify(text: str, max_len: int = 40) -> str:
     return slug or "untitled"
 
 
-@dataclass(frozen=True)
-class LogEntry:
-    """A one-line commit summary for reports and prompts."""
+def _packed_ref(common_dir: Path, name: str) -> str | None:
+    """The sha `packed-refs` gives the full ref `name`, or None."""
+    try:
+        with open(common_dir / "packed-refs", encoding="utf-8") as packed:
+            for line in packed:
+                sha, _, ref = line.rstrip("\n").partition(" ")
+                if ref == name:
+                    return sha
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
 
-    sha: str
-    author_name: str
-    author_email: str
-    date: str
-    subject: str
+
+def is_inside_work_tree(path: str | Path) -> bool:
+    """Whether `path` lies in some git working tree; never raises, for up-front checks."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        return False
+    try:
+        status, out, _ = git.Git(str(directory)).rev_parse(
+            "--is-inside-work-tree", with_extended_output=True, with_exceptions=False
+        )
+    except GitCommandNotFound:
+        return False
+    return status == 0 and out.strip() == "true"
 
 
 class GitWorkspace:
-    """The orchestrator's only door to git for one repository: refs, commits, history.
+    """The orchestrator's only door to git for one repository: refs and commits here.
 
     Worktree operations are `worktrees` (git_worktrees.py), merges and conflicts `merges`
-    (git_merge.py); both act through this object's git calls and locks.
+    (git_merge.py), history queries `history` (git_history.py); all act through this object's
+    git calls and locks.
     """
 
     def __init__(self, project_dir: str | Path) -> None:
@@ -132,27 +145,12 @@ class GitWorkspace:
         self.expected = ExpectedHeads()
         self.worktrees = Worktrees(self)
         self.merges = Merges(self)
-        self._memo_lock = threading.Lock()
-        self._changed_memo: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.history = History(self)
 
     @property
     def repo(self) -> git.Repo:
         """The underlying GitPython repository, for callers that need more than this class."""
         return self._repo
-
-    @staticmethod
-    def is_inside_work_tree(path: str | Path) -> bool:
-        """Whether `path` lies in some git working tree; never raises, for up-front checks."""
-        directory = Path(path).expanduser()
-        if not directory.is_dir():
-            return False
-        try:
-            status, out, _ = git.Git(str(directory)).rev_parse(
-                "--is-inside-work-tree", with_extended_output=True, with_exceptions=False
-            )
-        except GitCommandNotFound:
-            return False
-        return status == 0 and out.strip() == "true"
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -271,23 +269,12 @@ class GitWorkspace:
         try:
             text = (self.common_dir / name).read_text(encoding="ascii").strip()
         except FileNotFoundError:
-            text = self._packed_ref(name) or ""
+            text = _packed_ref(self.common_dir, name) or ""
         except (OSError, UnicodeDecodeError):
             text = ""
-        if _SHA.fullmatch(text):
+        if FULL_SHA.fullmatch(text):
             return text
         return self.resolve(name)
-
-    def _packed_ref(self, name: str) -> str | None:
-        try:
-            with open(self.common_dir / "packed-refs", encoding="utf-8") as packed:
-                for line in packed:
-                    sha, _, ref = line.rstrip("\n").partition(" ")
-                    if ref == name:
-                        return sha
-        except (OSError, UnicodeDecodeError):
-            return None
-        return None
 
     def branch_exists(self, name: str) -> bool:
         """Whether a local branch `name` exists, read from the ref store when it can be.
@@ -300,10 +287,10 @@ class GitWorkspace:
             try:
                 text = (self.common_dir / ref).read_text(encoding="ascii").strip()
             except FileNotFoundError:
-                return self._packed_ref(ref) is not None
+                return _packed_ref(self.common_dir, ref) is not None
             except (OSError, UnicodeDecodeError):
                 text = ""
-            if _SHA.fullmatch(text):
+            if FULL_SHA.fullmatch(text):
                 return True
         return self._status("show-ref", "--verify", "--quiet", ref) == 0
 
@@ -346,7 +333,7 @@ class GitWorkspace:
                 )
             new_sha = self.head_commit(new_commit)
             old_sha = self.head_commit(expected_old)
-            if not self.is_merged(old_sha, new_sha):
+            if not self.history.is_merged(old_sha, new_sha):
                 raise GitError(f"{new_sha} is not a fast-forward of {branch!r} at {old_sha}")
             self._run("update-ref", "-m", "agent-team: fast-forward", ref, new_sha, old_sha)
 
@@ -378,7 +365,7 @@ class GitWorkspace:
                 handle.write(f"{prefix}{line}\n")
         return True
 
-    # -- commits and history ----------------------------------------------------------------
+    # -- commits ------------------------------------------------------------------------------
 
     def commit_all(
         self,
@@ -484,36 +471,6 @@ class GitWorkspace:
         self.reset_worktree(worktree, "HEAD")
         return name, sha
 
-    def changed_files(self, base: str, head: str) -> list[str]:
-        """Paths that differ between two commits; a rename is listed once, by its new path.
-
-        Remembered for pairs of full commit ids (what they name never changes): a task asks
-        for the files of its commit twice, for the commit event and for its result.
-        """
-        key = (base, head) if _SHA.fullmatch(base) and _SHA.fullmatch(head) else None
-        if key is not None:
-            with self._memo_lock:
-                known = self._changed_memo.get(key)
-            if known is not None:
-                return list(known)
-        rng = f"{check_rev(base)}..{check_rev(head)}"
-        files = split_z(self._run("diff", "--name-only", "-M", "-z", "--no-ext-diff", rng))
-        if key is not None:
-            with self._memo_lock:
-                if len(self._changed_memo) >= 256:
-                    self._changed_memo.pop(next(iter(self._changed_memo)))
-                self._changed_memo[key] = tuple(files)
-        return files
-
-    def merge_base(self, a: str, b: str) -> str:
-        """The best common ancestor of two commits."""
-        return self._run("merge-base", check_rev(a), check_rev(b)).strip()
-
-    def tracked_files(self, ref: str = "HEAD", *, limit: int | None = None) -> list[str]:
-        """Files in a commit's tree, sorted; the manager sees them when it plans."""
-        files = split_z(self._run("ls-tree", "-r", "-z", "--name-only", check_rev(ref)))
-        return files[:limit] if limit is not None else files
-
     def reset_worktree(self, worktree: str | Path, commit: str) -> None:
         """Point a worktree's branch back at `commit`, discarding its uncommitted changes.
 
@@ -530,36 +487,3 @@ class GitWorkspace:
         """Move the worktree's branch back to `commit`, keeping its changes staged."""
         self._run("reset", "--soft", "--quiet", commit, cwd=worktree)
 
-    def diff_stat(self, base: str, head: str) -> str:
-        """`git diff --stat` between two commits, for reports."""
-        rng = f"{check_rev(base)}..{check_rev(head)}"
-        return self._run("diff", "--stat", "-M", "--no-color", "--no-ext-diff", rng)
-
-    def log(self, ref: str = "HEAD", n: int = 10) -> list[LogEntry]:
-        """The newest `n` commits reachable from `ref` (a range like `a..b` works too)."""
-        fmt = "%H%x1f%an%x1f%ae%x1f%aI%x1f%s%x1e"
-        output = self._run("log", f"-n{int(n)}", f"--format={fmt}", check_rev(ref), "--")
-        entries = []
-        for record in output.split("\x1e"):
-            parts = record.strip("\n").split("\x1f")
-            if len(parts) == 5:
-                entries.append(LogEntry(*parts))
-        return entries
-
-    def is_merged(self, branch: str, into: str) -> bool:
-        """Whether every commit of `branch` is already reachable from `into`."""
-        status = self._status("merge-base", "--is-ancestor", check_rev(branch), check_rev(into))
-        if status not in (0, 1):
-            raise GitError(f"cannot compare {branch!r} with {into!r}: is either missing?")
-        return status == 0
-
-    def merge_commit_of(self, branch: str, into: str) -> str | None:
-        """The first merge commit on `into` that brought in `branch`'s tip, if there is one."""
-        rng = f"{check_rev(branch)}..{check_rev(into)}"
-        out = self._run("rev-list", "--merges", "--ancestry-path", "--reverse", rng).split()
-        return out[0] if out else None
-
-    def unmerged_commits(self, branch: str, into: str) -> int:
-        """How many commits of `branch` are not yet in `into`."""
-        rng = f"{check_rev(into)}..{check_rev(branch)}"
-        return int(self._run("rev-list", "--count", rng).strip())

@@ -19,16 +19,21 @@ from .errors import GitError, IntegrityError
 from .git_env import GitGuard
 
 
+class _History(Protocol):
+    def is_merged(self, branch: str, into: str) -> bool: ...
+
+
 class GitWorkspace(Protocol):
     """What these checks need of `git_workspace.GitWorkspace` (a Protocol: no import cycle)."""
 
     guard: GitGuard
 
+    @property
+    def history(self) -> _History: ...
     def _admin_dir(self, path: str | Path) -> Path | None: ...
     def _run(self, cmd: str, *args: str) -> str: ...
     def resolve(self, ref: str) -> str | None: ...
     def ref_commit(self, branch: str) -> str | None: ...
-    def is_merged(self, branch: str, into: str) -> bool: ...
 
 __all__ = [
     "Expected",
@@ -140,7 +145,7 @@ def move_branch(git: GitWorkspace, branch: str, new: str, *, expected_old: str) 
     current = git.resolve(f"refs/heads/{branch}")
     if current != expected_old:
         raise _fail(None, f"branch {branch} is at {current}, expected {expected_old}")
-    if not git.is_merged(expected_old, new):
+    if not git.history.is_merged(expected_old, new):
         raise _fail(None, f"moving {branch} to {new} would drop commits of {expected_old}")
     try:
         git._run("update-ref", "-m", "agent-team: forward", f"refs/heads/{branch}",  # noqa: SLF001

@@ -20,7 +20,7 @@ def finish(team: Team, run: RunContext, status: str, exit_code: int) -> dict[str
     snapshot = run.store.read()
     files = None
     if run.feature_branch and team.git.branch_exists(run.feature_branch):
-        files = team.git.changed_files(run.base_commit, run.feature_branch)
+        files = team.git.history.changed_files(run.base_commit, run.feature_branch)
     summary = report_mod.build_summary(snapshot, run_id=run.run_id, duration_seconds=duration,
                                        status=status, exit_code=exit_code, files_changed=files,
                                        warnings=run.warnings)

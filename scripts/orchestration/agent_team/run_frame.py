@@ -258,7 +258,7 @@ def begin_resume(team: Team, run: RunContext, feature: dict[str, Any]) -> dict[s
     run.feature_branch = feature["branch"]
     run.base_branch = feature["base_branch"]
     run.feature = feature.get("description") or feature["title"]
-    run.base_commit = feature.get("base_commit") or team.git.merge_base(
+    run.base_commit = feature.get("base_commit") or team.git.history.merge_base(
         run.feature_branch, run.base_branch)
     run.started = time.monotonic()
     now = utc_now()

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .state import STATE_RELATIVE_PATH
+from .state_file import STATE_RELATIVE_PATH
 from .task_record import TaskRecord
 
 

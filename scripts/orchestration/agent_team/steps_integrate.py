@@ -64,7 +64,7 @@ def run_project_tests(team: Team, run: RunContext, directory: Path, *,
 
 def review_prompt(team: Team, run: RunContext, results: TestResults | None) -> str:
     state = run.store.read()
-    diff = team.git.diff_stat(run.base_commit, run.feature_branch) or "(no changes)"
+    diff = team.git.history.diff_stat(run.base_commit, run.feature_branch) or "(no changes)"
     lines = [
         f"- {t['task_id']} ({t['assigned_to']}): {t['status']}"
         + (f" - {t['error']}" if t.get("error") else "")

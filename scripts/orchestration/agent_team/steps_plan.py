@@ -30,7 +30,7 @@ def plan_prompt(team: Team, feature: str) -> str:
         f"- {name}: {', '.join(role.specialties) or 'general development'}"
         for name, role in workers.items()
     )
-    files = team.git.tracked_files(limit=200)
+    files = team.git.history.tracked_files(limit=200)
     context = read_context(team.project_dir)
     return (
         f"Feature to build:\n{feature}\n\n"

@@ -73,9 +73,9 @@ def resume_plan(team: Team, run: RunContext, tasks: list[TaskRecord],
                      error=None)
         elif (task["status"] == "in_progress" and task.get("result") and task.get("commit")
               and team.git.branch_exists(branch)
-              and team.git.is_merged(branch, run.feature_branch)):
+              and team.git.history.is_merged(branch, run.feature_branch)):
             done.append(task["task_id"])  # merged just before the crash
-            merge = team.git.merge_commit_of(branch, run.feature_branch)
+            merge = team.git.history.merge_commit_of(branch, run.feature_branch)
             record_merge(run, task, branch, "merged", merge, [],
                          "merged before the run was interrupted")
             set_task(run, task["task_id"], status="completed", merged=True,
@@ -95,4 +95,4 @@ def on_feature_branch(team: Team, run: RunContext, task: TaskRecord) -> bool:
         return True
     if team.git.resolve(commit) is None:
         return False
-    return team.git.is_merged(commit, run.feature_branch)
+    return team.git.history.is_merged(commit, run.feature_branch)

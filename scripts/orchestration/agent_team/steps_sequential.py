@@ -94,7 +94,7 @@ def execute_in_feature_worktree(team: Team, run: RunContext, task: TaskRecord,
         run.log(f"{task_id} failed: {error}" + (f" (work kept on {kept})" if kept else ""))
         return {"task_id": task_id, "status": "failed", "error": error}
 
-    files = team.git.changed_files(before, commit) if commit else []
+    files = team.git.history.changed_files(before, commit) if commit else []
     set_task(run, task_id, status="completed", progress=100, commit=commit, merged=True,
              completed_at=utc_now(), result=result_record(report, report["summary"], files),
              agent=(agent, {"status": "done"}))

@@ -89,7 +89,7 @@ def commit_task(team: Team, run: RunContext, task: TaskRecord, workspace: Path,
                               rescue_branch=f"{branch}-hook-refused")
     if sha is not None:
         run.events.emit("commit", task_id=task["task_id"], role=role, sha=sha,
-                        files=team.git.changed_files(before.head if before else f"{sha}^",
+                        files=team.git.history.changed_files(before.head if before else f"{sha}^",
                                                      sha))
     return sha
 
@@ -159,7 +159,7 @@ def task_start(team: Team, run: RunContext, branch: str) -> str:
     tip = team.git.ref_commit(branch)
     if tip is not None and tip == team.git.ref_commit(run.feature_branch):
         return tip
-    return team.git.merge_base(branch, run.feature_branch)
+    return team.git.history.merge_base(branch, run.feature_branch)
 
 
 def execute_task(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
@@ -197,7 +197,7 @@ def execute_task(team: Team, run: RunContext, task: TaskRecord, worktree: Path,
     if problem is not None:
         error = f"{error}; {problem}" if error else problem
     head = commit or team.git.head_commit(branch)  # a new commit is the branch's tip
-    files = team.git.changed_files(start, head)
+    files = team.git.history.changed_files(start, head)
     result = result_record(report, summary, files)
     if error is not None:
         set_task(run, task_id, status="failed", error=error, commit=commit, result=result,

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..state import STATE_RELATIVE_PATH
+from ..state_file import STATE_RELATIVE_PATH
 from .backlog import Backlog, open_backlog
 from .base import CoContext, errors_as_click, json_option, working_dir_option
 from .checkpoints import CheckpointType, RollbackManager, RollbackStrategy

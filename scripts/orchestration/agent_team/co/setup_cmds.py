@@ -31,13 +31,12 @@ from ..roles import CONTEXT_FILES
 from ..sandbox import SandboxPolicy, sandbox_status
 from ..state import (
     SCHEMA_VERSION,
-    STATE_RELATIVE_PATH,
-    apply_journal,
     migrate_state,
     schema_version_of,
     utc_now,
     validate_state,
 )
+from ..state_file import STATE_RELATIVE_PATH, apply_journal
 from ..state_schema import encoder, load_schema
 from ..status_view import render_status, render_task, status_data
 from ..task_record import TaskRecord, tasks_of

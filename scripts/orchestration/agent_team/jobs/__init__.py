@@ -5,8 +5,8 @@ Public API (stable; the REST service and the `co` CLI build on it):
 - `JobStore.open(db=None, project_dir=None)`: open or create the store (`resolve_db_url`).
 - `JobStore.create_job / get_job / list_jobs / update_job / job_status / cancel_job`.
 - `JobStore.add_task / get_task / list_tasks / retry_failed`.
-- `JobStore.register_worker / worker_heartbeat / list_workers / live_workers`.
-- `JobStore.add_event / recent_events`, `JobStore.save / load` (key/value).
+- `JobStore.workers.register / heartbeat / records / live` (store_workers.py).
+- `JobStore.events.add / recent` (store_events.py), `JobStore.kv.save / load` (store_kv.py).
 - `TaskQueue(store, lease_s=60, max_attempts=3).claim / renew / merge_lock / record_merging /
   job_lock / complete / fail / release`.
 - `execute.execute_job_task(queue, claim, work_dir=...)`: one attempt on the core's task step

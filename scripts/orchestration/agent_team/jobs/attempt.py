@@ -194,7 +194,7 @@ def open_attempt(queue: TaskQueue, claim: Claim, job: JobRecord, *, repo_root: P
         raise
     if unconfined:
         run.events.emit("sandbox_off", message=unconfined)
-        queue.store.add_event("sandbox_off", unconfined, job_id=job.id, task_id=task.id,
+        queue.store.events.add("sandbox_off", unconfined, job_id=job.id, task_id=task.id,
                               worker_id=claim.worker_id)
     run.events.emit("run_started", feature=job.goal, branch=job.job_branch,
                     base_branch=run.base_branch, orchestrator=team.name,

@@ -64,7 +64,7 @@ def snapshot(store: JobStore, *, jobs_limit: int = 10, events_limit: int = 12) -
     worker_table = Table(title="Workers", expand=True)
     for column in ("worker", "host", "pid", "state", "on task", "done", "heartbeat"):
         worker_table.add_column(column)
-    for worker in store.list_workers():
+    for worker in store.workers.records():
         state = worker.status if worker.alive else "gone"
         style = {"busy": "cyan", "idle": "green", "gone": "red"}.get(state, "")
         worker_table.add_row(worker.id, worker.host, str(worker.pid), Text(state, style=style),
@@ -73,11 +73,11 @@ def snapshot(store: JobStore, *, jobs_limit: int = 10, events_limit: int = 12) -
     event_table = Table(title="Recent events", expand=True)
     for column in ("time", "event", "job", "task", "worker", "message"):
         event_table.add_column(column)
-    for event in store.recent_events(limit=events_limit):
+    for event in store.events.recent(limit=events_limit):
         event_table.add_row(_clock(event.created_at), event.kind, event.job_id or "-",
                             str(event.task_id or "-"), event.worker_id or "-",
                             event.message[:70])
-    alive = sum(1 for w in store.list_workers() if w.alive)
+    alive = sum(1 for w in store.workers.records() if w.alive)
     summary = Text(f"{len(jobs)} job(s), {alive} worker(s) alive, cost so far "
                    f"${total_cost:.4f}", style="bold")
     return Group(summary, job_table, task_table, worker_table, event_table)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import build_config
 from ..errors import ConfigError, UserError
-from ..git_workspace import GitWorkspace
+from ..git_workspace import GitWorkspace, is_inside_work_tree
 from ..models import Message, agent_key
 from ..prompts import system_prompt
 from ..roles import MANAGER
@@ -71,7 +71,7 @@ class ClaudeOrchestrator:
         On PostgreSQL the job records the repository's `origin` URL (or `remote_url`), so
         workers on other machines clone it and push their branches there.
         """
-        if not GitWorkspace.is_inside_work_tree(self.project_dir):
+        if not is_inside_work_tree(self.project_dir):
             raise UserError(f"{self.project_dir} is not a git repository; pass project_dir= "
                             "or set ORCHESTRATOR_WORKING_DIR to your repository")
         workspace = GitWorkspace(self.project_dir)
@@ -138,7 +138,7 @@ class ClaudeOrchestrator:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(job_id, float(timeout or 0), self.collect(job_id),
                                   pending=status.pending, running=status.running)
-            if not self.store.live_workers(stale_after=max(10.0, self.queue.lease_s)):
+            if not self.store.workers.live(stale_after=max(10.0, self.queue.lease_s)):
                 run_pool(self.store, job_id, work_dir=self.project_dir,
                          workers=min(self.pool_size, max(1, status.pending)),
                          lease_s=self.queue.lease_s, until=deadline,

@@ -139,7 +139,7 @@ def merge_job_task(queue: TaskQueue, claim: Claim, repo: JobRepository, attempt:
         attempt.run.log(f"Merge conflict for task {task.id} in {', '.join(merge.conflicts)}; "
                         "asking the manager to resolve it.")
         entry = resolve_conflict(attempt.team, attempt.run, attempt.store.own_task(), branch, merge)
-        queue.store.add_event("merge_" + entry["status"], entry["message"][:300],
+        queue.store.events.add("merge_" + entry["status"], entry["message"][:300],
                               job_id=task.job_id, task_id=task.id, worker_id=claim.worker_id)
         if entry["status"] == "conflict_resolved":
             return entry["commit"], ""
@@ -180,7 +180,7 @@ def adopt_merged_attempt(queue: TaskQueue, claim: Claim,
     with queue.job_lock(claim) as conn:
         queue.complete(claim, result, conn=conn, branch=task.branch,
                        commit=result.get("commit"), merge_commit=merged_by)
-    queue.store.add_event(
+    queue.store.events.add(
         "recovered", f"attempt {task.merge_attempt} merged {task.commit[:12]} before it "
         "stopped; recorded as done, not run again", job_id=task.job_id, task_id=task.id,
         worker_id=claim.worker_id)

@@ -27,7 +27,8 @@ from .db import DEFAULT_MAX_ATTEMPTS, db_now, write_transaction
 from .errors import FenceRejected
 from .records import TaskRecord
 from .schema import BLOCKED, COMPLETED, FAILED, PENDING, RUNNING, jobs, task_deps, tasks
-from .store import JobStore, _event, add_job_usage, opt_in_jobs, refresh_job_status
+from .store import JobStore, add_job_usage, opt_in_jobs, refresh_job_status
+from .store_events import write_event
 
 DEFAULT_LEASE_S = 60.0
 MERGE_POLL_S = 0.2
@@ -112,8 +113,8 @@ class TaskQueue:
                 return None
             conn.execute(update(jobs).where(jobs.c.id == row.job_id, jobs.c.status == PENDING)
                          .values(status=RUNNING, started_at=db_now()))
-            _event(conn, "claimed", f"attempt {row.attempts}", job_id=row.job_id,
-                   task_id=row.id, worker_id=worker_id)
+            write_event(conn, "claimed", f"attempt {row.attempts}", job_id=row.job_id,
+                        task_id=row.id, worker_id=worker_id)
         return Claim(self.store.get_task(row.id), int(row.attempts), worker_id, self.lease_s)
 
     def _fail_worn_out(self, conn: Connection, job_id: str | None) -> None:
@@ -139,8 +140,9 @@ class TaskQueue:
                 status=FAILED, error=error, lease_expires_at=None, finished_at=db_now(),
                 lease_expiries=count, merge_attempt=None))
             blocked = _block_dependents(conn, int(row.id))
-            _event(conn, FAILED, error[:300] + (f" (blocked: {blocked})" if blocked else ""),
-                   job_id=row.job_id, task_id=row.id, worker_id=row.worker_id)
+            write_event(conn, FAILED,
+                        error[:300] + (f" (blocked: {blocked})" if blocked else ""),
+                        job_id=row.job_id, task_id=row.id, worker_id=row.worker_id)
             refresh_job_status(conn, row.job_id)
 
     def renew(self, claim: Claim) -> bool:
@@ -250,7 +252,7 @@ class TaskQueue:
         return True
 
     def _note_refused(self, claim: Claim) -> None:
-        self.store.add_event("refused", f"late write of attempt {claim.fence} refused",
+        self.store.events.add("refused", f"late write of attempt {claim.fence} refused",
                              job_id=claim.task.job_id, task_id=claim.task_id,
                              worker_id=claim.worker_id)
 
@@ -273,8 +275,8 @@ class TaskQueue:
             done = conn.execute(update(tasks).where(*_held(claim)).values(
                 status=PENDING, worker_id=None, lease_expires_at=None))
             if done.rowcount:
-                _event(conn, "released", reason, job_id=claim.task.job_id,
-                       task_id=claim.task_id, worker_id=claim.worker_id)
+                write_event(conn, "released", reason, job_id=claim.task.job_id,
+                            task_id=claim.task_id, worker_id=claim.worker_id)
         return done.rowcount == 1
 
     def _finish(self, claim: Claim, status: str, result: Mapping[str, Any] | None,
@@ -321,8 +323,8 @@ class TaskQueue:
             message = (error or "")[:300] + (f" (blocked: {blocked})" if blocked else "")
         else:
             message = str((result or {}).get("summary", ""))[:300]
-        _event(conn, status, message, job_id=job_id, task_id=claim.task_id,
-               worker_id=claim.worker_id)
+        write_event(conn, status, message, job_id=job_id, task_id=claim.task_id,
+                    worker_id=claim.worker_id)
         refresh_job_status(conn, job_id)
 
 

@@ -205,7 +205,7 @@ class JobRunStore:
             for entry in updates:
                 kind = f"agent:{entry.get('status', 'update')}"[:EVENT_KIND_CHARS]
                 message = f"{entry.get('agent')}: {entry.get('message', '')}"
-                self.queue.store.add_event(kind, message, job_id=self.claim.task.job_id,
+                self.queue.store.events.add(kind, message, job_id=self.claim.task.job_id,
                                            task_id=self.claim.task_id,
                                            worker_id=self.claim.worker_id)
         except SQLAlchemyError:

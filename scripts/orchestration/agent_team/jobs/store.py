@@ -1,4 +1,5 @@
-"""`JobStore`: jobs, tasks, workers and events in one SQL database (SQLite or PostgreSQL).
+"""`JobStore`: jobs, tasks, workers, events and key/values in one SQL database (SQLite or
+PostgreSQL).
 
 This is the durable side of the delegation API, the REST service and the `co` CLI. It holds
 records and answers questions; claiming, leases and fenced result writes live in `queue.py`.
@@ -8,7 +9,6 @@ Every method is one short transaction, safe to call from several threads and pro
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +27,7 @@ from .db import (
 )
 from .errors import BadTaskInput, JobNotFound, TaskNotFound
 from .priority import parse_priority
-from .records import EventRecord, JobRecord, JobStatus, TaskRecord, WorkerRecord
+from .records import JobRecord, JobStatus, TaskRecord
 from .schema import (
     BLOCKED,
     CANCELLED,
@@ -37,19 +37,17 @@ from .schema import (
     RUNNING,
     TASK_STATUSES,
     TERMINAL_STATUSES,
-    events,
     jobs,
-    kv,
     migrate,
     task_deps,
     tasks,
-    workers,
 )
+from .store_events import Events, write_event
+from .store_kv import KeyValues
+from .store_workers import Workers
 
 DEFAULT_ROLE = "worker"
 RETRY_NOTE = "\n\nA previous attempt failed: "
-#: A worker whose heartbeat is older than this many seconds is shown as gone.
-DEFAULT_WORKER_STALE_S = 30.0
 
 
 def new_job_id() -> str:
@@ -58,12 +56,19 @@ def new_job_id() -> str:
 
 
 class JobStore:
-    """The job store on one database URL; create with `JobStore.open(...)`."""
+    """The job store on one database URL; create with `JobStore.open(...)`.
+
+    Jobs and tasks are its own methods; worker processes are `workers` (store_workers.py),
+    the event log `events` (store_events.py), JSON values by key `kv` (store_kv.py).
+    """
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
         self.url = url
         self.engine = engine or make_engine(url)
         migrate(self.engine)
+        self.workers = Workers(self.engine)
+        self.events = Events(self.engine)
+        self.kv = KeyValues(self.engine)
 
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None,
@@ -136,7 +141,7 @@ class JobStore:
                 created_at=db_now(),
                 opt_in=bool(opt_in),
             ))
-            _event(conn, "job_created", goal.strip()[:200], job_id=job_id)
+            write_event(conn, "job_created", goal.strip()[:200], job_id=job_id)
         return self.get_job(job_id)
 
     def get_job(self, job_id: str) -> JobRecord:
@@ -201,7 +206,7 @@ class JobStore:
             )
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                 status=CANCELLED, finished_at=db_now(), error=reason))
-            _event(conn, "job_cancelled", reason, job_id=job_id)
+            write_event(conn, "job_cancelled", reason, job_id=job_id)
         return int(done.rowcount)
 
     # -- tasks -------------------------------------------------------------------------------
@@ -266,7 +271,7 @@ class JobStore:
             if job.status in (COMPLETED, FAILED):
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status=RUNNING, finished_at=None))
-            _event(conn, "task_added", prompt.strip()[:200], job_id=job_id, task_id=task_id)
+            write_event(conn, "task_added", prompt.strip()[:200], job_id=job_id, task_id=task_id)
         return self.get_task(int(task_id))
 
     def get_task(self, task_id: int) -> TaskRecord:
@@ -348,8 +353,8 @@ class JobStore:
                                  [{"task_id": int(task_id), "depends_on": d} for d in deps])
             if values:
                 conn.execute(update(tasks).where(tasks.c.id == int(task_id)).values(**values))
-            _event(conn, "task_updated", ", ".join(sorted(values)), job_id=row.job_id,
-                   task_id=int(task_id))
+            write_event(conn, "task_updated", ", ".join(sorted(values)), job_id=row.job_id,
+                        task_id=int(task_id))
             refresh_job_status(conn, row.job_id)
         return self.get_task(int(task_id))
 
@@ -390,7 +395,7 @@ class JobStore:
             conn.execute(delete(task_deps).where(task_deps.c.task_id.in_(doomed)))
             conn.execute(delete(tasks).where(tasks.c.id.in_(doomed)))
             for job_id in sorted({r.job_id for r in rows}):
-                _event(conn, "tasks_deleted", ", ".join(map(str, doomed)), job_id=job_id)
+                write_event(conn, "tasks_deleted", ", ".join(map(str, doomed)), job_id=job_id)
                 refresh_job_status(conn, job_id)
         return doomed
 
@@ -433,7 +438,7 @@ class JobStore:
                      for t in snapshot for d in t.get("dependencies") or ()]
             if pairs:
                 conn.execute(task_deps.insert(), pairs)
-            _event(conn, "tasks_restored", f"{len(snapshot)} task(s)", job_id=job_id)
+            write_event(conn, "tasks_restored", f"{len(snapshot)} task(s)", job_id=job_id)
             refresh_job_status(conn, job_id)
 
     def retry_failed(self, job_id: str) -> list[int]:
@@ -457,77 +462,10 @@ class JobStore:
             if rows:
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status=RUNNING, finished_at=None, error=None))
-                _event(conn, "retry", f"{len(rows)} task(s) back in the queue", job_id=job_id)
+                write_event(conn, "retry", f"{len(rows)} task(s) back in the queue",
+                            job_id=job_id)
         return [int(row.id) for row in rows]
 
-    # -- workers -----------------------------------------------------------------------------
-
-    def register_worker(self, worker_id: str | None = None) -> str:
-        """Record a worker process (host and pid) and return its id."""
-        worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-        with write_transaction(self.engine) as conn:
-            conn.execute(delete(workers).where(workers.c.id == worker_id))
-            conn.execute(workers.insert().values(
-                id=worker_id, host=socket.gethostname(), pid=os.getpid(), status="idle",
-                current_task_id=None, tasks_done=0, started_at=db_now(), heartbeat_at=db_now()))
-            _event(conn, "worker_started", f"pid {os.getpid()}", worker_id=worker_id)
-        return worker_id
-
-    def worker_heartbeat(self, worker_id: str, *, status: str | None = None,
-                         current_task_id: int | None = None, finished_task: bool = False) -> None:
-        """Say the worker is alive, and what it does; `status` idle/busy/stopped."""
-        values: dict[str, Any] = {"heartbeat_at": db_now()}
-        if status is not None:
-            values["status"] = status
-            values["current_task_id"] = current_task_id
-        if finished_task:
-            values["tasks_done"] = workers.c.tasks_done + 1
-        with write_transaction(self.engine) as conn:
-            conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
-            if status == "stopped":
-                _event(conn, "worker_stopped", "", worker_id=worker_id)
-
-    def list_workers(self, *, stale_after: float = DEFAULT_WORKER_STALE_S,
-                     include_stopped: bool = False) -> list[WorkerRecord]:
-        with read_transaction(self.engine) as conn:
-            now = float(conn.execute(select(db_now())).scalar_one())
-            query = select(workers).order_by(workers.c.started_at)
-            if not include_stopped:
-                query = query.where(workers.c.status != "stopped")
-            rows = conn.execute(query).mappings().all()
-        return [WorkerRecord.from_row(r, now=now, stale_after=stale_after) for r in rows]
-
-    def live_workers(self, *, stale_after: float = DEFAULT_WORKER_STALE_S) -> list[WorkerRecord]:
-        """Workers whose heartbeat is recent; the API runs tasks itself when there are none."""
-        return [w for w in self.list_workers(stale_after=stale_after) if w.alive]
-
-    # -- events ------------------------------------------------------------------------------
-
-    def add_event(self, kind: str, message: str = "", *, job_id: str | None = None,
-                  task_id: int | None = None, worker_id: str | None = None) -> None:
-        with write_transaction(self.engine) as conn:
-            _event(conn, kind, message, job_id=job_id, task_id=task_id, worker_id=worker_id)
-
-    def recent_events(self, *, limit: int = 20, job_id: str | None = None) -> list[EventRecord]:
-        """Newest first."""
-        query = select(events).order_by(events.c.id.desc()).limit(limit)
-        if job_id is not None:
-            query = query.where(events.c.job_id == job_id)
-        with read_transaction(self.engine) as conn:
-            return [EventRecord.from_row(row) for row in conn.execute(query).mappings()]
-
-    # -- key/value (the base StorageInterface) -----------------------------------------------
-
-    def save(self, key: str, value: Any) -> None:
-        """Store a JSON value under `key` (replacing any earlier one)."""
-        with write_transaction(self.engine) as conn:
-            conn.execute(delete(kv).where(kv.c.key == key))
-            conn.execute(kv.insert().values(key=key, value=value, updated_at=db_now()))
-
-    def load(self, key: str, default: Any = None) -> Any:
-        with read_transaction(self.engine) as conn:
-            row = conn.execute(select(kv.c.value).where(kv.c.key == key)).first()
-        return default if row is None else row.value
 
 
 def opt_in_jobs() -> Select[Any]:
@@ -575,10 +513,6 @@ def _paths(values: Sequence[str] | None, name: str) -> list[str]:
     return out
 
 
-def _event(conn: Connection, kind: str, message: str, *, job_id: str | None = None,
-           task_id: int | None = None, worker_id: str | None = None) -> None:
-    conn.execute(events.insert().values(job_id=job_id, task_id=task_id, worker_id=worker_id,
-                                        kind=kind, message=message[:1000], created_at=db_now()))
 
 
 def refresh_job_status(conn: Connection, job_id: str) -> str:

@@ -64,7 +64,7 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped (or idle, with `exit_when_idle`); returns tasks run."""
-        self.worker_id = self.store.register_worker(self.options.worker_id)
+        self.worker_id = self.store.workers.register(self.options.worker_id)
         last_beat = 0.0
         try:
             while not self._stop.is_set():
@@ -73,18 +73,18 @@ class Worker:
                     if self.options.exit_when_idle and self._nothing_left():
                         break
                     if time.monotonic() - last_beat > max(1.0, self.options.lease_s / 3):
-                        self.store.worker_heartbeat(self.worker_id, status="idle")
+                        self.store.workers.heartbeat(self.worker_id, status="idle")
                         last_beat = time.monotonic()
                     self._stop.wait(self.options.poll_s)
                     continue
-                self.store.worker_heartbeat(self.worker_id, status="busy",
+                self.store.workers.heartbeat(self.worker_id, status="busy",
                                             current_task_id=claim.task_id)
                 self.run_claim(claim)
                 self.tasks_run += 1
-                self.store.worker_heartbeat(self.worker_id, status="idle", finished_task=True)
+                self.store.workers.heartbeat(self.worker_id, status="idle", finished_task=True)
                 last_beat = time.monotonic()
         finally:
-            self.store.worker_heartbeat(self.worker_id, status="stopped")
+            self.store.workers.heartbeat(self.worker_id, status="stopped")
         return self.tasks_run
 
     def _nothing_left(self) -> bool:
@@ -126,12 +126,12 @@ class Worker:
                 renewed = False
             if renewed:
                 last_ok = time.monotonic()
-                self.store.worker_heartbeat(self.worker_id)
+                self.store.workers.heartbeat(self.worker_id)
             elif not renewed and (time.monotonic() - last_ok >= claim.lease_s / 2
                                   or self._lost(claim)):
                 _kill_group(child)
                 with contextlib.suppress(Exception):  # the database may be what is gone
-                    self.store.add_event("lease_lost", "agent stopped: lease not renewed",
+                    self.store.events.add("lease_lost", "agent stopped: lease not renewed",
                                          job_id=claim.task.job_id, task_id=claim.task_id,
                                          worker_id=self.worker_id)
                 return child.wait()

@@ -47,18 +47,18 @@ def run_lanes(job: JobRun) -> None:
 
 def lane(job: JobRun, number: int, wake: threading.Event) -> None:
     store, run = job.jobs.store, job.run
-    worker_id = store.register_worker(f"service-{job.job.job_id}-lane-{number}")
+    worker_id = store.workers.register(f"service-{job.job.job_id}-lane-{number}")
     try:
         while not run.stop.stopped:
             with job.tree.slots:
                 claim = job.queue.claim(worker_id, job_id=job.job.job_id)
                 if claim is not None:
-                    store.worker_heartbeat(worker_id, status="busy",
+                    store.workers.heartbeat(worker_id, status="busy",
                                            current_task_id=claim.task_id)
                     try:
                         run_claim(job, claim)
                     finally:
-                        store.worker_heartbeat(worker_id, status="idle", finished_task=True)
+                        store.workers.heartbeat(worker_id, status="idle", finished_task=True)
                         wake.set()  # a finished task may make others ready
                     continue
             status = store.job_status(job.job.job_id)
@@ -71,7 +71,7 @@ def lane(job: JobRun, number: int, wake: threading.Event) -> None:
         if isinstance(exc, StateError):
             run.trip(exc)
     finally:
-        store.worker_heartbeat(worker_id, status="stopped")
+        store.workers.heartbeat(worker_id, status="stopped")
         wake.set()
 
 

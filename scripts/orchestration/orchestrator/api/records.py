@@ -131,9 +131,9 @@ class ServiceJobs:
 
     def set_outcome(self, job_id: str, **fields: Any) -> None:
         """Update the job's outcome (status, error, report paths, branch, repository)."""
-        current = dict(self.store.load(outcome_key(job_id), {}) or {})
+        current = dict(self.store.kv.load(outcome_key(job_id), {}) or {})
         current.update(fields)
-        self.store.save(outcome_key(job_id), current)
+        self.store.kv.save(outcome_key(job_id), current)
         columns: dict[str, Any] = {k: v for k, v in fields.items() if k == "error"}
         if fields.get("status") in TERMINAL:
             columns.update(status=fields["status"], finished_at=self.store.now())
@@ -160,7 +160,7 @@ class ServiceJobs:
             text = json.dumps(data, default=str)
             if len(text) > MAX_EVENT_CHARS:
                 text = json.dumps({"depth": job.depth, "truncated": True})
-        self.store.add_event(kind, text, job_id=job.job_id,
+        self.store.events.add(kind, text, job_id=job.job_id,
                              worker_id=str(fields.get("worker_id") or "") or None)
 
     # -- reading -------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class ServiceJobs:
         from .results import task_entries
 
         service = dict(row.settings.get("service") or {})
-        outcome = dict(self.store.load(outcome_key(row.id), {}) or {})
+        outcome = dict(self.store.kv.load(outcome_key(row.id), {}) or {})
         usage = {"api_calls": 0, "tokens": 0, "cost_usd": 0.0, **(row.usage or {})}
         job = ServiceJob(
             job_id=row.id, request=row.goal, settings=JobSettings(**service["settings"]),

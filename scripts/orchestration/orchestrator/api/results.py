@@ -44,7 +44,7 @@ def created_files(git: GitWorkspace, start: str | None, files: list[str]) -> lis
     """Of the files a task changed, those that did not exist where its branch started."""
     if start is None:
         return list(files)
-    existing = set(git.tracked_files(start))
+    existing = set(git.history.tracked_files(start))
     return [f for f in files if f not in existing]
 
 
