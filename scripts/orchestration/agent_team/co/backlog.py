@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..jobs import DEFAULT_ROLE, JobNotFound, JobStore
-from ..jobs.records import TaskRecord
+from ..jobs.records import JobTask
 
 STATUSES = ("pending", "in-progress", "done", "failed", "blocked", "cancelled")
 STATUS_ALIASES = {"in_progress": "in-progress", "running": "in-progress", "completed": "done",
@@ -159,7 +159,7 @@ class JobStoreBacklog(Backlog):
                 store.update_job(BACKLOG_JOB, opt_in=True)
 
     @staticmethod
-    def _task(row: TaskRecord) -> BacklogTask:
+    def _task(row: JobTask) -> BacklogTask:
         meta = dict(row.metadata or {})
         return BacklogTask(
             id=row.id, description=row.prompt, priority=row.priority,

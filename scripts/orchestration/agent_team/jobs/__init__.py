@@ -29,7 +29,7 @@ from .errors import (
 )
 from .priority import DEFAULT_PRIORITY, parse_priority, priority_word
 from .queue import DEFAULT_LEASE_S, Claim, TaskQueue
-from .records import EventRecord, JobRecord, JobStatus, TaskRecord, WorkerRecord
+from .records import EventRecord, JobRecord, JobStatus, JobTask, WorkerRecord
 from .schema import (
     BLOCKED,
     CANCELLED,
@@ -70,7 +70,7 @@ __all__ = [
     "LeaseLost",
     "TaskNotFound",
     "TaskQueue",
-    "TaskRecord",
+    "JobTask",
     "WaitTimeout",
     "WorkerRecord",
     "normalise_url",

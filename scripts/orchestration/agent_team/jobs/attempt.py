@@ -25,11 +25,11 @@ from ..run_context import RunContext
 from ..run_frame import new_run, preflight_checks
 from ..sandbox import require_sandbox
 from ..settings import Settings
-from ..task_record import TaskRecord as StateTask
+from ..task_record import TaskRecord
 from ..team import Team, build_team, load_settings
 from .errors import LeaseLost
 from .queue import Claim, TaskQueue
-from .records import JobRecord, TaskRecord
+from .records import JobRecord, JobTask
 from .run_store import JobRunStore, initial_document, role_name, task_key
 
 GENERIC_ROLE_PROMPT = (
@@ -99,7 +99,7 @@ class JobPrompts:
     """The team's seams for a job task: the core's prompts, plus the job's context files and
     metadata, which the state document has no place for."""
 
-    def __init__(self, task: TaskRecord, worktree: Path) -> None:
+    def __init__(self, task: JobTask, worktree: Path) -> None:
         self.task, self.worktree = task, worktree
         self.team: Team | None = None
         self.run: RunContext | None = None
@@ -121,7 +121,7 @@ class JobPrompts:
         assert self.team is not None
         return system_prompt(self.team, agent_id)
 
-    def _build_task_prompt(self, task: StateTask) -> str:
+    def _build_task_prompt(self, task: TaskRecord) -> str:
         assert self.run is not None
         lines = [task_prompt(self.run, task)]
         for name in self.task.context_files:
@@ -143,7 +143,7 @@ class Attempt:
     team: Team
     run: RunContext
     store: JobRunStore
-    task: StateTask
+    task: TaskRecord
 
     def close(self) -> None:
         self.run.events.close()

@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .db import DEFAULT_MAX_ATTEMPTS, db_now, write_transaction
 from .errors import FenceRejected
-from .records import TaskRecord
+from .records import JobTask
 from .schema import BLOCKED, COMPLETED, FAILED, PENDING, RUNNING, jobs, task_deps, tasks
 from .store import JobStore, add_job_usage, opt_in_jobs, refresh_job_status
 from .store_events import write_event
@@ -38,7 +38,7 @@ MERGE_POLL_S = 0.2
 class Claim:
     """A task a worker holds: the record as claimed, its fence and the lease length."""
 
-    task: TaskRecord
+    task: JobTask
     fence: int
     worker_id: str
     lease_s: float

@@ -47,7 +47,7 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
-class TaskRecord:
+class JobTask:
     """One task. `attempts` is its fence: the number of times it was claimed."""
 
     id: int
@@ -80,7 +80,7 @@ class TaskRecord:
     lease_expiries: int = 0
 
     @classmethod
-    def from_row(cls, row: RowMapping | Mapping[str, Any]) -> TaskRecord:
+    def from_row(cls, row: RowMapping | Mapping[str, Any]) -> JobTask:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
     @property

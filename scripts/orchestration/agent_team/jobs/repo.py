@@ -19,7 +19,7 @@ import git
 from ..errors import GitError
 from ..git_merge import MergeResult
 from ..git_workspace import GitWorkspace, slugify
-from .records import JobRecord, TaskRecord
+from .records import JobRecord, JobTask
 
 WORKTREES = Path(".ai-agents") / "worktrees"
 CLONES = Path(".ai-agents") / "clones"
@@ -43,7 +43,7 @@ class MergeConflict(GitError):
 Resolver = Callable[[Path, MergeResult], tuple[str | None, str]]
 
 
-def task_branch(job: JobRecord, task: TaskRecord, fence: int) -> str:
+def task_branch(job: JobRecord, task: JobTask, fence: int) -> str:
     """One branch per attempt, so a late attempt's work never lands on another's branch."""
     return f"{job.job_branch}-tasks/{task.id}-a{fence}-{slugify(task.role, 20)}"
 

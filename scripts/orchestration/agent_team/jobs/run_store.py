@@ -29,9 +29,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import state_ops
 from ..errors import StateError
 from ..state_schema import TOKEN_KEYS, describe_error, encoder, new_state, utc_now
-from ..task_record import TaskRecord as StateTask
+from ..task_record import TaskRecord
 from .queue import Claim, TaskQueue
-from .records import JobRecord, TaskRecord
+from .records import JobRecord, JobTask
 
 T = TypeVar("T")
 ROLE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
@@ -50,7 +50,7 @@ def role_name(role: str) -> str:
     return role if ROLE.fullmatch(role or "") else FALLBACK_ROLE
 
 
-def task_entry(task: TaskRecord, *, attempts: int = 0) -> StateTask:
+def task_entry(task: JobTask, *, attempts: int = 0) -> TaskRecord:
     """The task as the state document's `tasks[]` entry (pending, not yet started)."""
     return {
         "task_id": task_key(task.id),
@@ -63,7 +63,7 @@ def task_entry(task: TaskRecord, *, attempts: int = 0) -> StateTask:
     }
 
 
-def done_entry(task: TaskRecord) -> StateTask:
+def done_entry(task: JobTask) -> TaskRecord:
     """A finished dependency as the document shows it: its summary and the files it changed."""
     data = task.result_data() or {}
     entry = task_entry(task)
@@ -80,7 +80,7 @@ def done_entry(task: TaskRecord) -> StateTask:
     return entry
 
 
-def initial_document(job: JobRecord, task: TaskRecord, parents: list[TaskRecord], *,
+def initial_document(job: JobRecord, task: JobTask, parents: list[JobTask], *,
                      run_id: str, fence: int) -> dict[str, Any]:
     """The document one attempt starts from: the job as the feature, its task and parents."""
     state = new_state(f"job-{job.id}")
@@ -149,7 +149,7 @@ class JobRunStore:
 
     # -- what the worker reads back --------------------------------------------------------------
 
-    def own_task(self) -> StateTask:
+    def own_task(self) -> TaskRecord:
         """This attempt's task entry as the steps left it."""
         with self._lock:
             return copy.deepcopy(next(t for t in self._state["tasks"]

@@ -27,7 +27,7 @@ from .db import (
 )
 from .errors import BadTaskInput, JobNotFound, TaskNotFound
 from .priority import parse_priority
-from .records import JobRecord, JobStatus, TaskRecord
+from .records import JobRecord, JobStatus, JobTask
 from .schema import (
     BLOCKED,
     CANCELLED,
@@ -223,7 +223,7 @@ class JobStore:
         context_files: Sequence[str] | None = None,
         expected_outputs: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> TaskRecord:
+    ) -> JobTask:
         """Add a task to a job (also while it runs). A parent task is also a dependency: the
         child starts once its parent is merged, on top of its work."""
         if not isinstance(prompt, str) or not prompt.strip():
@@ -274,16 +274,16 @@ class JobStore:
             write_event(conn, "task_added", prompt.strip()[:200], job_id=job_id, task_id=task_id)
         return self.get_task(int(task_id))
 
-    def get_task(self, task_id: int) -> TaskRecord:
+    def get_task(self, task_id: int) -> JobTask:
         with read_transaction(self.engine) as conn:
             row = conn.execute(select(tasks).where(tasks.c.id == int(task_id))).mappings().first()
         if row is None:
             raise TaskNotFound(task_id)
-        return TaskRecord.from_row(row)
+        return JobTask.from_row(row)
 
     def list_tasks(self, job_id: str | None = None, *,
                    status: str | Sequence[str] | None = None,
-                   limit: int | None = None, claimable: bool = False) -> list[TaskRecord]:
+                   limit: int | None = None, claimable: bool = False) -> list[JobTask]:
         """Tasks in id order, optionally of one job and with given statuses; `claimable`
         leaves out the tasks of opt-in jobs (what a worker of every job may take)."""
         query = select(tasks).order_by(tasks.c.id)
@@ -297,7 +297,7 @@ class JobStore:
         if limit is not None:
             query = query.limit(limit)
         with read_transaction(self.engine) as conn:
-            return [TaskRecord.from_row(row) for row in conn.execute(query).mappings()]
+            return [JobTask.from_row(row) for row in conn.execute(query).mappings()]
 
     def update_task(
         self,
@@ -309,7 +309,7 @@ class JobStore:
         status: str | None = None,
         dependencies: Iterable[int] | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> TaskRecord:
+    ) -> JobTask:
         """Edit a task that no worker holds; None leaves a field as it is.
 
         Dependencies must be tasks of the same job and make no cycle. A status other than

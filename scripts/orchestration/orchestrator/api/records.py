@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent_team.jobs import JobNotFound, JobStore, TaskRecord
+from agent_team.jobs import JobNotFound, JobStore, JobTask
 from agent_team.jobs import JobRecord as StoreJob
 from agent_team.jobs.db import read_transaction
 from agent_team.jobs.schema import events as events_table
@@ -220,7 +220,7 @@ class ServiceJobs:
         with read_transaction(self.store.engine) as conn:
             return [StoreJob.from_row(row) for row in conn.execute(query).mappings()]
 
-    def tasks(self, job_id: str) -> list[TaskRecord]:
+    def tasks(self, job_id: str) -> list[JobTask]:
         return self.store.list_tasks(job_id)
 
     def tree(self, job_id: str, *, with_tasks: bool = False) -> list[ServiceJob]:
