@@ -177,3 +177,16 @@ def team_session(tasks: Sequence[Mapping[str, Any]],
         key = f"{item['assigned_to']}:{item['task_id']}"
         agents[key] = agent_turns(item["task_id"], delay=delays.get(item["task_id"], 0.0))
     return agents
+
+
+def failure_cause(state: dict[str, Any]) -> str:
+    """Why a run did not complete, from its state: a benchmark must never say only "failed"."""
+    lines = [f"{t['task_id']} {t['status']}: {t.get('error') or 'no error recorded'}"
+             for t in state["tasks"] if t["status"] != "completed"]
+    integration = state.get("integration") or {}
+    lines.append(f"integration {integration.get('status')}, tests "
+                 f"{json.dumps(integration.get('test_results'))}")
+    feature = state.get("current_feature") or {}
+    if feature.get("stop_reason"):
+        lines.append(f"stop reason: {feature['stop_reason']}")
+    return "; ".join(lines[:20])

@@ -30,6 +30,7 @@ from typing import Any
 from _common import (
     PASSING_TESTS,
     ROLES,
+    failure_cause,
     machine_line,
     make_repo,
     median,
@@ -256,9 +257,10 @@ def bench_orchestrator(graph: Graph, workers: int, scale: float, workdir: Path) 
 
     orchestrator.agent_execute_task = execute  # type: ignore[method-assign]
     summary = orchestrator.run(f"makespan benchmark {graph.name} w{workers}")
-    model.assert_complete()
     if summary["exit_code"] != 0:
-        raise RuntimeError(f"the orchestrator run of {graph.name} failed")
+        raise RuntimeError(f"the orchestrator run of {graph.name} ended {summary.get('status')}: "
+                           + failure_cause(orchestrator.state.read()))
+    model.assert_complete()
     jobs = tuple(Job(t["task_id"], tuple(t["dependencies"])) for t in tasks)
     makespan = max(end for _, end in spans.values()) - min(start for start, _ in spans.values())
     measured = {task_id: end - start for task_id, (start, end) in spans.items()}

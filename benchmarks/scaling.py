@@ -32,6 +32,7 @@ from typing import Any
 from _common import (
     PASSING_TESTS,
     ROLES,
+    failure_cause,
     git,
     machine_line,
     make_repo,
@@ -69,19 +70,6 @@ def orchestrate(repo: Path, tasks: int, workers: int) -> dict[str, Any]:
             "state": stats, "writes_per_task": stats["writes"] / tasks,
             "bytes_per_task": stats["bytes_written"] / tasks,
             "lock_wait_s": lock.wait_seconds - waited, "lock_held_s": lock.held_seconds - held}
-
-
-def failure_cause(state: dict[str, Any]) -> str:
-    """Why a run did not complete, from its state: a benchmark must never say only "failed"."""
-    lines = [f"{t['task_id']} {t['status']}: {t.get('error') or 'no error recorded'}"
-             for t in state["tasks"] if t["status"] != "completed"]
-    integration = state.get("integration") or {}
-    lines.append(f"integration {integration.get('status')}, tests "
-                 f"{json.dumps(integration.get('test_results'))}")
-    feature = state.get("current_feature") or {}
-    if feature.get("stop_reason"):
-        lines.append(f"stop reason: {feature['stop_reason']}")
-    return "; ".join(lines[:20])
 
 
 def _sh(repo: Path, *args: str) -> str:

@@ -521,3 +521,44 @@ def test_a_prune_in_another_process_holds_back_new_worktrees(ws: GitWorkspace,
     thread.join(30)
     assert blocked, "the add ran while a prune held the lock"
     assert made == [(tmp_path / "wt-held").resolve()]
+
+
+def test_an_add_that_read_a_half_made_worktree_is_tried_again(
+    ws: GitWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # git 2.39 reads every other worktree's admin directory before making its own and dies on
+    # one a concurrent add has not written yet, after it created the new branch.
+    real = ws._run
+    raced: list[tuple[str, ...]] = []
+
+    def racing(cmd: str, *args: str, **options: object) -> str:
+        if cmd == "worktree" and args[0] == "add" and not raced:
+            raced.append(args)
+            real("branch", "--no-track", "racy", "HEAD")
+            raise GitError("`git worktree add` failed (exit 128): fatal: failed to read "
+                           ".git/worktrees/other/commondir: Success")
+        return real(cmd, *args, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws, "_run", racing)
+    path = ws.worktrees.add(tmp_path / "wt", "racy", start_point="HEAD")
+
+    assert raced and "-b" in raced[0]
+    assert ws.worktrees.branch_of(path) == "racy" and (path / "README.md").exists()
+
+
+def test_an_add_that_fails_for_another_reason_is_not_retried(
+    ws: GitWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ws._run
+    adds: list[tuple[str, ...]] = []
+
+    def refusing(cmd: str, *args: str, **options: object) -> str:
+        if cmd == "worktree" and args[0] == "add":
+            adds.append(args)
+            raise GitError("`git worktree add` failed (exit 128): fatal: invalid reference")
+        return real(cmd, *args, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws, "_run", refusing)
+    with pytest.raises(GitError, match="invalid reference"):
+        ws.worktrees.add(tmp_path / "wt", "other", start_point="HEAD")
+    assert len(adds) == 1

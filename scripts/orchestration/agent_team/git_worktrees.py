@@ -40,8 +40,14 @@ class WorktreeInfo:
     unmerged: int | None = None
 
 
-#: Tries of `git worktree list` while a concurrent add leaves a half-written admin directory.
+#: Tries of `git worktree list` or `add` while a concurrent add leaves a half-written admin
+#: directory.
 _LIST_ATTEMPTS = 6
+
+
+def _read_half_made(exc: GitError) -> bool:
+    """Whether git failed on another worktree's admin directory that was still being made."""
+    return "failed to read" in str(exc)
 
 
 class Worktrees:
@@ -78,23 +84,35 @@ class Worktrees:
 
     def _add(self, target: Path, branch: str, start_point: str | None,
              env: dict[str, str] | None, checkout: bool) -> None:
+        """`git worktree add`, tried again when it read another add's half-made directory.
+
+        Before it makes its own worktree, git reads every other one's admin directory and
+        dies on one a concurrent add has created but not yet written ("failed to read
+        .git/worktrees/<name>/commondir"). By then it may have created the new branch, so a
+        retry checks that branch out as it is.
+        """
         options = () if checkout else ("--no-checkout",)
-        try:
-            if self.git.branch_exists(branch):
-                self.git._run("worktree", "add", *options, str(target), branch, env=env)
-            else:
-                start = check_rev(start_point or "HEAD")
-                self.git._run(
-                    "worktree", "add", *options, "--no-track", "-b", branch, str(target),
-                    start, env=env,
+        for attempt in range(_LIST_ATTEMPTS):
+            try:
+                if self.git.branch_exists(branch):
+                    self.git._run("worktree", "add", *options, str(target), branch, env=env)
+                else:
+                    start = check_rev(start_point or "HEAD")
+                    self.git._run(
+                        "worktree", "add", *options, "--no-track", "-b", branch, str(target),
+                        start, env=env,
+                    )
+                return
+            except GitError as exc:
+                made = self.git.is_worktree(target) and any(
+                    info.path == target and info.branch == branch
+                    for info in self.entries()
                 )
-        except GitError:
-            made = self.git.is_worktree(target) and any(
-                info.path == target and info.branch == branch
-                for info in self.entries()
-            )
-            if not made:
-                raise
+                if made:
+                    return
+                if attempt == _LIST_ATTEMPTS - 1 or not _read_half_made(exc):
+                    raise
+                time.sleep(0.01 * (attempt + 1))
 
     @contextlib.contextmanager
     def _prune_lock(self, *, shared: bool) -> Iterator[None]:
@@ -181,7 +199,7 @@ class Worktrees:
                 output = self.git._run("worktree", "list", "--porcelain")
                 break
             except GitError as exc:
-                if attempt == _LIST_ATTEMPTS - 1 or "failed to read" not in str(exc):
+                if attempt == _LIST_ATTEMPTS - 1 or not _read_half_made(exc):
                     raise
                 time.sleep(0.01 * (attempt + 1))
         result: list[WorktreeInfo] = []
