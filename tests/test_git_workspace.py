@@ -373,6 +373,29 @@ def test_failing_pre_commit_hook_reports_its_output(
     assert ws.commit_all(wt, "skip hooks", **BACKEND, verify=False)
 
 
+def test_a_commits_files_are_known_without_asking_git_again(
+    ws: GitWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wt = ws.worktrees.add(tmp_path / "wt", "agent/t1")
+    (wt / "README.md").rename(wt / "READ.md")  # a rename is listed once, by its new path
+    _write(wt / "src" / "app.py", "x = 1\n")
+    parent = ws.head_commit("agent/t1")
+    sha = ws.commit_all(wt, "work", **BACKEND)
+    assert sha is not None
+    real, commands = ws._run, []
+
+    def counting(cmd: str, *args: str, **options: object) -> str:
+        commands.append(cmd)
+        return real(cmd, *args, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws, "_run", counting)
+    assert sorted(ws.history.changed_files(parent, sha)) == ["READ.md", "src/app.py"]
+    assert commands == []
+    monkeypatch.undo()
+    ws.history._changed_memo.clear()
+    assert sorted(ws.history.changed_files(parent, sha)) == ["READ.md", "src/app.py"]
+
+
 # -- merging ------------------------------------------------------------------------------
 
 

@@ -53,11 +53,16 @@ class History:
         rng = f"{check_rev(base)}..{check_rev(head)}"
         files = split_z(self.git._run("diff", "--name-only", "-M", "-z", "--no-ext-diff", rng))
         if key is not None:
-            with self._memo_lock:
-                if len(self._changed_memo) >= 256:
-                    self._changed_memo.pop(next(iter(self._changed_memo)))
-                self._changed_memo[key] = tuple(files)
+            self.remember_changed(base, head, files)
         return files
+
+    def remember_changed(self, base: str, head: str, files: list[str]) -> None:
+        """Record what `changed_files(base, head)` is, known from elsewhere (a commit's
+        staged files): full commit ids only, the newest 256 pairs."""
+        with self._memo_lock:
+            if len(self._changed_memo) >= 256:
+                self._changed_memo.pop(next(iter(self._changed_memo)))
+            self._changed_memo[(base, head)] = tuple(files)
 
     def merge_base(self, a: str, b: str) -> str:
         """The best common ancestor of two commits."""

@@ -33,6 +33,7 @@ from .git_plumbing import (
     identity,
     loose_commit_parents,
     repo_lock,
+    split_z,
 )
 from .git_worktrees import Worktrees
 from .integrity import Expected, ExpectedHeads, check_worktree
@@ -101,6 +102,10 @@ def is_inside_work_tree(path: str | Path) -> bool:
     except GitCommandNotFound:
         return False
     return status == 0 and out.strip() == "true"
+
+
+#: Hooks `git commit` runs that may change what it commits (by staging more).
+COMMIT_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg")
 
 
 class GitWorkspace:
@@ -389,7 +394,9 @@ class GitWorkspace:
         if expected is not None:
             check_worktree(self, Path(worktree), expected)
         self._run("add", "--all", "--", ".", *JUNK_PATHSPECS, cwd=worktree)
-        if self._status("diff", "--cached", "--quiet", cwd=worktree) == 0:
+        staged = split_z(self._run("diff", "--cached", "--name-only", "-M", "-z",
+                                   "--no-ext-diff", cwd=worktree))
+        if not staged:
             return None
         args = ["--no-verify"] if not verify else []
         status, out, err = self._git(
@@ -417,6 +424,9 @@ class GitWorkspace:
             sha, parent = tip, (parents[0] if parents else None)
         if expected is not None:
             self._advance_expected(Path(worktree), expected, sha, parent)
+        if parent is not None and not (verify and set(COMMIT_HOOKS) & set(self.guard.hooks)):
+            # What was staged is what the commit changed, unless a hook staged more.
+            self.history.remember_changed(parent, sha, staged)
         return sha
 
     def head_and_parent(self, worktree: str | Path) -> tuple[str, str | None]:
