@@ -254,7 +254,7 @@ def test_data_team_manager_cannot_assign_default_roles(tmp_path: Path) -> None:
 
     plan = orchestrator.plan_feature("Load the sales data")
 
-    assert [t.assigned_to for t in plan.tasks] == ["data-engineer"]
+    assert [t["assigned_to"] for t in plan.tasks] == ["data-engineer"]
     retry = model.calls[1].messages[0].content
     assert "unknown role 'backend-dev'; available roles: data-engineer, ml-engineer" in retry
 
