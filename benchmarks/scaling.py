@@ -18,11 +18,13 @@ the orchestrator's or git's):
    repository lock, and how long it was held, against the run's wall time.
 
     python benchmarks/scaling.py [--quick] [--json FILE] [--seed N]
+    python benchmarks/scaling.py --repo-files 100000 --repo-tasks 5   # table 3 only, those sizes
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import tempfile
 import time
@@ -142,9 +144,14 @@ def repo_size(files: int, tasks: int, seed: int, workdir: Path) -> dict[str, Any
     floors = {}
     for name, fn in (("full", floor_full), ("lean", floor_lean), ("pool", floor_pool)):
         repo = make_repo(workdir / f"{name}-{files}", content)
+        os.sync()  # each measurement starts with no other one's writes still being flushed
         floors[name] = fn(repo, tasks)
-    run = orchestrate(make_repo(workdir / f"orch-{files}", content), tasks, workers=1)
-    double = orchestrate(make_repo(workdir / f"orch2-{files}", content), 2 * tasks, workers=1)
+    repo = make_repo(workdir / f"orch-{files}", content)
+    os.sync()
+    run = orchestrate(repo, tasks, workers=1)
+    repo = make_repo(workdir / f"orch2-{files}", content)
+    os.sync()
+    double = orchestrate(repo, 2 * tasks, workers=1)
     # What one more task costs: the run's fixed part (plan, first checkouts, tests, report)
     # cancels out between the two plan sizes.
     marginal = (double["wall_s"] - run["wall_s"]) / tasks
@@ -153,22 +160,53 @@ def repo_size(files: int, tasks: int, seed: int, workdir: Path) -> dict[str, Any
             "floor_s": floors, "run": run, "double": double}
 
 
+def floor_table(sizes: list[dict[str, Any]], tasks: int) -> str:
+    """Table 3: the orchestrator's time per task next to the bare git sequences."""
+    rows = []
+    for r in sizes:
+        f = r["floor_s"]
+        rows.append([r["files"], f"{r['orchestrator_s']:.3f}", f"{r['marginal_s']:.3f}",
+                     f"{r['fixed_s']:.2f}", f"{f['full']:.3f}",
+                     f"{f['lean']:.3f}", f"{f['pool']:.3f}",
+                     f"{r['orchestrator_s'] / f['full']:.2f}",
+                     f"{r['orchestrator_s'] / f['lean']:.2f}",
+                     f"{r['marginal_s'] / f['lean']:.2f}"])
+    return (f"\nThe git floor: {tasks} tasks one at a time; seconds per task. 'orchestrator': "
+            f"run wall / tasks; 'marginal': what one more task adds (runs of {tasks} and "
+            f"{2 * tasks} tasks), without the run's fixed part.\n\n"
+            + table(["files", "orchestrator", "marginal", "fixed per run (s)", "git: full",
+                     "git: lean", "git: pool", "orch / full", "orch / lean",
+                     "marginal / lean"], rows))
+
+
 def main() -> None:
     ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--repo-files", metavar="N[,N...]",
+                    help="only the git-floor table, on repositories of these file counts")
+    ap.add_argument("--repo-tasks", type=int, metavar="N",
+                    help="tasks per git-floor run (default 20, 3 with --quick)")
     args = ap.parse_args()
     quick = args.quick
     plan_sizes = (10, 30) if quick else (50, 500)
     state_sizes = (10, 30) if quick else (10, 50, 200)
     repo_files = (200,) if quick else (1000, 10000)
-    repo_tasks = 3 if quick else 20
+    repo_tasks = args.repo_tasks or (3 if quick else 20)
     print(machine_line())
     results: dict[str, Any] = {}
+    if args.repo_files:
+        files = [int(n) for n in args.repo_files.split(",")]
+        with tempfile.TemporaryDirectory(prefix="agent-team-scaling-") as tmp:
+            sizes = [repo_size(n, repo_tasks, args.seed, Path(tmp)) for n in files]
+        print(floor_table(sizes, repo_tasks))
+        write_json(args.json, "scaling", args, {"floor": sizes})
+        return
     with tempfile.TemporaryDirectory(prefix="agent-team-scaling-") as tmp:
         work = Path(tmp)
         runs: dict[int, dict[str, Any]] = {}
         for size in sorted(set(plan_sizes) | set(state_sizes)):
-            runs[size] = orchestrate(make_repo(work / f"plan-{size}", {"README.md": "x\n"}),
-                                     size, workers=2)
+            repo = make_repo(work / f"plan-{size}", {"README.md": "x\n"})
+            os.sync()
+            runs[size] = orchestrate(repo, size, workers=2)
         small, large = (runs[s] for s in plan_sizes)
         print("\nPlan size: one-file repository, 2 workers, one-turn tasks.\n")
         print(table(["tasks", "wall (s)", "per task (s)"],
@@ -186,23 +224,10 @@ def main() -> None:
                       f"{runs[s]['state']['bytes_read'] / 1024 / s:.1f}"]
                      for s in state_sizes]))
         sizes = [repo_size(files, repo_tasks, args.seed, work) for files in repo_files]
-        print(f"\nThe git floor: {repo_tasks} tasks one at a time; seconds per task. "
-              f"'orchestrator': run wall / tasks; 'marginal': what one more task adds (runs "
-              f"of {repo_tasks} and {2 * repo_tasks} tasks), without the run's fixed part.\n")
-        rows = []
-        for r in sizes:
-            f = r["floor_s"]
-            rows.append([r["files"], f"{r['orchestrator_s']:.3f}", f"{r['marginal_s']:.3f}",
-                         f"{r['fixed_s']:.2f}", f"{f['full']:.3f}",
-                         f"{f['lean']:.3f}", f"{f['pool']:.3f}",
-                         f"{r['orchestrator_s'] / f['full']:.2f}",
-                         f"{r['orchestrator_s'] / f['lean']:.2f}",
-                         f"{r['marginal_s'] / f['lean']:.2f}"])
-        print(table(["files", "orchestrator", "marginal", "fixed per run (s)", "git: full",
-                     "git: lean", "git: pool", "orch / full", "orch / lean",
-                     "marginal / lean"], rows))
+        print(floor_table(sizes, repo_tasks))
         lock_repo = make_repo(work / "lock", generate_files(repo_files[0],
                                                              random.Random(args.seed)))
+        os.sync()
         locked = orchestrate(lock_repo, repo_tasks * 2, workers=4)
         print(f"\nLock wait: {locked['tasks']} tasks, 4 workers, {repo_files[0]} files: wall "
               f"{locked['wall_s']:.2f} s, threads waited {locked['lock_wait_s']:.2f} s in all "
