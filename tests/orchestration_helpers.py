@@ -19,8 +19,9 @@ from typing import Any
 
 from agent_team.models import agent_key
 from agent_team.scripted import ScriptedCall, ScriptedModel
-from agent_team.state import TeamState, validate_state
+from agent_team.state import TeamState
 from agent_team.state_file import STATE_RELATIVE_PATH
+from agent_team.state_schema import validate_state
 
 PASSING_TESTS = "python -c \"print('3 passed, 0 failed')\""
 FAILING_TESTS = "python -c \"import sys; print('2 passed, 1 failed'); sys.exit(1)\""

@@ -17,7 +17,8 @@ from agent_team.agent_loop import (
 from agent_team.errors import MaxTurnsExceeded, UsageLimitExceeded
 from agent_team.models import Message, Reply, ToolCall, Usage
 from agent_team.scripted import ScriptedModel
-from agent_team.tools import Toolbox, ToolResult, Workspace, build_toolbox
+from agent_team.toolbox import Toolbox, ToolResult
+from agent_team.tools import Workspace, build_toolbox
 
 FINISH = {"name": "finish_task", "arguments": {"status": "completed", "summary": "Done."}}
 

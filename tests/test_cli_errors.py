@@ -18,8 +18,8 @@ from agent_team.git_workspace import is_inside_work_tree
 from agent_team.plan import parse_plan
 from agent_team.roles import DEFAULT_WORKERS
 from agent_team.scripted import ScriptedModel
-from agent_team.state import new_state
 from agent_team.state_file import STATE_RELATIVE_PATH
+from agent_team.state_schema import new_state
 from click.testing import CliRunner, Result
 from file_based_orchestrator import FileBasedOrchestrator
 from file_based_orchestrator import main as file_based_main

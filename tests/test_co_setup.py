@@ -14,8 +14,9 @@ import pytest
 from agent_team import state_ops
 from agent_team.co import setup_cmds as team
 from agent_team.co.cli import main as cli
-from agent_team.state import TeamState, utc_now
+from agent_team.state import TeamState
 from agent_team.state_file import STATE_RELATIVE_PATH
+from agent_team.state_schema import utc_now
 from click.testing import CliRunner, Result
 from filelock import FileLock
 

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 from agent_team.errors import StateError
 from agent_team.scripted import ScriptedModel
-from agent_team.state import TeamState, new_state
+from agent_team.state import TeamState
 from agent_team.state_journal import JournalWriter
+from agent_team.state_schema import new_state
 from click.testing import CliRunner
 from file_based_orchestrator import FileBasedOrchestrator, main
 

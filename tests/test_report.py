@@ -11,7 +11,7 @@ import pytest
 from agent_team import report, state_ops
 from agent_team.models import Usage
 from agent_team.plan import parse_plan
-from agent_team.state import new_state, utc_now, validate_state
+from agent_team.state_schema import new_state, utc_now, validate_state
 from agent_team.testrun import TestResults as Results
 
 GUIDE_PLAN = {

@@ -14,18 +14,11 @@ from pathlib import Path
 
 import pytest
 from agent_team import state_ops
-from agent_team.errors import StateError
-from agent_team.state import (
-    SCHEMA_VERSION,
-    SUPPORTED_VERSIONS,
-    TeamState,
-    UnknownTaskError,
-    migrate_state,
-    new_state,
-    utc_now,
-    validate_state,
-)
+from agent_team.errors import StateError, UnknownTaskError
+from agent_team.state import TeamState
 from agent_team.state_file import STATE_RELATIVE_PATH
+from agent_team.state_migrations import SUPPORTED_VERSIONS, migrate_state
+from agent_team.state_schema import SCHEMA_VERSION, new_state, utc_now, validate_state
 
 WORKER = Path(__file__).with_name("state_worker.py")
 
@@ -215,19 +208,13 @@ def test_schema_invalid_file_is_refused_with_path_and_backup(tmp_path: Path) -> 
     assert path.read_bytes() == original
 
 
-def test_old_imports_keep_working() -> None:
-    """state.py re-exports what moved to state_schema, state_migrations and redaction."""
-    from agent_team import redaction, state, state_migrations, state_schema
+def test_the_state_module_exports_only_its_own_class() -> None:
+    """No re-export shims: schema, migrations and redaction are imported from their modules."""
+    from agent_team import state, state_migrations
 
-    assert state.redact is redaction.redact
-    assert state.migrate_state is state_migrations.migrate_state
-    assert state.MIGRATIONS is state_migrations.MIGRATIONS
-    assert state.SUPPORTED_VERSIONS == state_migrations.SUPPORTED_VERSIONS == (0, 1)
-    assert state.schema_version_of({}) == 0 and state.migration is state_migrations.migration
-    assert state.validate_state is state_schema.validate_state
-    assert (state.new_state, state.utc_now) == (state_schema.new_state, state_schema.utc_now)
-    assert state.load_schema is state_schema.load_schema
-    assert set(state.__all__) <= set(dir(state))
+    assert state.__all__ == ["TeamState"]
+    assert not hasattr(state, "migrate_state") and not hasattr(state, "validate_state")
+    assert state_migrations.SUPPORTED_VERSIONS == (0, 1)
 
 
 @pytest.mark.parametrize("version", [99, 2, "1", -1, True])

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from agent_team.errors import StateError
-from agent_team.state import TeamState, utc_now
+from agent_team.state import TeamState
 from agent_team.state_file import STATE_RELATIVE_PATH
 from agent_team.state_journal import journal_path
 from agent_team.state_ops import find_task
+from agent_team.state_schema import utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
 

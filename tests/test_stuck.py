@@ -19,7 +19,8 @@ from agent_team.stuck import (
     guidance_prompt,
     nudge_message,
 )
-from agent_team.tools import Toolbox, ToolResult, Workspace, build_toolbox
+from agent_team.toolbox import Toolbox, ToolResult
+from agent_team.tools import Workspace, build_toolbox
 
 FINISH = {"name": "finish_task", "arguments": {"status": "completed", "summary": "Done."}}
 READ_A = {"name": "read_file", "arguments": {"path": "a.py"}}

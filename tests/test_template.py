@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from agent_team.config import build_config, config_schema, load_config_file
 from agent_team.roles import CONTEXT_CAP_CHARS, CONTEXT_FILES, read_context
-from agent_team.state import TeamState, new_state, validate_state
-from agent_team.state_schema import encoder
+from agent_team.state import TeamState
+from agent_team.state_schema import encoder, new_state, validate_state
 
 from tests.conftest import make_repo
 

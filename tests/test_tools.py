@@ -13,14 +13,8 @@ import pytest
 from agent_team.errors import ToolError, UsageLimitExceeded
 from agent_team.models import ToolCall
 from agent_team.sandbox import SandboxPolicy
-from agent_team.tools import (
-    Toolbox,
-    ToolResult,
-    Workspace,
-    build_toolbox,
-    cap_text,
-    define_tool,
-)
+from agent_team.toolbox import Toolbox, ToolResult, cap_text, define_tool
+from agent_team.tools import Workspace, build_toolbox
 
 from tests.conftest import wait_until_gone
 
@@ -269,20 +263,15 @@ def test_run_command_reports_a_program_that_cannot_start(toolbox: Toolbox, root:
     assert result.is_error and "Could not start './not-executable.sh'" in result.content
 
 
-def test_old_imports_keep_working() -> None:
-    """tools.py re-exports what moved to toolbox.py, process.py and redaction.py."""
-    from agent_team import process, redaction, toolbox, tools
+def test_the_tools_module_exports_only_its_own_names() -> None:
+    """No re-export shims: the toolbox, process and secret rules come from their modules."""
+    from agent_team import tools
 
-    assert tools.run_process is process.run_process
-    assert tools.CommandOutcome is process.CommandOutcome
-    assert tools.safe_environment is redaction.safe_environment
-    assert tools.is_secret_env_name is redaction.is_secret_env_name
-    assert tools.SECRET_ENV_PATTERNS is redaction.SECRET_ENV_PATTERNS
-    assert (tools.Toolbox, tools.ToolResult, tools.cap_text) == (
-        toolbox.Toolbox,
-        toolbox.ToolResult,
-        toolbox.cap_text,
-    )
+    for name in ("run_process", "CommandOutcome", "safe_environment", "Toolbox", "cap_text"):
+        assert name not in tools.__all__
+    assert {getattr(tools, name).__module__ for name in tools.__all__
+            if callable(getattr(tools, name)) and hasattr(getattr(tools, name), "__module__")
+            } <= {"agent_team.tools", "typing", "collections.abc"}
 
 
 def test_stdin_is_devnull(toolbox: Toolbox) -> None:

@@ -51,7 +51,7 @@ from agent_team.run_worktrees import (
     report_stale_worktrees,
     task_worktree,
 )
-from agent_team.state import utc_now
+from agent_team.state_schema import utc_now
 from agent_team.steps_merge import conclude_task, merge_task, resolve_conflict
 from agent_team.steps_schedule import resume_plan, run_schedule
 from agent_team.steps_task import execute_task, fail_message, fail_task

@@ -29,7 +29,7 @@ from agent_team.run_worktrees import (
     remove_empty_dirs,
     remove_own_worktree,
 )
-from agent_team.state import utc_now
+from agent_team.state_schema import utc_now
 from agent_team.steps_sequential import execute_in_feature_worktree
 from agent_team.task_record import TaskRecord
 

@@ -22,7 +22,7 @@ from .budget import estimate_cost
 from .errors import AgentTeamError, UsageLimitExceeded
 from .models import ChatModel, Message, Reply, ToolSpec, agent_key
 from .run_context import PendingUsage, RunContext
-from .state import utc_now
+from .state_schema import utc_now
 from .team import Team
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import MaxTurnsExceeded
 from .models import MAX_TOKENS, ChatModel, Message, Reply, ToolCall, Usage
-from .tools import Toolbox, ToolResult
+from .toolbox import Toolbox, ToolResult
 
 NO_TOOL_CALL_REMINDER = (
     "Your reply had no tool call. Keep working with the tools; when the task is done, or "

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .run_context import RunContext
-from .state import utc_now
 from .state_ops import append_update_to, find_task
+from .state_schema import utc_now
 from .task_record import TaskRecord
 
 

@@ -72,7 +72,7 @@ KEY_SHAPES: tuple[tuple[str, str], ...] = (
     ("Slack token", r"xox[abposr]-[A-Za-z0-9-]{10,}"),
 )
 
-#: The name patterns alone, as `tools.SECRET_ENV_PATTERNS` always offered them.
+#: The name patterns alone.
 SECRET_ENV_PATTERNS: tuple[str, ...] = tuple(pattern for pattern, _ in SECRET_ENV_RULES)
 
 _MIN_SECRET_LENGTH = 8  # shorter values ("1", "true") would mask ordinary words

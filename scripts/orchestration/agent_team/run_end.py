@@ -10,7 +10,7 @@ from . import report as report_mod
 from .errors import EXIT_BUDGET, EXIT_INTERRUPTED, RunInterrupted, UsageLimitExceeded
 from .records import note, set_feature_status
 from .run_context import RunContext
-from .state import utc_now
+from .state_schema import utc_now
 from .team import Team
 
 

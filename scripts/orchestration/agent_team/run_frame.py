@@ -26,13 +26,14 @@ from .git_workspace import slugify
 from .run_context import RunContext
 from .run_lock import RunLock
 from .sandbox import require_sandbox
-from .state import TeamState, new_state, utc_now
+from .state import TeamState
 from .state_checks import (
     check_consistency,
     owned_branches,
     raise_if_inconsistent,
     task_branch_of,
 )
+from .state_schema import new_state, utc_now
 from .steps_task import fail_message
 from .store_interface import RunStore
 from .team import Team

@@ -8,8 +8,7 @@ sees half a file. Reading, saving and refusing the file live in `state_file.py` 
 aside and the run stops.
 
 What a valid state is lives in `state_schema.py`, how old versions are read in
-`state_migrations.py`, what counts as a secret in `redaction.py`; their public names are
-re-exported here, so `from agent_team.state import ...` keeps working.
+`state_migrations.py`, what counts as a secret in `redaction.py`.
 """
 
 from __future__ import annotations
@@ -26,42 +25,17 @@ from typing import Any, TypeVar
 from filelock import Timeout
 
 from . import state_ops
-from .errors import StateError, UnknownTaskError
-from .redaction import redact, redact_value, secret_pattern
+from .errors import StateError
+from .redaction import redact_value, secret_pattern
 from .state_file import STATE_RELATIVE_PATH, StateFile, backup, save_error
 from .state_journal import CHECKPOINT_SECONDS, MIN_COMPACT_BYTES, SAVE_TIME_FACTOR
-from .state_migrations import (
-    MIGRATIONS,
-    SUPPORTED_VERSIONS,
-    migrate_state,
-    migration,
-    schema_version_of,
-)
 from .state_schema import (
-    SCHEMA_PATH,
     SCHEMA_VERSION,
-    load_schema,
     new_state,
     utc_now,
-    validate_state,
 )
 
-__all__ = [
-    "MIGRATIONS",
-    "SCHEMA_PATH",
-    "SCHEMA_VERSION",
-    "SUPPORTED_VERSIONS",
-    "TeamState",
-    "UnknownTaskError",
-    "load_schema",
-    "migrate_state",
-    "migration",
-    "new_state",
-    "redact",
-    "schema_version_of",
-    "utc_now",
-    "validate_state",
-]
+__all__ = ["TeamState"]
 
 T = TypeVar("T")
 

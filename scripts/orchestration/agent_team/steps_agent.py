@@ -19,7 +19,8 @@ from .run_context import RunContext
 from .stuck import StuckDetector, StuckHooks, guidance_prompt
 from .task_record import PromptTask, TaskRecord
 from .team import Team
-from .tools import Tool, Toolbox, Workspace, build_toolbox
+from .toolbox import Tool, Toolbox
+from .tools import Workspace, build_toolbox
 
 
 @dataclass(frozen=True)

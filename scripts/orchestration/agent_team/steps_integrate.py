@@ -17,7 +17,7 @@ from .redaction import redact
 from .roles import MANAGER
 from .run_context import RunContext
 from .run_worktrees import checkout_integration
-from .state import utc_now
+from .state_schema import utc_now
 from .team import Team
 from .testrun import TestResults, detect_test_command, run_tests
 

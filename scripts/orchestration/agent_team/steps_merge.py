@@ -18,12 +18,13 @@ from .prompts import system_for
 from .records import set_task
 from .roles import MANAGER
 from .run_context import RunContext
-from .state import utc_now
+from .state_schema import utc_now
 from .steps_agent import agent_hooks
 from .steps_task import agent_email, fail_message
 from .task_record import TaskRecord
 from .team import Team
-from .tools import Tool, Workspace, build_toolbox, define_tool
+from .toolbox import Tool, define_tool
+from .tools import Workspace, build_toolbox
 
 #: resolve(task, branch, merge) -> merge entry; the facades pass their overridable seam.
 Resolver = Callable[[TaskRecord, str, MergeResult], dict[str, Any]]

@@ -14,8 +14,8 @@ from .prompts import system_for
 from .records import note
 from .roles import MANAGER, read_context
 from .run_context import RunContext
-from .state import utc_now
 from .state_checks import task_branch_of
+from .state_schema import utc_now
 from .task_record import TaskRecord
 from .team import Team
 

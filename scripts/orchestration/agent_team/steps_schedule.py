@@ -13,7 +13,7 @@ from .errors import StateError
 from .records import set_task, task_record
 from .run_context import STOP_STATE, RunContext
 from .scheduler import Job, ScheduleResult, run_graph
-from .state import utc_now
+from .state_schema import utc_now
 from .steps_merge import record_merge
 from .task_record import TaskRecord, job_of
 from .team import Team

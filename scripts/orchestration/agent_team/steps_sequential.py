@@ -13,7 +13,7 @@ from .agent_calls import agent_entry
 from .errors import CommitRefused, GitError, RunStopped
 from .records import set_task, task_record
 from .run_context import RunContext
-from .state import utc_now
+from .state_schema import utc_now
 from .steps_agent import run_task_agent
 from .steps_task import commit_task, fail_message, result_record
 from .task_record import TaskRecord

@@ -17,7 +17,7 @@ from .agent_loop import AgentResult
 from .errors import AgentTeamError, CommitRefused, RunStopped, StateError
 from .records import set_task, task_record
 from .run_context import RunContext
-from .state import utc_now
+from .state_schema import utc_now
 from .steps_agent import TaskExtras, run_task_agent
 from .task_record import PromptTask, TaskRecord, TaskResult
 from .team import Team

@@ -4,8 +4,7 @@ The file tools are confined to the workspace (paths resolved without following l
 `fsutil.open_beneath`); `run_command` runs what the agent asks inside the OS sandbox of
 `sandbox.py` (the workspace writable, git read-only, no keys, no network by default). What a tool is
 and how calls are dispatched lives in `toolbox.py`, running a process in `process.py`, and
-the secret rule in `redaction.py`; their public names are re-exported here, so existing
-`from agent_team.tools import ...` lines keep working.
+the secret rule in `redaction.py`.
 """
 
 from __future__ import annotations
@@ -28,16 +27,13 @@ from jsonschema import Draft202012Validator
 from .errors import SandboxUnavailable, ToolError, UnsafePath, UserError
 from .fsutil import open_beneath, read_beneath, write_beneath
 from .models import ToolSpec
-from .process import CommandOutcome, interpreter_argv, run_process
-from .redaction import SECRET_ENV_PATTERNS, is_secret_env_name, safe_environment
+from .process import interpreter_argv
 from .sandbox import SandboxPolicy, run_sandboxed, sandbox_environment
 from .toolbox import (
     DEFAULT_MAX_OUTPUT_CHARS,
-    Handler,
     Tool,
     Toolbox,
     ToolResult,
-    cap_text,
     define_tool,
     schema_errors,
 )
@@ -60,29 +56,17 @@ SKIPPED_DIRS = frozenset(
 UpdateCallback = Callable[[str, str, "dict[str, Any] | None"], None]
 
 __all__ = [
-    "DEFAULT_MAX_OUTPUT_CHARS",
-    "SECRET_ENV_PATTERNS",
-    "CommandOutcome",
-    "Handler",
-    "Tool",
-    "ToolResult",
-    "Toolbox",
     "UpdateCallback",
     "Workspace",
     "build_toolbox",
-    "cap_text",
-    "define_tool",
     "edit_file",
     "finish_task",
-    "is_secret_env_name",
     "list_files",
     "load_report_schema",
     "post_update",
     "read_file",
     "report_errors",
     "run_command",
-    "run_process",
-    "safe_environment",
     "search_files",
     "write_file",
 ]

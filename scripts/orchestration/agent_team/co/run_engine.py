@@ -41,7 +41,7 @@ from ..run_worktrees import (
     report_stale_worktrees,
     task_worktree,
 )
-from ..state import utc_now
+from ..state_schema import utc_now
 from ..steps_agent import run_task_agent
 from ..steps_integrate import integrate
 from ..steps_merge import conclude_task, merge_task

@@ -29,15 +29,9 @@ from ..errors import ConfigError, StateError
 from ..models import KEY_VARIABLES, detect_provider
 from ..roles import CONTEXT_FILES
 from ..sandbox import SandboxPolicy, sandbox_status
-from ..state import (
-    SCHEMA_VERSION,
-    migrate_state,
-    schema_version_of,
-    utc_now,
-    validate_state,
-)
 from ..state_file import STATE_RELATIVE_PATH, apply_journal
-from ..state_schema import encoder, load_schema
+from ..state_migrations import migrate_state, schema_version_of
+from ..state_schema import SCHEMA_VERSION, encoder, load_schema, utc_now, validate_state
 from ..status_view import render_status, render_task, status_data
 from ..task_record import TaskRecord, tasks_of
 from ..testdetect import detect_tests

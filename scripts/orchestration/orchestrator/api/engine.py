@@ -43,7 +43,7 @@ from agent_team.steps_integrate import integrate
 from agent_team.steps_plan import plan_feature, record_plan, task_branch
 from agent_team.task_record import TaskRecord
 from agent_team.team import Team, build_team, load_settings
-from agent_team.tools import Tool, ToolResult, define_tool
+from agent_team.toolbox import Tool, ToolResult, define_tool
 
 from .layout import JobLayout, LiveLogs
 from .records import ServiceJob, ServiceJobs
