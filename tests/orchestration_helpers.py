@@ -103,6 +103,18 @@ def integration_turn(summary: str = "All tasks are merged and the tests pass.") 
     return {"text": json.dumps({"summary": summary, "decisions": []})}
 
 
+def diamond_session() -> dict[str, list[dict[str, Any]]]:
+    """A, B in parallel, C after both: each writes its own file; the manager integrates."""
+    return {
+        "manager:plan": [plan_turn([task("A", "backend-dev"), task("B", "frontend-dev"),
+                                    task("C", "qa-tester", ["A", "B"])])],
+        "backend-dev:A": write_and_finish("a.txt", "A\n"),
+        "frontend-dev:B": write_and_finish("b.txt", "B\n"),
+        "qa-tester:C": write_and_finish("c.txt", "C\n"),
+        "manager:integration": [integration_turn()],
+    }
+
+
 # Ways an agent's task fails, with a phrase of the error the state must record and the
 # orchestrator options the mode needs. The failing agent always writes a.txt first.
 FAILURE_MODES: dict[str, tuple[list[dict[str, Any]], str, dict[str, Any]]] = {

@@ -28,6 +28,7 @@ from tests.orchestration_helpers import (
     PASSING_TESTS,
     Run,
     branches,
+    diamond_session,
     file_at,
     finish_call,
     git,
@@ -402,16 +403,7 @@ def test_no_task_worktree_survives_and_a_stale_one_is_reported_not_deleted(
     git(stale, "commit", "-q", "-m", "work of a crashed run")
     (stale / "wip.txt").write_text("unsaved work\n", encoding="utf-8")
     stale_head = git(stale, "rev-parse", "HEAD")
-    agents = {
-        "manager:plan": [plan_turn([task("A", "backend-dev"), task("B", "frontend-dev"),
-                                    task("C", "qa-tester", ["A", "B"])])],
-        "backend-dev:A": write_and_finish("a.txt", "A\n"),
-        "frontend-dev:B": write_and_finish("b.txt", "B\n"),
-        "qa-tester:C": write_and_finish("c.txt", "C\n"),
-        "manager:integration": [integration_turn()],
-    }
-
-    run = run_team(project, agents, "Hygiene feature")
+    run = run_team(project, diamond_session(), "Hygiene feature")
 
     assert run.summary["exit_code"] == 0, run.output
     assert worktree_paths(project) == [project, stale]

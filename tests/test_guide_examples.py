@@ -23,6 +23,7 @@ from tests.conftest import make_repo
 from tests.orchestration_helpers import (
     PASSING_TESTS,
     branches,
+    diamond_session,
     file_at,
     finish_call,
     integration_turn,
@@ -443,19 +444,8 @@ class TrueParallelOrchestrator(FileBasedOrchestrator):
         return results
 
 
-def parallel_agents() -> dict[str, Any]:
-    return {
-        "manager:plan": [plan_turn([task("A", "backend-dev"), task("B", "frontend-dev"),
-                                    task("C", "qa-tester", ["A", "B"])])],
-        "backend-dev:A": write_and_finish("a.txt", "A\n"),
-        "frontend-dev:B": write_and_finish("b.txt", "B\n"),
-        "qa-tester:C": write_and_finish("c.txt", "C\n"),
-        "manager:integration": [integration_turn()],
-    }
-
-
 def test_a_subclass_driver_runs_inside_run(project: Path) -> None:
-    orchestrator = build(TrueParallelOrchestrator, project, parallel_agents())
+    orchestrator = build(TrueParallelOrchestrator, project, diamond_session())
 
     summary = orchestrator.run("Own driver")
 
@@ -466,7 +456,7 @@ def test_a_subclass_driver_runs_inside_run(project: Path) -> None:
 
 
 def test_a_subclass_driver_called_directly_creates_the_feature_branch(project: Path) -> None:
-    orchestrator = build(TrueParallelOrchestrator, project, parallel_agents())
+    orchestrator = build(TrueParallelOrchestrator, project, diamond_session())
 
     results = orchestrator.run_parallel("Direct driver", max_workers=2)
     orchestrator.close()
